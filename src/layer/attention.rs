@@ -1,0 +1,234 @@
+//! Multi-head attention (`type: AttentionLayer`) in `standard` and `gqa` modes.
+//!
+//! softmax(q·kᵀ/√head_dim + causal mask)·v with RoPE (HF half-split) on q and k. In GQA mode
+//! `n_kv_heads` divides `n_heads` and KV head j serves query heads [j·g, (j+1)·g) (HF `repeat_kv`
+//! order); the query heads of a group are folded into the time axis instead of copying K/V.
+//! Shapes: (b, t, d_model) -> (b, t, d_model). Weight names follow HF Llama's `self_attn`.
+
+use candle_core::{D, DType, Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::dropout::apply_dropout;
+use super::linear::linear;
+use super::rope::{Rope, RopeScaling};
+use super::SpecProblem;
+use crate::model::context::{ForwardCtx, TraceKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionMode {
+    /// One K/V head per query head.
+    #[default]
+    Standard,
+    /// Grouped-query attention: `n_kv_heads` K/V heads shared by groups of query heads.
+    Gqa,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionSpec {
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Number of query heads.
+    pub n_heads: usize,
+    /// Number of K/V heads. Default: `n_heads` (required to differ in `gqa` mode).
+    #[serde(default)]
+    pub n_kv_heads: Option<usize>,
+    /// `standard` or `gqa`. Default: standard.
+    #[serde(default)]
+    pub mode: AttentionMode,
+    /// Total query width `n_heads · head_dim`. Default: `d_model`.
+    #[serde(default)]
+    pub attn_dim: Option<usize>,
+    /// Per-head width. Default: `attn_dim / n_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Rotary position embedding on q and k. Default: true.
+    #[serde(default = "yes")]
+    pub rope_enabled: bool,
+    /// RoPE base θ. Default: 10000.
+    #[serde(default = "rope_base")]
+    pub rope_base: f64,
+    /// HF-style scaling dict (`rope_type: llama3`). Default: none.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Causal mask. Default: true.
+    #[serde(default = "yes")]
+    pub is_causal: bool,
+    /// Dropout on attention probabilities while training. Default: 0.
+    #[serde(default)]
+    pub dropout_p: f64,
+    /// Bias on the q/k/v/o projections. Default: false.
+    #[serde(default)]
+    pub bias: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn rope_base() -> f64 {
+    10000.0
+}
+
+impl AttentionSpec {
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        match self.head_dim {
+            Some(h) => h,
+            None => self.attn_dim.unwrap_or(self.d_model) / self.n_heads.max(1),
+        }
+    }
+
+    /// Every inconsistency of this spec (the validator adds the manifest path).
+    pub fn problems(&self) -> Vec<SpecProblem> {
+        let mut out = Vec::new();
+        if self.n_heads == 0 {
+            out.push(SpecProblem::new("n_heads", "must be at least 1"));
+            return out;
+        }
+        let attn_dim = self.attn_dim.unwrap_or(self.d_model);
+        match self.head_dim {
+            Some(h) if h * self.n_heads != attn_dim && self.attn_dim.is_some() => out.push(SpecProblem::new(
+                "head_dim",
+                format!("n_heads ({}) × head_dim ({h}) = {} but attn_dim is {attn_dim}", self.n_heads, h * self.n_heads),
+            )),
+            Some(0) => out.push(SpecProblem::new("head_dim", "must be at least 1")),
+            None if attn_dim % self.n_heads != 0 => out.push(SpecProblem::new(
+                "n_heads",
+                format!("attention width {attn_dim} is not divisible by n_heads = {}", self.n_heads),
+            )),
+            _ => {}
+        }
+        let kv = self.kv_heads();
+        if kv == 0 || self.n_heads % kv != 0 {
+            out.push(SpecProblem::new(
+                "n_kv_heads",
+                format!("n_heads = {} must be a multiple of n_kv_heads = {kv}", self.n_heads),
+            ));
+        }
+        if self.mode == AttentionMode::Standard && kv != self.n_heads {
+            out.push(SpecProblem::new("n_kv_heads", "differs from n_heads: use `mode: gqa`"));
+        }
+        if self.rope_enabled && self.head_dim() % 2 != 0 {
+            out.push(SpecProblem::new(
+                "head_dim",
+                format!("RoPE rotates pairs, so head_dim must be even (got {})", self.head_dim()),
+            ));
+        }
+        if let Some(s) = &self.rope_scaling {
+            if s.rope_type != "llama3" {
+                out.push(SpecProblem::new(
+                    "rope_scaling.rope_type",
+                    format!("unsupported rope type `{}` (supported: llama3)", s.rope_type),
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout_p) {
+            out.push(SpecProblem::new("dropout_p", "must be in [0, 1)"));
+        }
+        out
+    }
+}
+
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    rope: Option<Rope>,
+    causal: bool,
+    dropout_p: f64,
+    /// Index of this layer's KV cache slot.
+    slot: usize,
+    path: String,
+}
+
+impl Attention {
+    /// Weights at `<path>.{q_proj,k_proj,v_proj,o_proj}`; `slot` indexes its KV cache.
+    pub fn build(spec: &AttentionSpec, slot: usize, vb: VarBuilder) -> Result<Self> {
+        let (nh, nkv, hd) = (spec.n_heads, spec.kv_heads(), spec.head_dim());
+        let d = spec.d_model;
+        Ok(Self {
+            q: linear(d, nh * hd, spec.bias, vb.pp("q_proj"))?,
+            k: linear(d, nkv * hd, spec.bias, vb.pp("k_proj"))?,
+            v: linear(d, nkv * hd, spec.bias, vb.pp("v_proj"))?,
+            o: linear(nh * hd, d, spec.bias, vb.pp("o_proj"))?,
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            rope: spec.rope_enabled.then(|| Rope::new(hd, spec.rope_base, spec.rope_scaling.as_ref())),
+            causal: spec.is_causal,
+            dropout_p: spec.dropout_p,
+            slot,
+            path: vb.prefix(),
+        })
+    }
+
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |x: Tensor, n: usize| x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
+        let mut q = heads(self.q.forward(xs)?, nh)?;
+        let mut k = heads(self.k.forward(xs)?, nkv)?;
+        let v = heads(self.v.forward(xs)?, nkv)?;
+        if let Some(rope) = &self.rope {
+            q = rope.apply(&q, ctx.pos_offset, ctx.train)?;
+            k = rope.apply(&k, ctx.pos_offset, ctx.train)?;
+        }
+        let (k, v) = match ctx.cache.as_deref_mut() {
+            Some(cache) => {
+                let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("no KV cache slot {} for {}", self.slot, self.path))
+                })?;
+                let dtype = k.dtype();
+                let (k, v) = slot.append(&k.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
+            }
+            None => (k, v),
+        };
+        let kt = k.dim(2)?;
+        // Fold the g query heads of each KV group into the time axis: (b, nkv, g·t, hd).
+        let g = nh / nkv;
+        let q = q.reshape((b, nkv, g * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, g·t, kt)
+        let scores = if self.causal && t > 1 {
+            let mask = causal_mask(t, kt, xs.device())?.to_dtype(scores.dtype())?;
+            scores.reshape((b, nkv, g, t, kt))?.broadcast_add(&mask)?.reshape((b, nkv, g * t, kt))?
+        } else {
+            scores
+        };
+        let probs = if ctx.train {
+            candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+        }
+        .to_dtype(v.dtype())?;
+        let probs = apply_dropout(&probs, self.dropout_p, ctx.train, ctx.rng.as_deref_mut())?;
+        let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, g·t, hd)
+        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let out = self.o.forward(&out)?;
+        ctx.record(TraceKind::Attention, &self.path, &out);
+        Ok(out)
+    }
+}
+
+/// (t, kt) additive mask: query i (absolute position kt − t + i) sees keys j ≤ its position.
+pub fn causal_mask(t: usize, kt: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let offset = kt - t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..kt).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(mask, (t, kt), device)
+}

@@ -1,0 +1,74 @@
+//! The forward context every node receives beside its hidden state.
+//!
+//! One signature for training, generation, tracing and distillation: `forward(xs, ctx)`.
+
+use candle_core::Tensor;
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::kv_cache::KvCache;
+
+/// What a forward pass needs besides the hidden state.
+pub struct ForwardCtx<'a> {
+    /// Absolute position of the first token of `xs` (RoPE angle and causal-mask offset).
+    pub pos_offset: usize,
+    /// Training mode: dropout is active and only differentiable ops are used.
+    pub train: bool,
+    /// KV caches of the attention layers, indexed by each layer's slot. `None`: no caching.
+    pub cache: Option<&'a mut KvCache>,
+    /// Seeded RNG for dropout masks (candle's own RNG cannot be seeded on CPU).
+    pub rng: Option<&'a mut ChaCha8Rng>,
+    /// Sink for intermediate outputs (distillation, verification).
+    pub trace: Option<&'a mut Trace>,
+}
+
+impl<'a> ForwardCtx<'a> {
+    /// Evaluation context: no cache, no dropout, fused (non-differentiable) kernels allowed.
+    pub fn eval() -> Self {
+        Self { pos_offset: 0, train: false, cache: None, rng: None, trace: None }
+    }
+
+    /// Training context with a dropout RNG.
+    pub fn train(rng: &'a mut ChaCha8Rng) -> Self {
+        Self { pos_offset: 0, train: true, cache: None, rng: Some(rng), trace: None }
+    }
+
+    /// Decoding context over a cache, starting at `pos_offset`.
+    pub fn cached(cache: &'a mut KvCache, pos_offset: usize) -> Self {
+        Self { pos_offset, train: false, cache: Some(cache), rng: None, trace: None }
+    }
+
+    /// Record `xs` under `path` when a trace asks for this kind of node.
+    pub fn record(&mut self, kind: TraceKind, path: &str, xs: &Tensor) {
+        if let Some(trace) = self.trace.as_deref_mut() {
+            if trace.wants(kind) {
+                trace.entries.push((path.to_string(), xs.clone()));
+            }
+        }
+    }
+}
+
+/// Which node outputs a [`Trace`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    Attention,
+    Layer,
+}
+
+/// Named intermediate outputs collected during one forward pass.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// Keep every layer's output, not only attention outputs.
+    pub all_layers: bool,
+    /// `(topology path, output)` in execution order.
+    pub entries: Vec<(String, Tensor)>,
+}
+
+impl Trace {
+    pub fn attention_only() -> Self {
+        Self { all_layers: false, entries: Vec::new() }
+    }
+
+    fn wants(&self, kind: TraceKind) -> bool {
+        self.all_layers || kind == TraceKind::Attention
+    }
+}

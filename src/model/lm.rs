@@ -1,0 +1,102 @@
+//! The language-model wrapper: embed → topology → logits.
+//!
+//! With `tied_embeddings`, a topology that ends at `d_model` features is projected onto the
+//! vocabulary through the embedding table (features · Eᵀ); a topology that already ends at
+//! `vocab_size` features is used as it is. Shapes: ids (b, t) u32 -> logits (b, t, vocab).
+
+use candle_core::{D, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::context::ForwardCtx;
+use crate::layer::{Embedder, EmbedderSpec};
+use crate::topology::{Node, NodeSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum ModelKind {
+    /// A decoder-only transformer language model.
+    #[default]
+    TransformerModel,
+    /// Same as TransformerModel (the original's GPT name).
+    GPTModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// `TransformerModel` or `GPTModel`. Default: TransformerModel.
+    #[serde(rename = "type", default)]
+    pub kind: ModelKind,
+    /// Token embedder (or `{type: none}`).
+    pub embedder: EmbedderSpec,
+    /// The graph of layers.
+    pub topology: NodeSpec,
+    /// Project `d_model` features onto the vocabulary with the embedding table. Default: true.
+    #[serde(default = "yes")]
+    pub tied_embeddings: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub struct LanguageModel {
+    embedder: Option<Embedder>,
+    topology: Node,
+    tied: bool,
+    vocab_size: Option<usize>,
+    n_slots: usize,
+}
+
+impl LanguageModel {
+    /// Build from a lowered spec. Weights: `embedder.weight`, `topology.…`.
+    pub fn build(spec: &ModelSpec, vb: VarBuilder) -> Result<Self> {
+        let (embedder, vocab_size) = match &spec.embedder {
+            EmbedderSpec::Token { vocab_size, d_model } => {
+                (Some(Embedder::build(*vocab_size, *d_model, vb.pp("embedder"))?), Some(*vocab_size))
+            }
+            EmbedderSpec::None => (None, None),
+        };
+        let mut n_slots = 0;
+        let topology = Node::build(&spec.topology, vb.pp("topology"), &mut n_slots)?;
+        Ok(Self { embedder, topology, tied: spec.tied_embeddings, vocab_size, n_slots })
+    }
+
+    /// Number of attention layers (KV cache slots).
+    pub fn n_slots(&self) -> usize {
+        self.n_slots
+    }
+
+    pub fn vocab_size(&self) -> Option<usize> {
+        self.vocab_size
+    }
+
+    /// Token ids (b, t) → logits (b, t, vocab).
+    pub fn forward(&self, ids: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let xs = match &self.embedder {
+            Some(e) => e.forward(ids)?,
+            None => candle_core::bail!("this model has no token embedder; call forward_features"),
+        };
+        self.forward_features(&xs, ctx)
+    }
+
+    /// Features (b, t, d) → logits (b, t, vocab) (or the topology's output without an embedder).
+    pub fn forward_features(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let ys = self.topology.forward(xs, ctx)?;
+        let (Some(e), Some(vocab)) = (&self.embedder, self.vocab_size) else {
+            return Ok(ys);
+        };
+        let width = ys.dim(D::Minus1)?;
+        if width == vocab {
+            Ok(ys)
+        } else if self.tied && width == e.weight().dim(1)? {
+            let (b, t, d) = ys.dims3()?;
+            ys.reshape((b * t, d))?.matmul(&e.weight().t()?)?.reshape((b, t, vocab))
+        } else {
+            candle_core::bail!(
+                "the topology ends with {width} features: expected vocab_size ({vocab}){}",
+                if self.tied { " or d_model (tied embeddings)" } else { "" }
+            )
+        }
+    }
+}

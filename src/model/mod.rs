@@ -1,0 +1,11 @@
+//! Building a module tree from a manifest model; the LM wrapper; the forward context; seeded init.
+
+pub mod context;
+pub mod init;
+pub mod kv_cache;
+pub mod lm;
+
+pub use context::{ForwardCtx, Trace, TraceKind};
+pub use init::SeededVarMap;
+pub use kv_cache::{KvCache, LayerKv};
+pub use lm::{LanguageModel, ModelKind, ModelSpec};
