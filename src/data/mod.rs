@@ -1,1 +1,5 @@
-//! (filled in below)
+//! Memory-mapped `.npy` token datasets; tokenizers; `prepare` (text → tokens).
+
+pub mod spec;
+
+pub use spec::{DataSpec, PrepareSpec};

@@ -1,0 +1,94 @@
+//! The `train:` block of a run: optimizer, schedule, batch and checkpointing settings.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW with decoupled weight decay (Loshchilov & Hutter).
+    #[default]
+    Adamw,
+    /// SGD with (optional) momentum.
+    Sgd,
+    /// Lion (Chen et al. 2023), the published update.
+    Lion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Warmup, then cosine decay to `min_lr_ratio · lr` at the last step.
+    #[default]
+    Cosine,
+    /// Warmup, then linear decay to `min_lr_ratio · lr` at the last step.
+    Linear,
+    /// Warmup, then constant `lr`.
+    Constant,
+}
+
+/// Every field has a default; the manifest overrides what it names.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSpec {
+    /// Sequences per micro-batch. Default: 16.
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step. Default: 1.
+    pub grad_accum: usize,
+    /// Peak learning rate. Default: 3e-4.
+    pub lr: f64,
+    /// Default: adamw.
+    pub optimizer: OptimizerKind,
+    /// (β1, β2). Default: [0.9, 0.95] (Lion: use e.g. [0.9, 0.99]).
+    pub betas: [f64; 2],
+    /// AdamW ε. Default: 1e-8.
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW, Lion) or L2 (SGD). Default: 0.1.
+    pub weight_decay: f64,
+    /// SGD momentum. Default: 0.9.
+    pub momentum: f64,
+    /// Default: cosine.
+    pub schedule: ScheduleKind,
+    /// Linear warmup steps. Default: 0.
+    pub warmup_steps: usize,
+    /// Final lr as a fraction of `lr` (cosine, linear). Default: 0.1.
+    pub min_lr_ratio: f64,
+    /// Global-norm gradient clipping; 0 disables. Default: 1.0.
+    pub grad_clip: f64,
+    /// Eval loss every N steps (and at the end); 0 disables. Default: 100.
+    pub eval_every: usize,
+    /// Batches per eval. Default: 10.
+    pub eval_iters: usize,
+    /// Checkpoint every N steps (and at the end); 0: only at the end. Default: `defaults.runtime.save_every`, else 100.
+    pub save_every: Option<usize>,
+    /// Log a metrics line every N steps. Default: 10.
+    pub log_every: usize,
+    /// `cpu`, `cuda`, `cuda:N`, `metal`. Default: cpu.
+    pub device: String,
+    /// `f32`, `bf16`, `f16`. Default: f32.
+    pub dtype: String,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 3e-4,
+            optimizer: OptimizerKind::Adamw,
+            betas: [0.9, 0.95],
+            eps: 1e-8,
+            weight_decay: 0.1,
+            momentum: 0.9,
+            schedule: ScheduleKind::Cosine,
+            warmup_steps: 0,
+            min_lr_ratio: 0.1,
+            grad_clip: 1.0,
+            eval_every: 100,
+            eval_iters: 10,
+            save_every: None,
+            log_every: 10,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+        }
+    }
+}
