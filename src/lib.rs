@@ -21,3 +21,5 @@ pub mod train;
 pub mod experiment;
 /// tracing subscriber + indicatif progress bars that live together.
 pub mod console;
+/// clap subcommands (`compile`, `run`, `prepare`, …) and exit codes.
+pub mod cli;

@@ -1,0 +1,43 @@
+//! clap subcommands; each arm hands its arguments to the module that implements it.
+
+use clap::{Parser, Subcommand};
+
+/// A command's failure: the rendered report and the process exit code.
+pub struct CliError {
+    /// 1: the run failed; 2: bad manifest or usage; 130: interrupted.
+    pub code: u8,
+    pub report: miette::Report,
+}
+
+impl CliError {
+    /// A bad manifest, bad arguments or bad input files (exit code 2).
+    pub fn usage(report: impl Into<miette::Report>) -> Self {
+        Self { code: 2, report: report.into() }
+    }
+
+    /// A run that started and failed (exit code 1).
+    pub fn failed(report: impl Into<miette::Report>) -> Self {
+        Self { code: 1, report: report.into() }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "caramba", version, about = "Architectures as YAML manifests: compile, train, generate, benchmark.")]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Run one parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {}
+}
