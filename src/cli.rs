@@ -12,17 +12,27 @@ pub struct CliError {
 impl CliError {
     /// A bad manifest, bad arguments or bad input files (exit code 2).
     pub fn usage(report: impl Into<miette::Report>) -> Self {
-        Self { code: 2, report: report.into() }
+        Self {
+            code: 2,
+            report: report.into(),
+        }
     }
 
     /// A run that started and failed (exit code 1).
     pub fn failed(report: impl Into<miette::Report>) -> Self {
-        Self { code: 1, report: report.into() }
+        Self {
+            code: 1,
+            report: report.into(),
+        }
     }
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "caramba", version, about = "Architectures as YAML manifests: compile, train, generate, benchmark.")]
+#[command(
+    name = "caramba",
+    version,
+    about = "Architectures as YAML manifests: compile, train, generate, benchmark."
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
