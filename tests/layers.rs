@@ -203,3 +203,25 @@ fn cyclic_reuses_its_weights_for_each_iteration() -> Result<()> {
     assert!(max_abs_diff(&cyclic.forward(&xs, &mut ForwardCtx::eval())?, &want) < 1e-4);
     Ok(())
 }
+
+#[test]
+fn fused_and_differentiable_paths_agree() -> Result<()> {
+    use caramba::layer::{RmsNorm, RmsNormSpec};
+    use rand::SeedableRng;
+    let dev = Device::Cpu;
+    let vars = SeededVarMap::new(fresh_seed());
+    let norm_spec: RmsNormSpec = serde_json::from_value(serde_json::json!({"d_model": 24})).expect("spec");
+    let norm = RmsNorm::build(&norm_spec, vars.var_builder(DType::F32, &dev).pp("norm"))?;
+    // Non-trivial weights so the scale matters.
+    let w = vars.named_vars().into_iter().find(|(n, _)| n == "norm.weight").expect("weight").1;
+    w.set(&Tensor::randn(1f32, 0.3, 24, &dev)?)?;
+    let xs = Tensor::randn(0f32, 2.0, (2, 5, 24), &dev)?;
+    assert!(max_abs_diff(&norm.forward(&xs, true)?, &norm.forward(&xs, false)?) < 1e-5);
+
+    let att = Attention::build(&spec(24, 6, 3), 0, vars.var_builder(DType::F32, &dev).pp("att"))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(fresh_seed());
+    let train = att.forward(&xs, &mut ForwardCtx::train(&mut rng))?;
+    let eval = att.forward(&xs, &mut ForwardCtx::eval())?;
+    assert!(max_abs_diff(&train, &eval) < 1e-5);
+    Ok(())
+}
