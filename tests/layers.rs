@@ -213,7 +213,12 @@ fn fused_and_differentiable_paths_agree() -> Result<()> {
     let norm_spec: RmsNormSpec = serde_json::from_value(serde_json::json!({"d_model": 24})).expect("spec");
     let norm = RmsNorm::build(&norm_spec, vars.var_builder(DType::F32, &dev).pp("norm"))?;
     // Non-trivial weights so the scale matters.
-    let w = vars.named_vars().into_iter().find(|(n, _)| n == "norm.weight").expect("weight").1;
+    let w = vars
+        .named_vars()
+        .into_iter()
+        .find(|(n, _)| n == "norm.weight")
+        .expect("weight")
+        .1;
     w.set(&Tensor::randn(1f32, 0.3, 24, &dev)?)?;
     let xs = Tensor::randn(0f32, 2.0, (2, 5, 24), &dev)?;
     assert!(max_abs_diff(&norm.forward(&xs, true)?, &norm.forward(&xs, false)?) < 1e-5);

@@ -1,4 +1,5 @@
-//! Multi-head attention (`type: AttentionLayer`) in `standard` and `gqa` modes.
+//! Multi-head attention (`type: AttentionLayer`) in `standard` and `gqa` modes (`decoupled`: see
+//! `decoupled.rs`).
 //!
 //! softmax(q·kᵀ/√head_dim + causal mask)·v with RoPE (HF half-split) on q and k. In GQA mode
 //! `n_kv_heads` divides `n_heads` and KV head j serves query heads [j·g, (j+1)·g) (HF `repeat_kv`
@@ -23,6 +24,8 @@ pub enum AttentionMode {
     Standard,
     /// Grouped-query attention: `n_kv_heads` K/V heads shared by groups of query heads.
     Gqa,
+    /// Decoupled Bottleneck Attention: semantic (no RoPE) + geometric (RoPE) paths, value bottleneck.
+    Decoupled,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -62,6 +65,30 @@ pub struct AttentionSpec {
     /// Bias on the q/k/v/o projections. Default: false.
     #[serde(default)]
     pub bias: bool,
+    /// DBA: semantic (no-RoPE) q/k width summed over query heads. Required in decoupled mode.
+    #[serde(default)]
+    pub sem_dim: Option<usize>,
+    /// DBA: geometric (RoPE) q/k width summed over query heads. Required in decoupled mode.
+    #[serde(default)]
+    pub geo_dim: Option<usize>,
+    /// DBA: value width summed over query heads (the value bottleneck). Default: `attn_dim`, else `d_model`.
+    #[serde(default)]
+    pub v_dim: Option<usize>,
+    /// DBA: RoPE on the semantic path too. Default: false.
+    #[serde(default)]
+    pub rope_semantic: bool,
+    /// DBA: semantic keys share the semantic query projection (needs n_kv_heads = n_heads). Default: false.
+    #[serde(default)]
+    pub tie_qk: bool,
+    /// DBA: a learned, always-visible null key/value per KV head. Default: false.
+    #[serde(default)]
+    pub null_attn: bool,
+    /// DBA: a learned per-head gate between the two paths (q_sem·2g, q_geo·(2−2g)). Default: false.
+    #[serde(default)]
+    pub decoupled_gate: bool,
+    /// DBA: the gate also depends on the token (a zero-initialised d_model → n_heads map). Default: false.
+    #[serde(default)]
+    pub decoupled_gate_dynamic: bool,
 }
 
 fn yes() -> bool {
@@ -81,6 +108,64 @@ impl AttentionSpec {
             Some(h) => h,
             None => self.attn_dim.unwrap_or(self.d_model) / self.n_heads.max(1),
         }
+    }
+
+    /// K/V values cached per token by this layer (multiply by the storage bytes per value).
+    pub fn cache_values_per_token(&self) -> usize {
+        match self.mode {
+            AttentionMode::Decoupled => super::decoupled::DecoupledDims::of(self).cache_values_per_token(),
+            _ => 2 * self.kv_heads() * self.head_dim(),
+        }
+    }
+
+    fn decoupled_problems(&self) -> Vec<SpecProblem> {
+        let mut out = Vec::new();
+        let nh = self.n_heads;
+        for (field, value, even) in [
+            ("sem_dim", self.sem_dim, self.rope_enabled && self.rope_semantic),
+            ("geo_dim", self.geo_dim, self.rope_enabled),
+        ] {
+            match value {
+                None => out.push(SpecProblem::new(field, "required in `mode: decoupled`")),
+                Some(0) => out.push(SpecProblem::new(field, "must be at least n_heads")),
+                Some(w) if w % nh != 0 => out.push(SpecProblem::new(
+                    field,
+                    format!("{w} is not divisible by n_heads = {nh} (it is a total over query heads)"),
+                )),
+                Some(w) if even && (w / nh) % 2 != 0 => out.push(SpecProblem::new(
+                    field,
+                    format!(
+                        "RoPE rotates pairs, so the per-head width {w}/{nh} = {} must be even",
+                        w / nh
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        let v = self.v_dim.or(self.attn_dim).unwrap_or(self.d_model);
+        if v == 0 || v % nh != 0 {
+            out.push(SpecProblem::new(
+                "v_dim",
+                format!("{v} is not a positive multiple of n_heads = {nh}"),
+            ));
+        }
+        let kv = self.kv_heads();
+        if self.tie_qk && kv != nh {
+            out.push(SpecProblem::new(
+                "tie_qk",
+                "needs n_kv_heads = n_heads (keys reuse the query projection)",
+            ));
+        }
+        if self.decoupled_gate_dynamic && !self.decoupled_gate {
+            out.push(SpecProblem::new(
+                "decoupled_gate_dynamic",
+                "needs `decoupled_gate: true`",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout_p) {
+            out.push(SpecProblem::new("dropout_p", "must be in [0, 1)"));
+        }
+        out
     }
 
     /// Every inconsistency of this spec (the validator adds the manifest path).
@@ -119,6 +204,25 @@ impl AttentionSpec {
                     self.n_heads
                 ),
             ));
+        }
+        if self.mode == AttentionMode::Decoupled {
+            out.extend(self.decoupled_problems());
+            return out;
+        }
+        let dba_only = [
+            ("sem_dim", self.sem_dim.is_some()),
+            ("geo_dim", self.geo_dim.is_some()),
+            ("v_dim", self.v_dim.is_some()),
+            ("rope_semantic", self.rope_semantic),
+            ("tie_qk", self.tie_qk),
+            ("null_attn", self.null_attn),
+            ("decoupled_gate", self.decoupled_gate),
+            ("decoupled_gate_dynamic", self.decoupled_gate_dynamic),
+        ];
+        for (field, set) in dba_only {
+            if set {
+                out.push(SpecProblem::new(field, "only applies to `mode: decoupled`"));
+            }
         }
         if self.mode == AttentionMode::Standard && kv != self.n_heads {
             out.push(SpecProblem::new(

@@ -3,15 +3,18 @@
 //! Every built layer has `forward(&self, xs, ctx)` with xs of shape (b, t, d_in) -> (b, t, d_out).
 
 pub mod attention;
+pub mod decoupled;
 pub mod dropout;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
 pub mod rms_norm;
 pub mod rope;
+pub mod sdpa;
 pub mod swiglu;
 
 pub use attention::{Attention, AttentionMode, AttentionSpec};
+pub use decoupled::{DecoupledAttention, DecoupledDims};
 pub use dropout::{Dropout, DropoutSpec};
 pub use embedding::{Embedder, EmbedderSpec};
 pub use layer_norm::{LayerNorm, LayerNormSpec};

@@ -4,11 +4,14 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{Branching, Cyclic, NodeSpec, Parallel, Residual, Sequence};
-use crate::layer::{Attention, Dropout, LayerNorm, LinearLayer, RmsNorm, SwiGlu};
+use crate::layer::{
+    Attention, AttentionMode, DecoupledAttention, Dropout, LayerNorm, LinearLayer, RmsNorm, SwiGlu,
+};
 use crate::model::context::{ForwardCtx, TraceKind};
 
 pub enum Node {
     Attention(Attention),
+    Decoupled(DecoupledAttention),
     RmsNorm(RmsNorm),
     LayerNorm(LayerNorm),
     SwiGlu(SwiGlu),
@@ -39,7 +42,11 @@ impl Node {
             NodeSpec::Attention(s) => {
                 let slot = *next_slot;
                 *next_slot += 1;
-                Node::Attention(Attention::build(s, slot, vb)?)
+                if s.mode == AttentionMode::Decoupled {
+                    Node::Decoupled(DecoupledAttention::build(s, slot, vb)?)
+                } else {
+                    Node::Attention(Attention::build(s, slot, vb)?)
+                }
             }
             NodeSpec::RmsNorm(s) => Node::RmsNorm(RmsNorm::build(s, vb)?),
             NodeSpec::LayerNorm(s) => Node::LayerNorm(LayerNorm::build(s, vb)?),
@@ -61,6 +68,7 @@ impl Node {
     pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         match self {
             Node::Attention(a) => a.forward(xs, ctx),
+            Node::Decoupled(a) => a.forward(xs, ctx),
             Node::RmsNorm(n) => n.forward(xs, ctx.train),
             Node::LayerNorm(n) => n.forward(xs),
             Node::SwiGlu(m) => m.forward(xs),

@@ -1,0 +1,204 @@
+//! Decoupled Bottleneck Attention (`AttentionLayer` with `mode: decoupled`).
+//!
+//! Two query/key paths share one softmax: a semantic path without RoPE and a geometric path with
+//! RoPE, `score = s_sem·⟨q_sem, k_sem⟩ + s_geo·⟨q_geo, k_geo⟩` with `s = 1/√(per-head dim)`, then
+//! a value bottleneck of `v_dim`. Unlike the original, `n_kv_heads` is honoured for k_sem, k_geo
+//! and v (GQA sharing), so the cache really holds `n_kv_heads · (sem + geo + v head dims)` values
+//! per token. The cache stores `[k_sem ‖ k_geo]` (after RoPE, before the gate) as its K and v as
+//! its V, so the plain KV cache serves DBA unchanged. Shapes: (b, t, d_model) -> (b, t, d_model).
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{Init, Linear, Module, VarBuilder};
+
+use super::AttentionSpec;
+use super::linear::linear;
+use super::rope::Rope;
+use super::sdpa::{AttendOptions, NullKv, grouped_attention};
+use crate::model::context::{ForwardCtx, TraceKind};
+
+/// Per-head widths of a decoupled layer, derived from its spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoupledDims {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub sem_head_dim: usize,
+    pub geo_head_dim: usize,
+    pub v_head_dim: usize,
+}
+
+impl DecoupledDims {
+    pub fn of(spec: &AttentionSpec) -> Self {
+        let nh = spec.n_heads.max(1);
+        Self {
+            n_heads: spec.n_heads,
+            n_kv_heads: spec.kv_heads(),
+            sem_head_dim: spec.sem_dim.unwrap_or(0) / nh,
+            geo_head_dim: spec.geo_dim.unwrap_or(0) / nh,
+            v_head_dim: spec.v_dim.or(spec.attn_dim).unwrap_or(spec.d_model) / nh,
+        }
+    }
+
+    /// Cached values per token for this layer: n_kv_heads · (sem + geo + v head dims).
+    pub fn cache_values_per_token(&self) -> usize {
+        self.n_kv_heads * (self.sem_head_dim + self.geo_head_dim + self.v_head_dim)
+    }
+}
+
+pub struct DecoupledAttention {
+    q_sem: Linear,
+    /// `None` with `tie_qk`: the semantic keys use `q_sem`.
+    k_sem: Option<Linear>,
+    q_geo: Linear,
+    k_geo: Linear,
+    v: Linear,
+    o: Linear,
+    dims: DecoupledDims,
+    rope_geo: Option<Rope>,
+    rope_sem: Option<Rope>,
+    gate_logit: Option<Tensor>,
+    gate_proj: Option<Linear>,
+    null: Option<(Tensor, Tensor)>,
+    causal: bool,
+    dropout_p: f64,
+    slot: usize,
+    path: String,
+}
+
+impl DecoupledAttention {
+    /// Weights at `<path>.{q_sem,k_sem,q_geo,k_geo,v_proj,o_proj}` (+ `gate_logit`, `gate_proj`,
+    /// `k_null`, `v_null` when enabled).
+    pub fn build(spec: &AttentionSpec, slot: usize, vb: VarBuilder) -> Result<Self> {
+        let dims = DecoupledDims::of(spec);
+        let DecoupledDims {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            sem_head_dim: sh,
+            geo_head_dim: gh,
+            v_head_dim: vh,
+        } = dims;
+        let d = spec.d_model;
+        let k_sem = if spec.tie_qk {
+            None
+        } else {
+            Some(linear(d, nkv * sh, spec.bias, vb.pp("k_sem"))?)
+        };
+        let std = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        Ok(Self {
+            q_sem: linear(d, nh * sh, spec.bias, vb.pp("q_sem"))?,
+            k_sem,
+            q_geo: linear(d, nh * gh, spec.bias, vb.pp("q_geo"))?,
+            k_geo: linear(d, nkv * gh, spec.bias, vb.pp("k_geo"))?,
+            v: linear(d, nkv * vh, spec.bias, vb.pp("v_proj"))?,
+            o: linear(nh * vh, d, spec.bias, vb.pp("o_proj"))?,
+            dims,
+            rope_geo: (spec.rope_enabled && gh > 0)
+                .then(|| Rope::new(gh, spec.rope_base, spec.rope_scaling.as_ref())),
+            rope_sem: (spec.rope_enabled && spec.rope_semantic && sh > 0)
+                .then(|| Rope::new(sh, spec.rope_base, spec.rope_scaling.as_ref())),
+            gate_logit: if spec.decoupled_gate {
+                Some(vb.get_with_hints(nh, "gate_logit", Init::Const(0.0))?)
+            } else {
+                None
+            },
+            gate_proj: if spec.decoupled_gate && spec.decoupled_gate_dynamic {
+                Some(Linear::new(
+                    vb.get_with_hints((nh, d), "gate_proj.weight", Init::Const(0.0))?,
+                    None,
+                ))
+            } else {
+                None
+            },
+            null: if spec.null_attn {
+                Some((
+                    vb.get_with_hints((nkv, sh + gh), "k_null", std)?,
+                    vb.get_with_hints((nkv, vh), "v_null", std)?,
+                ))
+            } else {
+                None
+            },
+            causal: spec.is_causal,
+            dropout_p: spec.dropout_p,
+            slot,
+            path: vb.prefix(),
+        })
+    }
+
+    pub fn dims(&self) -> DecoupledDims {
+        self.dims
+    }
+
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let DecoupledDims {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            sem_head_dim: sh,
+            geo_head_dim: gh,
+            v_head_dim: vh,
+        } = self.dims;
+        let heads = |x: Tensor, n: usize, hd: usize| x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
+        let mut qs = heads(self.q_sem.forward(xs)?, nh, sh)?;
+        let mut ks = heads(self.k_sem.as_ref().unwrap_or(&self.q_sem).forward(xs)?, nkv, sh)?;
+        let mut qg = heads(self.q_geo.forward(xs)?, nh, gh)?;
+        let mut kg = heads(self.k_geo.forward(xs)?, nkv, gh)?;
+        let v = heads(self.v.forward(xs)?, nkv, vh)?;
+        if let Some(rope) = &self.rope_geo {
+            qg = rope.apply(&qg, ctx.pos_offset, ctx.train)?;
+            kg = rope.apply(&kg, ctx.pos_offset, ctx.train)?;
+        }
+        if let Some(rope) = &self.rope_sem {
+            qs = rope.apply(&qs, ctx.pos_offset, ctx.train)?;
+            ks = rope.apply(&ks, ctx.pos_offset, ctx.train)?;
+        }
+        // Gate g ∈ (0, 1) per head (and per token when dynamic), in f32: q_sem·2g, q_geo·(2 − 2g).
+        if let Some(logit) = &self.gate_logit {
+            let mut z = logit.to_dtype(DType::F32)?.reshape((1, nh, 1, 1))?;
+            if let Some(proj) = &self.gate_proj {
+                let dynamic = proj
+                    .forward(xs)?
+                    .to_dtype(DType::F32)?
+                    .transpose(1, 2)?
+                    .unsqueeze(3)?; // (b, nh, t, 1)
+                z = z.broadcast_add(&dynamic)?;
+            }
+            let g = candle_nn::ops::sigmoid(&z)?;
+            let sem_scale = (g.clone() * 2.0)?.to_dtype(qs.dtype())?;
+            let geo_scale = ((g * -2.0)? + 2.0)?.to_dtype(qg.dtype())?;
+            qs = qs.broadcast_mul(&sem_scale)?;
+            qg = qg.broadcast_mul(&geo_scale)?;
+        }
+        let s_sem = if sh > 0 { 1.0 / (sh as f64).sqrt() } else { 0.0 };
+        let s_geo = if gh > 0 { 1.0 / (gh as f64).sqrt() } else { 0.0 };
+        let q_cat = Tensor::cat(&[(qs * s_sem)?, (qg * s_geo)?], 3)?;
+        let k_cat = Tensor::cat(&[ks, kg], 3)?;
+        let (k_cat, v) = match ctx.cache.as_deref_mut() {
+            Some(cache) => {
+                let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("no KV cache slot {} for {}", self.slot, self.path))
+                })?;
+                let dtype = k_cat.dtype();
+                let (k, v) = slot.append(&k_cat.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
+            }
+            None => (k_cat, v),
+        };
+        let null = self.null.as_ref().map(|(k, v)| NullKv { k, v });
+        let opts = AttendOptions {
+            causal: self.causal,
+            train: ctx.train,
+            dropout_p: self.dropout_p,
+            rng: ctx.rng.as_deref_mut(),
+        };
+        let out = grouped_attention(&q_cat, &k_cat, &v, null, opts)?; // (b, nh, t, vh)
+        let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * vh))?)?;
+        ctx.record(TraceKind::Attention, &self.path, &out);
+        Ok(out)
+    }
+}
