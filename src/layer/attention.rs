@@ -175,6 +175,17 @@ impl AttentionSpec {
             out.push(SpecProblem::new("n_heads", "must be at least 1"));
             return out;
         }
+        if self.mode == AttentionMode::Decoupled {
+            let kv = self.kv_heads();
+            if kv == 0 || self.n_heads % kv != 0 {
+                out.push(SpecProblem::new(
+                    "n_kv_heads",
+                    format!("n_heads = {} must be a multiple of n_kv_heads = {kv}", self.n_heads),
+                ));
+            }
+            out.extend(self.decoupled_problems());
+            return out;
+        }
         let attn_dim = self.attn_dim.unwrap_or(self.d_model);
         match self.head_dim {
             Some(h) if h * self.n_heads != attn_dim && self.attn_dim.is_some() => out.push(SpecProblem::new(
@@ -204,10 +215,6 @@ impl AttentionSpec {
                     self.n_heads
                 ),
             ));
-        }
-        if self.mode == AttentionMode::Decoupled {
-            out.extend(self.decoupled_problems());
-            return out;
         }
         let dba_only = [
             ("sem_dim", self.sem_dim.is_some()),
