@@ -23,3 +23,5 @@ pub mod model;
 pub mod topology;
 /// Trainer loop, optimizers with savable state, schedules, checkpoint/resume.
 pub mod train;
+/// Llama → DBA surgery and distillation.
+pub mod upcycle;

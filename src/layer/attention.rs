@@ -180,7 +180,10 @@ impl AttentionSpec {
             if kv == 0 || self.n_heads % kv != 0 {
                 out.push(SpecProblem::new(
                     "n_kv_heads",
-                    format!("n_heads = {} must be a multiple of n_kv_heads = {kv}", self.n_heads),
+                    format!(
+                        "n_heads = {} must be a multiple of n_kv_heads = {kv}",
+                        self.n_heads
+                    ),
                 ));
             }
             out.extend(self.decoupled_problems());

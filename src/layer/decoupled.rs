@@ -12,9 +12,14 @@ use candle_nn::{Init, Linear, Module, VarBuilder};
 
 use super::AttentionSpec;
 use super::linear::linear;
-use super::rope::Rope;
+use super::rope::{HeadRope, Rope};
 use super::sdpa::{AttendOptions, NullKv, grouped_attention};
 use crate::model::context::{ForwardCtx, TraceKind};
+
+/// Name of the optional (n_kv_heads, geo_head_dim/2) buffer of geometric RoPE frequencies that
+/// surgery writes (each KV group keeps its own subset of the teacher's pairs). It is a buffer, not
+/// a parameter: trainers must not update it (see [`crate::model::init::is_buffer`]).
+pub const GEO_INV_FREQ: &str = "geo_inv_freq";
 
 /// Per-head widths of a decoupled layer, derived from its spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,8 @@ pub struct DecoupledAttention {
     o: Linear,
     dims: DecoupledDims,
     rope_geo: Option<Rope>,
+    /// Per-KV-head frequencies inherited from a teacher (replaces `rope_geo` when present).
+    head_rope_geo: Option<HeadRope>,
     rope_sem: Option<Rope>,
     gate_logit: Option<Tensor>,
     gate_proj: Option<Linear>,
@@ -96,6 +103,11 @@ impl DecoupledAttention {
             dims,
             rope_geo: (spec.rope_enabled && gh > 0)
                 .then(|| Rope::new(gh, spec.rope_base, spec.rope_scaling.as_ref())),
+            head_rope_geo: if spec.rope_enabled && gh > 0 && vb.contains_tensor(GEO_INV_FREQ) {
+                Some(HeadRope::new(vb.get((nkv, gh / 2), GEO_INV_FREQ)?)?)
+            } else {
+                None
+            },
             rope_sem: (spec.rope_enabled && spec.rope_semantic && sh > 0)
                 .then(|| Rope::new(sh, spec.rope_base, spec.rope_scaling.as_ref())),
             gate_logit: if spec.decoupled_gate {
@@ -149,7 +161,10 @@ impl DecoupledAttention {
         let mut qg = heads(self.q_geo.forward(xs)?, nh, gh)?;
         let mut kg = heads(self.k_geo.forward(xs)?, nkv, gh)?;
         let v = heads(self.v.forward(xs)?, nkv, vh)?;
-        if let Some(rope) = &self.rope_geo {
+        if let Some(rope) = &self.head_rope_geo {
+            qg = rope.apply(&qg, ctx.pos_offset)?;
+            kg = rope.apply(&kg, ctx.pos_offset)?;
+        } else if let Some(rope) = &self.rope_geo {
             qg = rope.apply(&qg, ctx.pos_offset, ctx.train)?;
             kg = rope.apply(&kg, ctx.pos_offset, ctx.train)?;
         }

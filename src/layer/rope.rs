@@ -227,3 +227,53 @@ mod tests {
         assert!(!mid.is_empty(), "some pairs must fall in the interpolated band");
     }
 }
+
+/// RoPE whose frequencies differ per KV head (inherited from a teacher by surgery: each group
+/// keeps its own subset of the teacher's frequency pairs). Query head h uses the table of KV
+/// head h / (n_heads / n_kv_heads). Always the candle-ops path.
+#[derive(Debug)]
+pub struct HeadRope {
+    dim: usize,
+    /// (n_kv_heads, dim/2) inverse frequencies.
+    inv_freq: Tensor,
+}
+
+impl HeadRope {
+    /// `inv_freq`: (n_kv_heads, dim/2).
+    pub fn new(inv_freq: Tensor) -> Result<Self> {
+        let (_, half) = inv_freq.dims2()?;
+        Ok(Self {
+            dim: 2 * half,
+            inv_freq: inv_freq.to_dtype(candle_core::DType::F32)?,
+        })
+    }
+
+    /// Rotate `xs` (b, h, t, dim) as positions `offset..`; h is n_kv_heads or a multiple of it.
+    pub fn apply(&self, xs: &Tensor, offset: usize) -> Result<Tensor> {
+        let (_, h, t, d) = xs.dims4()?;
+        let (n_kv, half) = self.inv_freq.dims2()?;
+        if d != self.dim || h % n_kv != 0 {
+            candle_core::bail!(
+                "per-head RoPE for {n_kv} heads of dim {}, got {h} heads of dim {d}",
+                self.dim
+            );
+        }
+        let group = h / n_kv;
+        let pos: Vec<f32> = (offset..offset + t).map(|p| p as f32).collect();
+        let pos = Tensor::from_vec(pos, (1, t, 1), xs.device())?;
+        let freq = self.inv_freq.to_device(xs.device())?;
+        // (n_kv, 1, half) → (n_kv, group, half) → (h, 1, half): query head h gets table h / group.
+        let freq = freq
+            .unsqueeze(1)?
+            .broadcast_as((n_kv, group, half))?
+            .reshape((h, 1, half))?;
+        let angle = pos.broadcast_mul(&freq)?; // (h, t, half), f32
+        let cos = angle.cos()?.to_dtype(xs.dtype())?.unsqueeze(0)?;
+        let sin = angle.sin()?.to_dtype(xs.dtype())?.unsqueeze(0)?;
+        let x1 = xs.narrow(3, 0, d / 2)?;
+        let x2 = xs.narrow(3, d / 2, d / 2)?;
+        let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let y2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+        Tensor::cat(&[y1, y2], 3)
+    }
+}

@@ -41,6 +41,26 @@ impl SeededVarMap {
         vars
     }
 
+    /// Set variable `name` to `value`, creating it if absent (surgery writes weights before the
+    /// student is built, so the build picks them up instead of drawing fresh ones).
+    pub fn set(&self, name: &str, value: &Tensor) -> Result<()> {
+        let mut data = self.varmap.data().lock().expect("var map lock poisoned");
+        match data.get(name) {
+            Some(var) if var.shape() == value.shape() => {
+                var.set(&value.to_dtype(var.dtype())?.to_device(var.device())?)
+            }
+            Some(var) => candle_core::bail!(
+                "variable `{name}` has shape {:?}, cannot set a tensor of shape {:?}",
+                var.dims(),
+                value.dims()
+            ),
+            None => {
+                data.insert(name.to_string(), Var::from_tensor(value)?);
+                Ok(())
+            }
+        }
+    }
+
     /// Overwrite variables from `tensors` (a checkpoint); every variable must be present.
     pub fn assign_all(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.named_vars() {
@@ -137,4 +157,9 @@ fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
             }
         }
     }
+}
+
+/// Whether a variable is a fixed buffer (not trained), e.g. surgery's per-head RoPE frequencies.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with(crate::layer::decoupled::GEO_INV_FREQ)
 }
