@@ -46,7 +46,12 @@ pub struct TokenDataset {
 impl TokenDataset {
     /// Open `path`, check every id is below `vocab`, and hold back the last `val_frac` of the
     /// tokens for validation (`0` disables it). Each non-empty split must fit one block + 1.
-    pub fn open(path: impl AsRef<Path>, block_size: usize, val_frac: f64, vocab: usize) -> Result<Self, DataError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        block_size: usize,
+        val_frac: f64,
+        vocab: usize,
+    ) -> Result<Self, DataError> {
         if !(0.0..1.0).contains(&val_frac) {
             return Err(DataError::BadValFrac { val_frac });
         }
@@ -54,7 +59,13 @@ impl TokenDataset {
         file.validate(vocab)?;
         let n = file.len();
         let n_val = (n as f64 * val_frac).round() as usize;
-        let ds = Self { block_size, vocab, train: 0..n - n_val, val: n - n_val..n, file: Arc::new(file) };
+        let ds = Self {
+            block_size,
+            vocab,
+            train: 0..n - n_val,
+            val: n - n_val..n,
+            file: Arc::new(file),
+        };
         ds.check(Split::Train)?;
         if val_frac > 0.0 {
             ds.check(Split::Val)?;
@@ -151,11 +162,17 @@ pub struct SamplerState {
 
 impl BatchSampler {
     pub fn new(seed: u64) -> Self {
-        Self { seed, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     pub fn state(&self) -> SamplerState {
-        SamplerState { seed: self.seed, word_pos: self.rng.get_word_pos() }
+        SamplerState {
+            seed: self.seed,
+            word_pos: self.rng.get_word_pos(),
+        }
     }
 
     pub fn restore(state: SamplerState) -> Self {

@@ -16,16 +16,30 @@ pub enum DataError {
     },
 
     #[error("`{path}` is not a valid .npy token file: {reason}")]
-    #[diagnostic(help("expected a 1-D little-endian array of int32, uint16 or int64 (np.save of a 1-D array)"))]
+    #[diagnostic(help(
+        "expected a 1-D little-endian array of int32, uint16 or int64 (np.save of a 1-D array)"
+    ))]
     BadNpy { path: PathBuf, reason: String },
 
     #[error("`{path}`: token {index} has id {value}, outside the vocabulary of {vocab}")]
     #[diagnostic(help("the file was made with another tokenizer, or the model's vocab_size is too small"))]
-    IdOutOfRange { path: PathBuf, index: usize, value: i64, vocab: usize },
+    IdOutOfRange {
+        path: PathBuf,
+        index: usize,
+        value: i64,
+        vocab: usize,
+    },
 
-    #[error("`{path}`: the {split} split has {tokens} tokens, too few for one block of {block_size} (+1 target)")]
+    #[error(
+        "`{path}`: the {split} split has {tokens} tokens, too few for one block of {block_size} (+1 target)"
+    )]
     #[diagnostic(help("use a smaller block_size, a different val_frac, or more data"))]
-    TooShort { path: PathBuf, split: &'static str, tokens: usize, block_size: usize },
+    TooShort {
+        path: PathBuf,
+        split: &'static str,
+        tokens: usize,
+        block_size: usize,
+    },
 
     #[error("val_frac must be in [0, 1), got {val_frac}")]
     BadValFrac { val_frac: f64 },
@@ -41,11 +55,15 @@ pub enum DataError {
     BadPattern { pattern: String, reason: String },
 
     #[error("no text files matched: {patterns}")]
-    #[diagnostic(help("check the `input:` globs (relative globs are matched inside the package when `debian_package` is set)"))]
+    #[diagnostic(help(
+        "check the `input:` globs (relative globs are matched inside the package when `debian_package` is set)"
+    ))]
     NoInput { patterns: String },
 
     #[error("`{command}` failed: {reason}")]
-    #[diagnostic(help("downloading a Debian package needs `apt-get` and `dpkg-deb` and a reachable package mirror"))]
+    #[diagnostic(help(
+        "downloading a Debian package needs `apt-get` and `dpkg-deb` and a reachable package mirror"
+    ))]
     Command { command: String, reason: String },
 
     #[error("the prepared token file would be empty")]
@@ -54,7 +72,10 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Whether the cause is the user's input (bad file, bad settings) rather than the environment.

@@ -87,17 +87,29 @@ impl TokenFile {
         // SAFETY: the map is read-only; a token file changed underneath a run is outside our contract
         // (prepare writes a new file and renames it into place, so it never mutates a mapped file).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| DataError::io(&path, e))?;
-        let bad = |reason: String| DataError::BadNpy { path: path.clone(), reason };
+        let bad = |reason: String| DataError::BadNpy {
+            path: path.clone(),
+            reason,
+        };
         let header = parse_header(&map).map_err(bad)?;
         let payload = map.len() - header.offset;
         let needed = header.len.checked_mul(header.dtype.size()).unwrap_or(usize::MAX);
         if payload < needed {
             return Err(DataError::BadNpy {
                 path,
-                reason: format!("the header promises {} elements ({needed} bytes) but {payload} follow", header.len),
+                reason: format!(
+                    "the header promises {} elements ({needed} bytes) but {payload} follow",
+                    header.len
+                ),
             });
         }
-        Ok(Self { path, map, dtype: header.dtype, offset: header.offset, len: header.len })
+        Ok(Self {
+            path,
+            map,
+            dtype: header.dtype,
+            offset: header.offset,
+            len: header.len,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -155,9 +167,12 @@ impl TokenFile {
     pub fn validate(&self, vocab: usize) -> Result<(), DataError> {
         let vocab_i = i64::try_from(vocab).unwrap_or(i64::MAX);
         match (0..self.len).find(|&i| !(0..vocab_i).contains(&self.raw(i))) {
-            Some(index) => {
-                Err(DataError::IdOutOfRange { path: self.path.clone(), index, value: self.raw(index), vocab })
-            }
+            Some(index) => Err(DataError::IdOutOfRange {
+                path: self.path.clone(),
+                index,
+                value: self.raw(index),
+                vocab,
+            }),
             None => Ok(()),
         }
     }
@@ -176,9 +191,10 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let major = bytes[6];
     let (len_bytes, start) = match major {
         1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         _ => return Err(format!("unsupported format version {major}.{}", bytes[7])),
     };
     let end = start + len_bytes;
@@ -189,22 +205,39 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let dtype = match TokenDtype::from_descr(descr) {
         Some(d) => d,
         None if descr.starts_with('>') => return Err(format!("big-endian dtype `{descr}` is not supported")),
-        None => return Err(format!("dtype `{descr}` is not a token dtype (int32 `<i4`, uint16 `<u2`, int64 `<i8`)")),
+        None => {
+            return Err(format!(
+                "dtype `{descr}` is not a token dtype (int32 `<i4`, uint16 `<u2`, int64 `<i8`)"
+            ));
+        }
     };
     let shape = dict_value(text, "shape").ok_or("the header has no 'shape'")?;
-    let dims: Vec<&str> =
-        shape.trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let dims: Vec<&str> = shape
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let [n] = dims.as_slice() else {
         return Err(format!("expected a 1-D array, found shape {shape}"));
     };
     let len = n.parse::<usize>().map_err(|_| format!("bad shape {shape}"))?;
-    Ok(Header { dtype, len, offset: end })
+    Ok(Header {
+        dtype,
+        len,
+        offset: end,
+    })
 }
 
 /// The raw text of `'key': value` in a Python dict literal (value up to the next top-level comma).
 fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let at = text.find(&format!("'{key}'")).or_else(|| text.find(&format!("\"{key}\"")))?;
-    let rest = text[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let at = text
+        .find(&format!("'{key}'"))
+        .or_else(|| text.find(&format!("\"{key}\"")))?;
+    let rest = text[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
     let mut depth = 0i32;
     for (i, c) in rest.char_indices() {
         match c {
@@ -220,7 +253,11 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 /// Write `ids` as a v1 `.npy` of `dtype` to `out` (header padded to 64 bytes, as NumPy does).
 /// The caller checks the ids fit `dtype`.
 pub fn write_npy(out: &mut impl Write, ids: &[u32], dtype: TokenDtype) -> std::io::Result<()> {
-    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': ({},), }}", dtype.descr(), ids.len());
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': ({},), }}",
+        dtype.descr(),
+        ids.len()
+    );
     let unpadded = MAGIC.len() + 4 + dict.len() + 1;
     let pad = (64 - unpadded % 64) % 64;
     let header = format!("{dict}{}\n", " ".repeat(pad));

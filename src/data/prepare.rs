@@ -72,7 +72,11 @@ pub fn ensure_prepared(
                 let summary = prepare(p, &tok, path)?;
                 tracing::info!("prepared {summary}");
             }
-            None => return Err(DataError::Missing { path: path.to_path_buf() }),
+            None => {
+                return Err(DataError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
         }
     }
     let val_frac = spec.val_frac.unwrap_or(val_frac_default);
@@ -81,13 +85,21 @@ pub fn ensure_prepared(
 }
 
 /// Tokenize the inputs of `spec` with `tokenizer` and write `output` atomically.
-pub fn prepare(spec: &PrepareSpec, tokenizer: &Tokenizer, output: &Path) -> Result<PrepareSummary, DataError> {
+pub fn prepare(
+    spec: &PrepareSpec,
+    tokenizer: &Tokenizer,
+    output: &Path,
+) -> Result<PrepareSummary, DataError> {
     let root = match &spec.debian_package {
         Some(pkg) => Some(unpack_debian_package(pkg)?),
         None => None,
     };
     let files = expand_inputs(&spec.input, root.as_deref())?;
-    let eos = if spec.separate_documents { tokenizer.eos_id() } else { None };
+    let eos = if spec.separate_documents {
+        tokenizer.eos_id()
+    } else {
+        None
+    };
     let progress = Progress::new(files.len() as u64, "prepare");
     let (mut ids, mut bytes) = (Vec::new(), 0u64);
     for (i, file) in files.iter().enumerate() {
@@ -115,7 +127,13 @@ pub fn prepare(spec: &PrepareSpec, tokenizer: &Tokenizer, output: &Path) -> Resu
     }
     let dtype = TokenDtype::for_vocab(tokenizer.vocab_size());
     write_atomically(output, &ids, dtype)?;
-    Ok(PrepareSummary { output: output.to_path_buf(), files: files.len(), bytes, tokens: ids.len(), dtype })
+    Ok(PrepareSummary {
+        output: output.to_path_buf(),
+        files: files.len(),
+        bytes,
+        tokens: ids.len(),
+        dtype,
+    })
 }
 
 fn write_atomically(output: &Path, ids: &[u32], dtype: TokenDtype) -> Result<(), DataError> {
@@ -141,16 +159,22 @@ fn write_atomically(output: &Path, ids: &[u32], dtype: TokenDtype) -> Result<(),
 /// when given. Every pattern must match at least one file.
 fn expand_inputs(patterns: &[String], root: Option<&Path>) -> Result<Vec<PathBuf>, DataError> {
     if patterns.is_empty() {
-        return Err(DataError::NoInput { patterns: "(no `input` patterns given)".into() });
+        return Err(DataError::NoInput {
+            patterns: "(no `input` patterns given)".into(),
+        });
     }
     let mut files = BTreeSet::new();
     for pattern in patterns {
         let full = match root {
-            Some(root) if Path::new(pattern).is_relative() => root.join(pattern).to_string_lossy().into_owned(),
+            Some(root) if Path::new(pattern).is_relative() => {
+                root.join(pattern).to_string_lossy().into_owned()
+            }
             _ => pattern.clone(),
         };
-        let paths = glob::glob(&full)
-            .map_err(|e| DataError::BadPattern { pattern: pattern.clone(), reason: e.to_string() })?;
+        let paths = glob::glob(&full).map_err(|e| DataError::BadPattern {
+            pattern: pattern.clone(),
+            reason: e.to_string(),
+        })?;
         let before = files.len();
         for entry in paths {
             let path = entry.map_err(|e| DataError::io(e.path().to_path_buf(), e.into()))?;
@@ -178,7 +202,11 @@ pub fn cache_dir() -> PathBuf {
 
 /// Download and unpack `package` once; returns the unpacked root (`<cache>/debian/<pkg>/root`).
 pub fn unpack_debian_package(package: &str) -> Result<PathBuf, DataError> {
-    if package.is_empty() || !package.chars().all(|c| c.is_ascii_alphanumeric() || "+-.:_".contains(c)) {
+    if package.is_empty()
+        || !package
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.:_".contains(c))
+    {
         return Err(DataError::Command {
             command: format!("apt-get download {package}"),
             reason: "not a Debian package name".into(),
@@ -196,7 +224,10 @@ pub fn unpack_debian_package(package: &str) -> Result<PathBuf, DataError> {
         Some(deb) => deb,
         None => {
             tracing::info!("downloading Debian package {package} into {}", dir.display());
-            run(Command::new("apt-get").arg("download").arg(package).current_dir(&dir))?;
+            run(Command::new("apt-get")
+                .arg("download")
+                .arg(package)
+                .current_dir(&dir))?;
             find_deb(&dir, package)?.ok_or_else(|| DataError::Command {
                 command: format!("apt-get download {package}"),
                 reason: format!("no .deb appeared in {}", dir.display()),
@@ -217,7 +248,10 @@ fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>, DataError> {
     let mut debs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             name.starts_with(&prefix) && name.ends_with(".deb")
         })
         .collect();
@@ -227,12 +261,18 @@ fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>, DataError> {
 
 fn run(cmd: &mut Command) -> Result<(), DataError> {
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| DataError::Command { command: shown.clone(), reason: e.to_string() })?;
+    let out = cmd.output().map_err(|e| DataError::Command {
+        command: shown.clone(),
+        reason: e.to_string(),
+    })?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(DataError::Command { command: shown, reason: format!("{}: {}", out.status, stderr.trim()) })
+    Err(DataError::Command {
+        command: shown,
+        reason: format!("{}: {}", out.status, stderr.trim()),
+    })
 }
 
 #[cfg(test)]

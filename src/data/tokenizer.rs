@@ -32,7 +32,11 @@ impl Tokenizer {
             return Ok(Self::Bytes);
         }
         let path = Path::new(name);
-        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
         if !file.exists() {
             return Err(DataError::Tokenizer {
                 name: name.into(),
@@ -41,7 +45,10 @@ impl Tokenizer {
         }
         tokenizers::Tokenizer::from_file(&file)
             .map(|t| Self::Hf(Box::new(t)))
-            .map_err(|e| DataError::Tokenizer { name: name.into(), reason: e.to_string() })
+            .map_err(|e| DataError::Tokenizer {
+                name: name.into(),
+                reason: e.to_string(),
+            })
     }
 
     /// Number of ids (one past the largest id, added tokens included).
@@ -49,7 +56,12 @@ impl Tokenizer {
         match self {
             Self::Bytes => 256,
             Self::Hf(t) => {
-                let max = t.get_vocab(true).values().copied().max().map_or(0, |m| m as usize + 1);
+                let max = t
+                    .get_vocab(true)
+                    .values()
+                    .copied()
+                    .max()
+                    .map_or(0, |m| m as usize + 1);
                 max.max(t.get_vocab_size(true))
             }
         }
@@ -70,7 +82,10 @@ impl Tokenizer {
             Self::Hf(t) => t
                 .encode_fast(text, false)
                 .map(|e| e.get_ids().to_vec())
-                .map_err(|e| DataError::Tokenizer { name: "tokenizer.json".into(), reason: e.to_string() }),
+                .map_err(|e| DataError::Tokenizer {
+                    name: "tokenizer.json".into(),
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -79,9 +94,10 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
         match self {
             Self::Bytes => Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned()),
-            Self::Hf(t) => t
-                .decode(ids, false)
-                .map_err(|e| DataError::Tokenizer { name: "tokenizer.json".into(), reason: e.to_string() }),
+            Self::Hf(t) => t.decode(ids, false).map_err(|e| DataError::Tokenizer {
+                name: "tokenizer.json".into(),
+                reason: e.to_string(),
+            }),
         }
     }
 
