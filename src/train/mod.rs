@@ -1,5 +1,24 @@
 //! Trainer loop, optimizers with savable state, schedules, checkpoint/resume.
+//!
+//! Entry points: [`run`] (build a model from its spec with seeded weights and train it) and
+//! [`Trainer`] (train a model the caller built, e.g. a surgically modified one). Both write
+//! `metrics.jsonl` and `checkpoints/` into the run directory and resume from it.
 
+pub mod checkpoint;
+pub mod clip;
+pub mod error;
+pub mod metrics;
+pub mod optimizer;
+pub mod schedule;
 pub mod spec;
+pub mod trainer;
 
+pub use checkpoint::{Checkpoint, CheckpointState, latest_complete};
+pub use error::TrainError;
+pub use metrics::{EvalLine, MetricLine, TrainLine, read_metrics};
+pub use optimizer::Optimizer;
+pub use schedule::Schedule;
 pub use spec::{OptimizerKind, ScheduleKind, TrainSpec};
+pub use trainer::{
+    TrainOptions, TrainSummary, Trainer, fingerprint, lm_loss, parse_device, parse_dtype, run,
+};

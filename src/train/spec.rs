@@ -60,6 +60,8 @@ pub struct TrainSpec {
     pub eval_iters: usize,
     /// Checkpoint every N steps (and at the end); 0: only at the end. Default: `defaults.runtime.save_every`, else 100.
     pub save_every: Option<usize>,
+    /// Complete checkpoints kept in the run directory (older ones are deleted). Default: 2.
+    pub keep_checkpoints: usize,
     /// Log a metrics line every N steps. Default: 10.
     pub log_every: usize,
     /// `cpu`, `cuda`, `cuda:N`, `metal`. Default: cpu.
@@ -86,6 +88,7 @@ impl Default for TrainSpec {
             eval_every: 100,
             eval_iters: 10,
             save_every: None,
+            keep_checkpoints: 2,
             log_every: 10,
             device: "cpu".into(),
             dtype: "f32".into(),

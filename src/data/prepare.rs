@@ -1,0 +1,293 @@
+//! `prepare`: text files → a `.npy` token file (uint16 when the vocabulary fits, else int32),
+//! written atomically (a temporary file renamed into place).
+//!
+//! Inputs are glob patterns (sorted, deduplicated). With `debian_package`, the package is fetched
+//! with `apt-get download` into the cache (`$CARAMBA_CACHE`, else `~/.cache/caramba`), unpacked
+//! with `dpkg-deb -x`, and relative patterns are matched inside the unpacked tree. Documents are
+//! separated by the tokenizer's end-of-text id when it has one.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::batches::TokenDataset;
+use super::error::DataError;
+use super::npy::{TokenDtype, write_npy};
+use super::spec::{DataSpec, PrepareSpec};
+use super::tokenizer::Tokenizer;
+use crate::console::Progress;
+
+/// What `prepare` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareSummary {
+    pub output: PathBuf,
+    pub files: usize,
+    pub bytes: u64,
+    pub tokens: usize,
+    pub dtype: TokenDtype,
+}
+
+impl fmt::Display for PrepareSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} files, {:.2} MB of text, {} tokens ({:?}, {:.2} bytes/token)",
+            self.output.display(),
+            self.files,
+            self.bytes as f64 / 1e6,
+            self.tokens,
+            self.dtype,
+            self.bytes as f64 / self.tokens.max(1) as f64,
+        )
+    }
+}
+
+/// A data block made ready for training: the validated dataset and its tokenizer.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    pub dataset: TokenDataset,
+    pub tokenizer: Tokenizer,
+}
+
+/// Open the data block's token file, first building it from `prepare:` when it does not exist.
+/// `val_frac_default` and `tokenizer_default` apply where the block leaves them out.
+pub fn ensure_prepared(
+    spec: &DataSpec,
+    val_frac_default: f64,
+    tokenizer_default: &str,
+) -> Result<PreparedData, DataError> {
+    let name = spec.tokenizer.as_deref().unwrap_or(tokenizer_default);
+    let tokenizer = Tokenizer::from_name(name)?;
+    let path = Path::new(&spec.path);
+    if !path.exists() {
+        match &spec.prepare {
+            Some(p) => {
+                let tok = match p.tokenizer.as_deref() {
+                    Some(other) if other != name => Tokenizer::from_name(other)?,
+                    _ => tokenizer.clone(),
+                };
+                let summary = prepare(p, &tok, path)?;
+                tracing::info!("prepared {summary}");
+            }
+            None => {
+                return Err(DataError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+    }
+    let val_frac = spec.val_frac.unwrap_or(val_frac_default);
+    let dataset = TokenDataset::open(path, spec.block_size, val_frac, tokenizer.vocab_size())?;
+    Ok(PreparedData { dataset, tokenizer })
+}
+
+/// Tokenize the inputs of `spec` with `tokenizer` and write `output` atomically.
+pub fn prepare(
+    spec: &PrepareSpec,
+    tokenizer: &Tokenizer,
+    output: &Path,
+) -> Result<PrepareSummary, DataError> {
+    let root = match &spec.debian_package {
+        Some(pkg) => Some(unpack_debian_package(pkg)?),
+        None => None,
+    };
+    let files = expand_inputs(&spec.input, root.as_deref())?;
+    let eos = if spec.separate_documents {
+        tokenizer.eos_id()
+    } else {
+        None
+    };
+    let progress = Progress::new(files.len() as u64, "prepare");
+    let (mut ids, mut bytes) = (Vec::new(), 0u64);
+    for (i, file) in files.iter().enumerate() {
+        let raw = fs::read(file).map_err(|e| DataError::io(file, e))?;
+        bytes += raw.len() as u64;
+        let doc = match tokenizer.encode_raw(&raw) {
+            Some(doc) => doc,
+            None => {
+                let text = String::from_utf8(raw).map_err(|_| DataError::NotText {
+                    path: file.clone(),
+                    tokenizer: "tokenizer.json".into(),
+                })?;
+                tokenizer.encode(&text)?
+            }
+        };
+        if i > 0 && !doc.is_empty() {
+            ids.extend(eos);
+        }
+        ids.extend_from_slice(&doc);
+        progress.inc(1);
+        progress.set_message(&format!("{} tokens", ids.len()));
+    }
+    if ids.is_empty() {
+        return Err(DataError::Empty);
+    }
+    let dtype = TokenDtype::for_vocab(tokenizer.vocab_size());
+    write_atomically(output, &ids, dtype)?;
+    Ok(PrepareSummary {
+        output: output.to_path_buf(),
+        files: files.len(),
+        bytes,
+        tokens: ids.len(),
+        dtype,
+    })
+}
+
+fn write_atomically(output: &Path, ids: &[u32], dtype: TokenDtype) -> Result<(), DataError> {
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    let tmp = output.with_extension(format!("npy.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let file = fs::File::create(&tmp)?;
+        let mut w = BufWriter::new(file);
+        write_npy(&mut w, ids, dtype)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, output)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        DataError::io(output, e)
+    })
+}
+
+/// Sorted, deduplicated files matching `patterns`; relative patterns are matched under `root`
+/// when given. Every pattern must match at least one file.
+fn expand_inputs(patterns: &[String], root: Option<&Path>) -> Result<Vec<PathBuf>, DataError> {
+    if patterns.is_empty() {
+        return Err(DataError::NoInput {
+            patterns: "(no `input` patterns given)".into(),
+        });
+    }
+    let mut files = BTreeSet::new();
+    for pattern in patterns {
+        let full = match root {
+            Some(root) if Path::new(pattern).is_relative() => {
+                root.join(pattern).to_string_lossy().into_owned()
+            }
+            _ => pattern.clone(),
+        };
+        let paths = glob::glob(&full).map_err(|e| DataError::BadPattern {
+            pattern: pattern.clone(),
+            reason: e.to_string(),
+        })?;
+        let before = files.len();
+        for entry in paths {
+            let path = entry.map_err(|e| DataError::io(e.path().to_path_buf(), e.into()))?;
+            if path.is_file() {
+                files.insert(path);
+            }
+        }
+        if files.len() == before {
+            return Err(DataError::NoInput { patterns: full });
+        }
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// The cache directory: `$CARAMBA_CACHE`, else `~/.cache/caramba`, else `./.caramba-cache`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARAMBA_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("caramba"),
+        None => PathBuf::from(".caramba-cache"),
+    }
+}
+
+/// Download and unpack `package` once; returns the unpacked root (`<cache>/debian/<pkg>/root`).
+pub fn unpack_debian_package(package: &str) -> Result<PathBuf, DataError> {
+    if package.is_empty()
+        || !package
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.:_".contains(c))
+    {
+        return Err(DataError::Command {
+            command: format!("apt-get download {package}"),
+            reason: "not a Debian package name".into(),
+        });
+    }
+    let dir = cache_dir().join("debian").join(package);
+    let root = dir.join("root");
+    let done = dir.join("UNPACKED");
+    if done.exists() {
+        return Ok(root);
+    }
+    fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+    let deb = find_deb(&dir, package)?;
+    let deb = match deb {
+        Some(deb) => deb,
+        None => {
+            tracing::info!("downloading Debian package {package} into {}", dir.display());
+            run(Command::new("apt-get")
+                .arg("download")
+                .arg(package)
+                .current_dir(&dir))?;
+            find_deb(&dir, package)?.ok_or_else(|| DataError::Command {
+                command: format!("apt-get download {package}"),
+                reason: format!("no .deb appeared in {}", dir.display()),
+            })?
+        }
+    };
+    if root.exists() {
+        fs::remove_dir_all(&root).map_err(|e| DataError::io(&root, e))?;
+    }
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    fs::write(&done, deb.display().to_string()).map_err(|e| DataError::io(&done, e))?;
+    Ok(root)
+}
+
+fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>, DataError> {
+    let prefix = format!("{package}_");
+    let entries = fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut debs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.starts_with(&prefix) && name.ends_with(".deb")
+        })
+        .collect();
+    debs.sort();
+    Ok(debs.pop())
+}
+
+fn run(cmd: &mut Command) -> Result<(), DataError> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| DataError::Command {
+        command: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Err(DataError::Command {
+        command: shown,
+        reason: format!("{}: {}", out.status, stderr.trim()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmatched_pattern_is_named() {
+        let err = expand_inputs(&["/nonexistent-dir/*.txt".into()], None).expect_err("no match");
+        assert!(err.to_string().contains("/nonexistent-dir/*.txt"), "{err}");
+    }
+
+    #[test]
+    fn package_names_are_checked_before_running_anything() {
+        let err = unpack_debian_package("foo; rm -rf /").expect_err("bad name");
+        assert!(err.to_string().contains("not a Debian package name"), "{err}");
+    }
+}

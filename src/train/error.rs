@@ -1,0 +1,67 @@
+//! Errors of a training run.
+
+use std::path::PathBuf;
+
+use crate::data::DataError;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum TrainError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Data(#[from] DataError),
+
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+
+    #[error("cannot write `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("train.{field}: {reason}")]
+    BadSpec { field: &'static str, reason: String },
+
+    #[error("the data has ids up to {data_vocab} but the model's vocabulary has {model_vocab} entries")]
+    #[diagnostic(help("set embedder.vocab_size to at least the tokenizer's vocabulary"))]
+    VocabMismatch { data_vocab: usize, model_vocab: usize },
+
+    #[error("loss became {loss} at step {step}; stopped (the last good checkpoint is kept)")]
+    #[diagnostic(help("lower the learning rate, raise warmup_steps, or enable grad_clip"))]
+    NonFinite { step: usize, loss: f64 },
+
+    #[error("interrupted at step {step}; checkpoint saved to `{checkpoint}`")]
+    #[diagnostic(help("run the same command again to resume"))]
+    Interrupted { step: usize, checkpoint: PathBuf },
+
+    #[error("checkpoint `{dir}` belongs to another manifest (fingerprint {found}, this run is {expected})")]
+    #[diagnostic(help("use a new run directory, or `--fresh` to discard the old checkpoints"))]
+    FingerprintMismatch {
+        dir: PathBuf,
+        found: String,
+        expected: String,
+    },
+
+    #[error("checkpoint `{dir}`: {reason}")]
+    Checkpoint { dir: PathBuf, reason: String },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Process exit code for the CLI: 130 interrupted, 2 bad settings or data, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Interrupted { .. } => 130,
+            Self::BadSpec { .. } | Self::VocabMismatch { .. } | Self::FingerprintMismatch { .. } => 2,
+            Self::Data(e) if e.is_usage() => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization"), PyTorch's formulation:
+//!
+//! ```text
+//! m ← β1·m + (1−β1)·g          v ← β2·v + (1−β2)·g²
+//! m̂ = m / (1−β1^t)             v̂ = v / (1−β2^t)
+//! p ← p − lr·( m̂ / (√v̂ + ε) + wd·p )
+//! ```
+//! `t` counts steps from 1. Moments are kept in f32 whatever the parameter dtype; the decay term
+//! applies to decayed parameters only (see [`super::decays`]).
+
+use candle_core::{DType, Result, Tensor, Var};
+
+use super::{StateTensors, decays};
+
+/// Hyper-parameters (from the `train:` block).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+pub struct AdamW {
+    cfg: AdamWConfig,
+    vars: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: usize,
+}
+
+impl AdamW {
+    pub fn new(cfg: AdamWConfig, vars: Vec<(String, Var)>) -> Result<Self> {
+        let zeros = |vars: &[(String, Var)]| -> Result<Vec<Tensor>> {
+            vars.iter()
+                .map(|(_, v)| Tensor::zeros(v.shape(), DType::F32, v.device()))
+                .collect()
+        };
+        Ok(Self {
+            cfg,
+            m: zeros(&vars)?,
+            v: zeros(&vars)?,
+            vars,
+            t: 0,
+        })
+    }
+
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    pub fn steps(&self) -> usize {
+        self.t
+    }
+
+    /// One update with `grads` aligned to [`AdamW::vars`] (`None`: the parameter got no gradient
+    /// and is left untouched, moments included).
+    pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.t += 1;
+        let AdamWConfig {
+            beta1: b1,
+            beta2: b2,
+            eps,
+            weight_decay,
+        } = self.cfg;
+        let t = self.t as i32;
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let g = g.to_dtype(DType::F32)?;
+            let p = var.as_tensor().to_dtype(DType::F32)?;
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let m_hat = (&m / bc1)?;
+            let v_hat = (&v / bc2)?;
+            let mut update = (m_hat / (v_hat.sqrt()? + eps)?)?;
+            if weight_decay != 0.0 && decays(var) {
+                update = (update + (&p * weight_decay)?)?;
+            }
+            let p = (p - (update * lr)?)?;
+            var.set(&p.to_dtype(var.dtype())?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+
+    pub(super) fn state(&self) -> StateTensors {
+        let mut out = StateTensors::new(self.t);
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            out.insert(format!("m.{name}"), self.m[i].clone());
+            out.insert(format!("v.{name}"), self.v[i].clone());
+        }
+        out
+    }
+
+    pub(super) fn load(&mut self, state: &StateTensors) -> Result<()> {
+        let mut m = Vec::with_capacity(self.vars.len());
+        let mut v = Vec::with_capacity(self.vars.len());
+        for (name, var) in &self.vars {
+            m.push(state.take(&format!("m.{name}"), var)?);
+            v.push(state.take(&format!("v.{name}"), var)?);
+        }
+        (self.m, self.v, self.t) = (m, v, state.step);
+        Ok(())
+    }
+}

@@ -1,0 +1,481 @@
+//! The training loop: next-token cross-entropy, gradient accumulation, global-norm clipping, the
+//! lr schedule, `metrics.jsonl`, periodic eval on the val split, atomic checkpoints and exact
+//! resume from the newest complete one.
+//!
+//! Randomness has three seeded ChaCha8 streams derived from the run seed (`seed_for(seed, "data")`,
+//! `"dropout"`, `"eval"`); the first two are saved in checkpoints, the eval stream restarts at
+//! every eval so each eval sees the same validation batches. On CPU a run is bit-for-bit
+//! repeatable for a seed and thread count, and a resumed run continues bit-identically.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::checkpoint::{self, CheckpointState, FORMAT};
+use super::clip::clip_grad_norm;
+use super::error::TrainError;
+use super::metrics::{EvalLine, MetricLine, MetricsLog, TrainLine};
+use super::optimizer::Optimizer;
+use super::schedule::Schedule;
+use super::spec::TrainSpec;
+use crate::console::Progress;
+use crate::data::{BatchSampler, SamplerState, Split, TokenDataset};
+use crate::model::init::seed_for;
+use crate::model::{ForwardCtx, LanguageModel, ModelSpec, SeededVarMap};
+
+/// Set by the Ctrl-C handler; checked after every step.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How long to train and where to keep the record.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Optimizer steps of the whole run (the schedule's length).
+    pub steps: usize,
+    /// Run seed: weights (through `SeededVarMap`), batches, dropout, eval batches.
+    pub seed: u64,
+    /// Holds `metrics.jsonl` and `checkpoints/`.
+    pub run_dir: PathBuf,
+    /// Ignore (and delete) existing checkpoints and metrics instead of resuming.
+    pub fresh: bool,
+    /// Identifies the manifest; resuming from a checkpoint with another one is an error.
+    /// See [`fingerprint`].
+    pub fingerprint: String,
+    /// Stop (with a checkpoint) after this many completed steps, though the schedule spans
+    /// `steps`; a later call resumes. Default: none.
+    pub stop_after: Option<usize>,
+}
+
+impl TrainOptions {
+    /// Options with the fingerprint of `(model, spec)`, no early stop, resuming when possible.
+    pub fn new(
+        model: &ModelSpec,
+        spec: &TrainSpec,
+        steps: usize,
+        seed: u64,
+        run_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            steps,
+            seed,
+            run_dir: run_dir.into(),
+            fresh: false,
+            fingerprint: fingerprint(model, spec),
+            stop_after: None,
+        }
+    }
+}
+
+/// What a run achieved (this call; `steps` counts from the run's start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    /// Completed optimizer steps.
+    pub steps: usize,
+    /// Train loss of the last step.
+    pub final_loss: f64,
+    /// Last eval loss on the val split (`None` without a val split or with `eval_every: 0`).
+    pub val_loss: Option<f64>,
+    /// Training tokens per second over this call.
+    pub tokens_per_sec: f64,
+    /// Wall time of this call's training loop (seconds).
+    pub wall_time_s: f64,
+    /// The checkpoint step this call resumed from.
+    pub resumed_from: Option<usize>,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// FNV-1a (hex) of the JSON of the model and train specs: a stable manifest fingerprint.
+pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
+    let text = serde_json::to_string(&(model, spec)).expect("specs serialize to JSON");
+    format!("{:016x}", seed_for(0, &text))
+}
+
+/// `cpu`, `cuda`, `cuda:N`, `metal`.
+pub fn parse_device(name: &str) -> Result<Device, TrainError> {
+    let bad = |reason: String| TrainError::BadSpec {
+        field: "device",
+        reason,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(|e| bad(e.to_string())),
+        _ => match name.strip_prefix("cuda") {
+            Some("") => Device::new_cuda(0).map_err(|e| bad(e.to_string())),
+            Some(n) => {
+                let idx = n
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| bad(format!("bad device `{name}`")))?;
+                Device::new_cuda(idx).map_err(|e| bad(e.to_string()))
+            }
+            None => Err(bad(format!("unknown device `{name}` (cpu, cuda, cuda:N, metal)"))),
+        },
+    }
+}
+
+/// `f32`, `bf16`, `f16`, `f64`.
+pub fn parse_dtype(name: &str) -> Result<DType, TrainError> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        "f64" => Ok(DType::F64),
+        _ => Err(TrainError::BadSpec {
+            field: "dtype",
+            reason: format!("unknown dtype `{name}` (f32, bf16, f16, f64)"),
+        }),
+    }
+}
+
+/// Build the model of `model` with seeded weights on `spec`'s device and dtype, and train it.
+pub fn run(
+    model: &ModelSpec,
+    spec: &TrainSpec,
+    data: &TokenDataset,
+    opts: TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    let device = parse_device(&spec.device)?;
+    let dtype = parse_dtype(&spec.dtype)?;
+    let vars = SeededVarMap::new(opts.seed);
+    let lm = LanguageModel::build(model, vars.var_builder(dtype, &device))?;
+    Trainer::new(lm, vars, spec, data, opts)?.run()
+}
+
+/// Next-token cross-entropy of logits (b, t, vocab) against targets (b, t), in f32.
+pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    let logits = logits.to_dtype(DType::F32)?.reshape((b * t, v))?;
+    candle_nn::loss::cross_entropy(&logits, &targets.reshape(b * t)?)
+}
+
+/// A model, its variables and a dataset, ready to train.
+pub struct Trainer<'a> {
+    model: LanguageModel,
+    vars: SeededVarMap,
+    spec: TrainSpec,
+    data: &'a TokenDataset,
+    opts: TrainOptions,
+    device: Device,
+    interrupt: Arc<AtomicBool>,
+}
+
+impl<'a> Trainer<'a> {
+    /// Check the settings against the model and data. `vars` must be the map `model` was built on.
+    pub fn new(
+        model: LanguageModel,
+        vars: SeededVarMap,
+        spec: &TrainSpec,
+        data: &'a TokenDataset,
+        opts: TrainOptions,
+    ) -> Result<Self, TrainError> {
+        let bad = |field, reason: &str| {
+            Err(TrainError::BadSpec {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if spec.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if spec.grad_accum == 0 {
+            return bad("grad_accum", "must be at least 1");
+        }
+        if !(spec.lr.is_finite() && spec.lr > 0.0) {
+            return bad("lr", "must be a positive number");
+        }
+        if spec.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return bad("betas", "each must be in [0, 1)");
+        }
+        if opts.steps == 0 {
+            return Err(TrainError::BadSpec {
+                field: "steps",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let Some(model_vocab) = model.vocab_size() else {
+            return bad(
+                "model",
+                "training needs a token embedder (next-token loss over a vocabulary)",
+            );
+        };
+        if data.vocab() > model_vocab {
+            return Err(TrainError::VocabMismatch {
+                data_vocab: data.vocab(),
+                model_vocab,
+            });
+        }
+        let device = vars
+            .named_vars()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(Device::Cpu);
+        Ok(Self {
+            model,
+            vars,
+            spec: spec.clone(),
+            data,
+            opts,
+            device,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A flag that, once set, makes the loop checkpoint after the current step and return
+    /// [`TrainError::Interrupted`] (Ctrl-C sets a global one with the same effect).
+    pub fn interrupt_handle(&self) -> Arc<AtomicBool> {
+        self.interrupt.clone()
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst) || INTERRUPTED.load(Ordering::SeqCst)
+    }
+
+    /// Train to `opts.steps` (or `opts.stop_after`), resuming from the newest complete checkpoint.
+    pub fn run(self) -> Result<TrainSummary, TrainError> {
+        install_ctrlc();
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let (spec, opts) = (&self.spec, &self.opts);
+        let run_dir = opts.run_dir.as_path();
+        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        let ck_root = run_dir.join("checkpoints");
+
+        let mut optimizer = Optimizer::new(spec, self.vars.named_vars())?;
+        let mut sampler = BatchSampler::new(seed_for(opts.seed, "data"));
+        let mut dropout = ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout"));
+        let resumed = if opts.fresh {
+            if ck_root.exists() {
+                tracing::warn!("--fresh: removing old checkpoints in {}", ck_root.display());
+                std::fs::remove_dir_all(&ck_root).map_err(|e| TrainError::io(&ck_root, e))?;
+            }
+            None
+        } else {
+            self.resume(&ck_root, &mut optimizer)?
+        };
+        let (start, mut elapsed_before, mut tokens_seen, mut loss) = match &resumed {
+            Some(s) => {
+                sampler = BatchSampler::restore(s.data);
+                dropout.set_word_pos(s.dropout_word_pos);
+                tracing::info!("resuming from step {} ({})", s.step, ck_root.display());
+                (s.step, s.elapsed_s, s.tokens_seen, s.loss)
+            }
+            None => (0, 0.0, 0, f64::NAN),
+        };
+        let resumed_from = resumed.as_ref().map(|s| s.step);
+        let mut metrics = MetricsLog::open(run_dir, resumed_from)?;
+
+        let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
+        let schedule = Schedule::new(spec, opts.steps);
+        let tokens_per_step = (spec.batch_size * spec.grad_accum * self.data.block_size()) as u64;
+        let save_every = spec.save_every.unwrap_or(100);
+        let progress = Progress::new(opts.steps as u64, "train");
+        progress.set_position(start as u64);
+        let vars = optimizer.vars().to_vec();
+        let t0 = Instant::now();
+        let (mut window_start, mut window_tokens) = (Instant::now(), 0u64);
+        let (mut val_loss, mut last_checkpoint) = (None, None);
+
+        for step in start..end {
+            let lr = schedule.lr(step);
+            let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+            let mut loss_sum = 0f64;
+            for _ in 0..spec.grad_accum {
+                let (xs, ys) = self
+                    .data
+                    .batch(Split::Train, spec.batch_size, &mut sampler, &self.device)?;
+                let step_loss = {
+                    let mut ctx = ForwardCtx::train(&mut dropout);
+                    lm_loss(&self.model.forward(&xs, &mut ctx)?, &ys)?
+                };
+                let value = f64::from(step_loss.to_scalar::<f32>()?);
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        loss: value,
+                    });
+                }
+                loss_sum += value;
+                let scaled = if spec.grad_accum > 1 {
+                    (step_loss / spec.grad_accum as f64)?
+                } else {
+                    step_loss
+                };
+                let store = scaled.backward()?;
+                for (slot, (_, var)) in grads.iter_mut().zip(&vars) {
+                    if let Some(g) = store.get(var.as_tensor()) {
+                        let g = g.to_dtype(DType::F32)?;
+                        *slot = Some(match slot.take() {
+                            Some(acc) => (acc + g)?,
+                            None => g,
+                        });
+                    }
+                }
+            }
+            loss = loss_sum / spec.grad_accum as f64;
+            let grad_norm = clip_grad_norm(&mut grads, spec.grad_clip)?;
+            if !grad_norm.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    loss: grad_norm,
+                });
+            }
+            optimizer.step(&grads, lr)?;
+            let done = step + 1;
+            tokens_seen += tokens_per_step;
+            window_tokens += tokens_per_step;
+            let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
+
+            let log_due = (spec.log_every > 0 && done % spec.log_every == 0) || done == end;
+            if log_due {
+                let tokens_per_sec = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+                (window_start, window_tokens) = (Instant::now(), 0);
+                metrics.write(&MetricLine::Train(TrainLine {
+                    step: done,
+                    loss,
+                    lr,
+                    grad_norm,
+                    tokens_per_sec,
+                    elapsed_s: elapsed,
+                }))?;
+                tracing::info!(
+                    step = done,
+                    loss = format!("{loss:.4}"),
+                    lr = format!("{lr:.3e}"),
+                    grad_norm = format!("{grad_norm:.3}"),
+                    tok_per_s = format!("{tokens_per_sec:.0}"),
+                    "train"
+                );
+                progress.set_message(&format!("loss {loss:.4} · {tokens_per_sec:.0} tok/s"));
+            }
+            progress.set_position(done as u64);
+
+            let eval_due = spec.eval_every > 0 && (done % spec.eval_every == 0 || done == end);
+            if eval_due && self.data.has_val() {
+                let v = self.evaluate()?;
+                val_loss = Some(v);
+                metrics.write(&MetricLine::Eval(EvalLine {
+                    step: done,
+                    val_loss: v,
+                    elapsed_s: elapsed,
+                }))?;
+                tracing::info!(step = done, val_loss = format!("{v:.4}"), "eval");
+            }
+
+            let interrupted = self.interrupted();
+            if (save_every > 0 && done % save_every == 0) || done == end || interrupted {
+                let state = CheckpointState {
+                    format: FORMAT,
+                    step: done,
+                    total_steps: opts.steps,
+                    seed: opts.seed,
+                    fingerprint: opts.fingerprint.clone(),
+                    optimizer: optimizer.kind().into(),
+                    data: sampler.state(),
+                    dropout_word_pos: dropout.get_word_pos(),
+                    elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
+                    tokens_seen,
+                    loss,
+                };
+                let dir = checkpoint::save(&ck_root, &state, &vars, &optimizer, spec.keep_checkpoints)?;
+                tracing::debug!("checkpoint {}", dir.display());
+                last_checkpoint = Some(dir);
+            }
+            if interrupted {
+                let checkpoint = last_checkpoint.clone().expect("a checkpoint was just written");
+                return Err(TrainError::Interrupted {
+                    step: done,
+                    checkpoint,
+                });
+            }
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        elapsed_before += wall;
+        tracing::info!(
+            steps = end,
+            loss = format!("{loss:.4}"),
+            elapsed_s = format!("{elapsed_before:.1}"),
+            "training done"
+        );
+        let trained = (end.saturating_sub(start) as u64) * tokens_per_step;
+        Ok(TrainSummary {
+            steps: end.max(start),
+            final_loss: loss,
+            val_loss,
+            tokens_per_sec: trained as f64 / wall.max(1e-9),
+            wall_time_s: wall,
+            resumed_from,
+            checkpoint: last_checkpoint.or_else(|| checkpoint::latest_complete(&ck_root).map(|c| c.dir)),
+        })
+    }
+
+    /// Load the newest loadable checkpoint; skips unreadable ones with a warning.
+    fn resume(
+        &self,
+        ck_root: &Path,
+        optimizer: &mut Optimizer,
+    ) -> Result<Option<CheckpointState>, TrainError> {
+        let candidates = checkpoint::list_complete(ck_root);
+        let mut first_error = None;
+        for ck in &candidates {
+            if ck.state.fingerprint != self.opts.fingerprint {
+                return Err(TrainError::FingerprintMismatch {
+                    dir: ck.dir.clone(),
+                    found: ck.state.fingerprint.clone(),
+                    expected: self.opts.fingerprint.clone(),
+                });
+            }
+            match ck
+                .load_model(&self.vars)
+                .and_then(|()| ck.load_optimizer(optimizer))
+            {
+                Ok(()) => return Ok(Some(ck.state.clone())),
+                Err(e) => {
+                    tracing::warn!("skipping checkpoint {}: {e}", ck.dir.display());
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            // why: a failed load may have overwritten some weights; never train on from a mixture.
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Mean loss over `eval_iters` validation batches drawn from a fixed stream.
+    fn evaluate(&self) -> Result<f64, TrainError> {
+        let mut sampler = BatchSampler::restore(SamplerState {
+            seed: seed_for(self.opts.seed, "eval"),
+            word_pos: 0,
+        });
+        let n = self.spec.eval_iters.max(1);
+        let mut sum = 0f64;
+        for _ in 0..n {
+            let (xs, ys) = self
+                .data
+                .batch(Split::Val, self.spec.batch_size, &mut sampler, &self.device)?;
+            let logits = self.model.forward(&xs, &mut ForwardCtx::eval())?;
+            sum += f64::from(lm_loss(&logits, &ys)?.to_scalar::<f32>()?);
+        }
+        Ok(sum / n as f64)
+    }
+}
+
+fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let installed = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C: the user does not want to wait for the checkpoint.
+                std::process::exit(130);
+            }
+        });
+        if let Err(e) = installed {
+            tracing::debug!("no Ctrl-C handler installed: {e}");
+        }
+    });
+}
