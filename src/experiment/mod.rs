@@ -1,1 +1,8 @@
-//! (filled in below)
+//! The runner that walks a plan: prepares data, owns the run directory, trains each run, and
+//! prints what happened. `caramba run MANIFEST [--target T] [--dry-run] [--fresh]`.
+
+mod run_dir;
+mod runner;
+
+pub use run_dir::{RunDir, RunMetadata};
+pub use runner::{RunArgs, run};

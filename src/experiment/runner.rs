@@ -1,0 +1,142 @@
+//! `caramba run`: compile, pick the target, prepare its data, then train each run in order.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::run_dir::{RunDir, write_json};
+use crate::cli::CliError;
+use crate::compiler::{self, Compiled, TargetPlan};
+use crate::data::ensure_prepared;
+use crate::manifest::TrainerKind;
+use crate::train::{TrainOptions, TrainSummary};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Manifest file (.yml, .yaml or .json).
+    pub manifest: PathBuf,
+    /// Target or entry point to run. Default: `entrypoints.default`, else the first target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Validate and print the plan without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Ignore existing checkpoints and start every run from step 0.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Root of the run directories.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Override every run's device (`cpu`, `cuda`, `cuda:N`, `metal`).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// What `summary.json` of a finished run holds.
+#[derive(Debug, Serialize)]
+struct RunRecord<'a> {
+    run_id: &'a str,
+    steps: usize,
+    final_loss: f64,
+    val_loss: Option<f64>,
+    tokens_per_sec: f64,
+    wall_time_s: f64,
+    resumed_from: Option<usize>,
+    checkpoint: Option<String>,
+}
+
+pub fn run(args: &RunArgs) -> Result<(), CliError> {
+    let compiled = compiler::compile(&args.manifest).map_err(CliError::usage)?;
+    let target = compiled.run_target(args.target.as_deref()).map_err(CliError::usage)?;
+    if args.dry_run {
+        println!("{}", compiler::render_plan(&compiled));
+        println!("dry run: would run target `{}` ({} runs); nothing was written", target.name, target.runs.len());
+        return Ok(());
+    }
+    match target.trainer {
+        TrainerKind::Standard => {}
+        other => {
+            return Err(CliError::usage(miette::miette!(
+                "target `{}` uses trainer `{other:?}`, which this build cannot run yet",
+                target.name
+            )));
+        }
+    }
+    let summaries = train_target(&compiled, target, args)?;
+    print_table(&target.name, &summaries);
+    Ok(())
+}
+
+fn train_target(compiled: &Compiled, target: &TargetPlan, args: &RunArgs) -> Result<Vec<(String, TrainSummary, RunDir)>, CliError> {
+    let val_frac = target.data.val_frac.unwrap_or(0.1);
+    let tokenizer = target.data.tokenizer.clone().unwrap_or_else(|| "bytes".into());
+    let data = ensure_prepared(&target.data, val_frac, &tokenizer).map_err(|e| {
+        if e.is_usage() { CliError::usage(e) } else { CliError::failed(e) }
+    })?;
+    let mut out = Vec::new();
+    for run in &target.runs {
+        let mut run = run.clone();
+        if let Some(device) = &args.device {
+            run.train.device = device.clone();
+        }
+        let dir = RunDir::for_run(&args.runs_dir, &compiled.plan.name, &target.name, &run.id);
+        dir.write_header(compiled, target, &run)
+            .map_err(|e| CliError::failed(miette::miette!("cannot write run directory {}: {e}", dir.root.display())))?;
+        tracing::info!(run = %run.id, dir = %dir.root.display(), steps = run.steps, seed = run.seed, "training");
+        let mut opts = TrainOptions::new(&target.model, &run.train, run.steps, run.seed, &dir.root);
+        opts.fresh = args.fresh;
+        let summary = crate::train::run(&target.model, &run.train, &data.dataset, opts).map_err(|e| CliError {
+            code: e.exit_code(),
+            report: e.into(),
+        })?;
+        publish_final_weights(&dir, &summary)?;
+        let record = RunRecord {
+            run_id: &run.id,
+            steps: summary.steps,
+            final_loss: summary.final_loss,
+            val_loss: summary.val_loss,
+            tokens_per_sec: summary.tokens_per_sec,
+            wall_time_s: summary.wall_time_s,
+            resumed_from: summary.resumed_from,
+            checkpoint: summary.checkpoint.as_ref().map(|p| p.display().to_string()),
+        };
+        write_json(&dir.root.join("summary.json"), &record)
+            .map_err(|e| CliError::failed(miette::miette!("cannot write summary.json: {e}")))?;
+        out.push((run.id.clone(), summary, dir));
+    }
+    Ok(out)
+}
+
+/// Copy the last checkpoint's weights to `<run>/model.safetensors` (beside `model_spec.json`), so
+/// the run directory itself is a model source for `generate`, `bench` and teachers.
+fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), CliError> {
+    let Some(ckpt) = &summary.checkpoint else { return Ok(()) };
+    let src = ckpt.join("model.safetensors");
+    let dst = dir.root.join("model.safetensors");
+    let tmp = dir.root.join(".model.safetensors.tmp");
+    std::fs::copy(&src, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &dst))
+        .map_err(|e| CliError::failed(miette::miette!("cannot publish {} as {}: {e}", src.display(), dst.display())))
+}
+
+fn print_table(target: &str, rows: &[(String, TrainSummary, RunDir)]) {
+    println!("\ntarget `{target}`");
+    println!("{:<16} {:>7} {:>10} {:>10} {:>12} {:>9}  run directory", "run", "steps", "loss", "val loss", "tokens/s", "wall s");
+    for (id, s, dir) in rows {
+        let val = s.val_loss.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<16} {:>7} {:>10.4} {:>10} {:>12.0} {:>9.1}  {}",
+            id,
+            s.steps,
+            s.final_loss,
+            val,
+            s.tokens_per_sec,
+            s.wall_time_s,
+            display(&dir.root)
+        );
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
