@@ -122,12 +122,23 @@ impl SimpleBackend for SeededVarMap {
 
 /// FNV-1a over the seed and the path: stable across platforms and Rust versions.
 pub fn seed_for(seed: u64, path: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    // why: no `^ seed` here: xor-ing the seed into the basis cancelled against its first byte, so
+    // every seed below 256 gave the same weights.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in seed.to_le_bytes().iter().chain(path.as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod seed_tests {
+    #[test]
+    fn small_seeds_give_distinct_streams() {
+        let seeds: std::collections::HashSet<u64> = (0..1000).map(|s| super::seed_for(s, "w")).collect();
+        assert_eq!(seeds.len(), 1000);
+    }
 }
 
 fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
