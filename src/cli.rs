@@ -12,17 +12,27 @@ pub struct CliError {
 impl CliError {
     /// A bad manifest, bad arguments or bad input files (exit code 2).
     pub fn usage(report: impl Into<miette::Report>) -> Self {
-        Self { code: 2, report: report.into() }
+        Self {
+            code: 2,
+            report: report.into(),
+        }
     }
 
     /// A run that started and failed (exit code 1).
     pub fn failed(report: impl Into<miette::Report>) -> Self {
-        Self { code: 1, report: report.into() }
+        Self {
+            code: 1,
+            report: report.into(),
+        }
     }
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "caramba", version, about = "Architectures as YAML manifests: compile, train, generate, benchmark.")]
+#[command(
+    name = "caramba",
+    version,
+    about = "Architectures as YAML manifests: compile, train, generate, benchmark."
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -35,9 +45,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Parse, lower and validate a manifest; print the plan with --print-plan.
+    Compile(crate::compiler::CompileArgs),
+}
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {}
+    match cli.command {
+        Command::Compile(args) => crate::compiler::command::run(&args),
+    }
 }

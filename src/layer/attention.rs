@@ -9,10 +9,10 @@ use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::SpecProblem;
 use super::dropout::apply_dropout;
 use super::linear::linear;
 use super::rope::{Rope, RopeScaling};
-use super::SpecProblem;
 use crate::model::context::{ForwardCtx, TraceKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -94,12 +94,19 @@ impl AttentionSpec {
         match self.head_dim {
             Some(h) if h * self.n_heads != attn_dim && self.attn_dim.is_some() => out.push(SpecProblem::new(
                 "head_dim",
-                format!("n_heads ({}) × head_dim ({h}) = {} but attn_dim is {attn_dim}", self.n_heads, h * self.n_heads),
+                format!(
+                    "n_heads ({}) × head_dim ({h}) = {} but attn_dim is {attn_dim}",
+                    self.n_heads,
+                    h * self.n_heads
+                ),
             )),
             Some(0) => out.push(SpecProblem::new("head_dim", "must be at least 1")),
             None if attn_dim % self.n_heads != 0 => out.push(SpecProblem::new(
                 "n_heads",
-                format!("attention width {attn_dim} is not divisible by n_heads = {}", self.n_heads),
+                format!(
+                    "attention width {attn_dim} is not divisible by n_heads = {}",
+                    self.n_heads
+                ),
             )),
             _ => {}
         }
@@ -107,16 +114,25 @@ impl AttentionSpec {
         if kv == 0 || self.n_heads % kv != 0 {
             out.push(SpecProblem::new(
                 "n_kv_heads",
-                format!("n_heads = {} must be a multiple of n_kv_heads = {kv}", self.n_heads),
+                format!(
+                    "n_heads = {} must be a multiple of n_kv_heads = {kv}",
+                    self.n_heads
+                ),
             ));
         }
         if self.mode == AttentionMode::Standard && kv != self.n_heads {
-            out.push(SpecProblem::new("n_kv_heads", "differs from n_heads: use `mode: gqa`"));
+            out.push(SpecProblem::new(
+                "n_kv_heads",
+                "differs from n_heads: use `mode: gqa`",
+            ));
         }
         if self.rope_enabled && self.head_dim() % 2 != 0 {
             out.push(SpecProblem::new(
                 "head_dim",
-                format!("RoPE rotates pairs, so head_dim must be even (got {})", self.head_dim()),
+                format!(
+                    "RoPE rotates pairs, so head_dim must be even (got {})",
+                    self.head_dim()
+                ),
             ));
         }
         if let Some(s) = &self.rope_scaling {
@@ -163,7 +179,9 @@ impl Attention {
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,
-            rope: spec.rope_enabled.then(|| Rope::new(hd, spec.rope_base, spec.rope_scaling.as_ref())),
+            rope: spec
+                .rope_enabled
+                .then(|| Rope::new(hd, spec.rope_base, spec.rope_scaling.as_ref())),
             causal: spec.is_causal,
             dropout_p: spec.dropout_p,
             slot,
@@ -205,7 +223,10 @@ impl Attention {
         let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, g·t, kt)
         let scores = if self.causal && t > 1 {
             let mask = causal_mask(t, kt, xs.device())?.to_dtype(scores.dtype())?;
-            scores.reshape((b, nkv, g, t, kt))?.broadcast_add(&mask)?.reshape((b, nkv, g * t, kt))?
+            scores
+                .reshape((b, nkv, g, t, kt))?
+                .broadcast_add(&mask)?
+                .reshape((b, nkv, g * t, kt))?
         } else {
             scores
         };
@@ -217,7 +238,10 @@ impl Attention {
         .to_dtype(v.dtype())?;
         let probs = apply_dropout(&probs, self.dropout_p, ctx.train, ctx.rng.as_deref_mut())?;
         let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, g·t, hd)
-        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
         let out = self.o.forward(&out)?;
         ctx.record(TraceKind::Attention, &self.path, &out);
         Ok(out)

@@ -23,8 +23,17 @@ pub struct Embedder {
 impl Embedder {
     /// Weight at `<path>.weight` (HF: `model.embed_tokens.weight`), N(0, 0.02) when fresh.
     pub fn build(vocab_size: usize, d_model: usize, vb: VarBuilder) -> Result<Self> {
-        let w = vb.get_with_hints((vocab_size, d_model), "weight", Init::Randn { mean: 0.0, stdev: 0.02 })?;
-        Ok(Self { table: Embedding::new(w, d_model) })
+        let w = vb.get_with_hints(
+            (vocab_size, d_model),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )?;
+        Ok(Self {
+            table: Embedding::new(w, d_model),
+        })
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {

@@ -25,8 +25,19 @@ pub const INIT_STD: f64 = 0.02;
 
 /// Build a linear map `d_in -> d_out` with weights `weight` (d_out, d_in) and optional `bias`.
 pub fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    let w = vb.get_with_hints((d_out, d_in), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
-    let b = if bias { Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?) } else { None };
+    let w = vb.get_with_hints(
+        (d_out, d_in),
+        "weight",
+        Init::Randn {
+            mean: 0.0,
+            stdev: INIT_STD,
+        },
+    )?;
+    let b = if bias {
+        Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?)
+    } else {
+        None
+    };
     Ok(Linear::new(w, b))
 }
 
@@ -37,7 +48,9 @@ pub struct LinearLayer {
 impl LinearLayer {
     /// Weights at `<path>.weight` / `<path>.bias`.
     pub fn build(spec: &LinearSpec, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { inner: linear(spec.d_in, spec.d_out, spec.bias, vb)? })
+        Ok(Self {
+            inner: linear(spec.d_in, spec.d_out, spec.bias, vb)?,
+        })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {

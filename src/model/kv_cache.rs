@@ -92,7 +92,10 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_slots: usize, dtype: DType) -> Self {
-        Self { layers: vec![LayerKv::default(); n_slots], dtype }
+        Self {
+            layers: vec![LayerKv::default(); n_slots],
+            dtype,
+        }
     }
 
     /// Cached length (all slots advance together).

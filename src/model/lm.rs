@@ -52,14 +52,21 @@ impl LanguageModel {
     /// Build from a lowered spec. Weights: `embedder.weight`, `topology.…`.
     pub fn build(spec: &ModelSpec, vb: VarBuilder) -> Result<Self> {
         let (embedder, vocab_size) = match &spec.embedder {
-            EmbedderSpec::Token { vocab_size, d_model } => {
-                (Some(Embedder::build(*vocab_size, *d_model, vb.pp("embedder"))?), Some(*vocab_size))
-            }
+            EmbedderSpec::Token { vocab_size, d_model } => (
+                Some(Embedder::build(*vocab_size, *d_model, vb.pp("embedder"))?),
+                Some(*vocab_size),
+            ),
             EmbedderSpec::None => (None, None),
         };
         let mut n_slots = 0;
         let topology = Node::build(&spec.topology, vb.pp("topology"), &mut n_slots)?;
-        Ok(Self { embedder, topology, tied: spec.tied_embeddings, vocab_size, n_slots })
+        Ok(Self {
+            embedder,
+            topology,
+            tied: spec.tied_embeddings,
+            vocab_size,
+            n_slots,
+        })
     }
 
     /// Number of attention layers (KV cache slots).
@@ -91,11 +98,17 @@ impl LanguageModel {
             Ok(ys)
         } else if self.tied && width == e.weight().dim(1)? {
             let (b, t, d) = ys.dims3()?;
-            ys.reshape((b * t, d))?.matmul(&e.weight().t()?)?.reshape((b, t, vocab))
+            ys.reshape((b * t, d))?
+                .matmul(&e.weight().t()?)?
+                .reshape((b, t, vocab))
         } else {
             candle_core::bail!(
                 "the topology ends with {width} features: expected vocab_size ({vocab}){}",
-                if self.tied { " or d_model (tied embeddings)" } else { "" }
+                if self.tied {
+                    " or d_model (tied embeddings)"
+                } else {
+                    ""
+                }
             )
         }
     }

@@ -18,6 +18,7 @@ pub use node::Node;
 pub use parallel::{Parallel, ParallelSpec, Reduce};
 pub use residual::Residual;
 pub use sequence::Sequence;
+pub use spec_de::PATH_SEP;
 
 use serde::Serialize;
 
@@ -146,7 +147,9 @@ impl NodeSpec {
     pub fn attention_count(&self) -> usize {
         match self {
             Self::Attention(_) => 1,
-            _ => self.children().map_or(0, |(c, r)| r * c.iter().map(Self::attention_count).sum::<usize>()),
+            _ => self
+                .children()
+                .map_or(0, |(c, r)| r * c.iter().map(Self::attention_count).sum::<usize>()),
         }
     }
 
