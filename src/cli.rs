@@ -45,9 +45,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Parse, lower and validate a manifest; print the plan with --print-plan.
+    Compile(crate::compiler::CompileArgs),
+}
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {}
+    match cli.command {
+        Command::Compile(args) => crate::compiler::command::run(&args),
+    }
 }

@@ -1,1 +1,15 @@
-//! (filled in below)
+//! Lowered manifest → executable plan: targets → runs → verify → benchmarks, in a stable order,
+//! with every default decided. `compile` drives the whole chain (load, vars, types, validate,
+//! lower, plan); `render_plan` is `--print-plan`; `command` is `caramba compile`.
+
+pub mod command;
+pub mod compile;
+pub mod plan;
+pub mod render;
+pub mod stats;
+
+pub use command::CompileArgs;
+pub use compile::{Compiled, compile, compile_str};
+pub use plan::{Plan, RunPlan, TargetPlan};
+pub use render::render_plan;
+pub use stats::ModelStats;

@@ -18,6 +18,7 @@ pub use node::Node;
 pub use parallel::{Parallel, ParallelSpec, Reduce};
 pub use residual::Residual;
 pub use sequence::Sequence;
+pub use spec_de::PATH_SEP;
 
 use serde::Serialize;
 

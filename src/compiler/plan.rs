@@ -1,0 +1,148 @@
+//! The executable plan: a lowered manifest as an ordered list of work, with no defaults left to
+//! decide. Order: targets (declaration order) → runs (declaration order, seed lists expanded) →
+//! each run's verify steps → the target's benchmarks.
+//!
+//! Verify steps and benchmarks are not supported yet: validation rejects them, so those lists
+//! are empty; they are here so that the plan's shape does not change when they arrive.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::stats::ModelStats;
+use crate::data::DataSpec;
+use crate::manifest::lower::{DEFAULT_SEED, DEFAULT_TOKENIZER, DEFAULT_VAL_FRAC};
+use crate::manifest::validate::strip_kind;
+use crate::manifest::{Manifest, Seeds, TargetKind, TrainerKind};
+use crate::model::ModelSpec;
+use crate::train::TrainSpec;
+
+/// Everything `caramba run` will do, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Experiment name (`runs/<name>/…`).
+    pub name: String,
+    /// Manifest schema version.
+    pub version: u32,
+    /// Targets in declaration order.
+    pub targets: Vec<TargetPlan>,
+    /// Entry point → target name.
+    pub entrypoints: BTreeMap<String, String>,
+    /// The target `run` picks without `--target`: `entrypoints.default`, else the first target.
+    pub default_target: String,
+}
+
+/// One target: its model, data and runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetPlan {
+    pub name: String,
+    pub kind: TargetKind,
+    pub description: String,
+    pub trainer: TrainerKind,
+    /// Where the model was written: `model` (shared) or `targets[i].model`.
+    pub model_path: String,
+    /// The lowered model (every `repeat` expanded).
+    pub model: ModelSpec,
+    pub stats: ModelStats,
+    /// Data with tokenizer and val_frac filled in.
+    pub data: DataSpec,
+    pub runs: Vec<RunPlan>,
+    /// Benchmarks after all runs (empty until benchmarks are supported).
+    pub benchmarks: Vec<Value>,
+}
+
+/// One training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// Unique within the target (`train`, or `train__s7` from a seed list).
+    pub id: String,
+    pub seed: u64,
+    pub steps: usize,
+    /// Train settings with `save_every` filled in.
+    pub train: TrainSpec,
+    /// Checks after the run (empty until verify is supported).
+    pub verify: Vec<Value>,
+}
+
+impl Plan {
+    /// The plan of a lowered (and validated) manifest.
+    pub fn from_lowered(m: &Manifest) -> Self {
+        let targets: Vec<TargetPlan> = m
+            .targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                // why: lowering gives every target a model; validation rejects targets without one.
+                let (model_path, model) = match (&t.model, &m.model) {
+                    (Some(own), Some(top)) if own == top => ("model".to_string(), own),
+                    (Some(own), _) => (format!("targets[{i}].model"), own),
+                    (None, Some(top)) => ("model".to_string(), top),
+                    (None, None) => return None,
+                };
+                let mut data = t.data.clone();
+                data.tokenizer.get_or_insert_with(|| DEFAULT_TOKENIZER.into());
+                data.val_frac.get_or_insert(DEFAULT_VAL_FRAC);
+                let runs = t
+                    .runs
+                    .iter()
+                    .flat_map(|r| {
+                        let seeds = match &r.seed {
+                            Some(Seeds::One(s)) => vec![(r.id.clone(), *s)],
+                            Some(Seeds::Many(ss)) => {
+                                ss.iter().map(|s| (format!("{}__s{s}", r.id), *s)).collect()
+                            }
+                            None => vec![(r.id.clone(), DEFAULT_SEED)],
+                        };
+                        seeds.into_iter().map(|(id, seed)| RunPlan {
+                            id,
+                            seed,
+                            steps: r.steps,
+                            train: r.train.clone(),
+                            verify: r.verify.iter().cloned().collect(),
+                        })
+                    })
+                    .collect();
+                Some(TargetPlan {
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    description: t.description.clone(),
+                    trainer: t.trainer,
+                    model_path,
+                    model: model.clone(),
+                    stats: ModelStats::of(model),
+                    data,
+                    runs,
+                    benchmarks: t.benchmarks.clone(),
+                })
+            })
+            .collect();
+        let entrypoints: BTreeMap<String, String> = m
+            .entrypoints
+            .iter()
+            .filter_map(|(k, v)| strip_kind(v).ok().map(|name| (k.clone(), name.to_string())))
+            .collect();
+        let default_target = entrypoints
+            .get("default")
+            .cloned()
+            .or_else(|| targets.first().map(|t| t.name.clone()))
+            .unwrap_or_default();
+        Self {
+            name: m.name.clone().unwrap_or_default(),
+            version: m.version,
+            targets,
+            entrypoints,
+            default_target,
+        }
+    }
+
+    /// The target called `name`.
+    pub fn target(&self, name: &str) -> Option<&TargetPlan> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// Number of runs over all targets.
+    pub fn run_count(&self) -> usize {
+        self.targets.iter().map(|t| t.runs.len()).sum()
+    }
+}

@@ -1,0 +1,257 @@
+//! `--print-plan`: the lowered model tree (one line per node, two spaces per depth, after
+//! `repeat` expansion) and then the ordered plan, as plain text.
+
+use std::fmt::Write;
+
+use super::compile::Compiled;
+use super::plan::{RunPlan, TargetPlan};
+use crate::layer::EmbedderSpec;
+use crate::model::ModelSpec;
+use crate::topology::NodeSpec;
+
+/// The whole `--print-plan` text.
+pub fn render_plan(c: &Compiled) -> String {
+    let plan = &c.plan;
+    let mut out = String::new();
+    let _ = writeln!(out, "manifest: {}", c.manifest_path.display());
+    let _ = writeln!(out, "manifest.version={}", plan.version);
+    let _ = writeln!(out, "name={}", plan.name);
+    // Each distinct model once, in the order targets use them.
+    let mut shown: Vec<&str> = Vec::new();
+    for t in &plan.targets {
+        if shown.contains(&t.model_path.as_str()) {
+            continue;
+        }
+        shown.push(&t.model_path);
+        let users: Vec<&str> = plan
+            .targets
+            .iter()
+            .filter(|u| u.model_path == t.model_path)
+            .map(|u| u.name.as_str())
+            .collect();
+        let _ = writeln!(out, "{} (used by {}):", t.model_path, users.join(", "));
+        render_model(&mut out, &t.model, &t.model_path, t);
+    }
+    let _ = writeln!(out, "plan:");
+    for (i, t) in plan.targets.iter().enumerate() {
+        render_target(&mut out, i + 1, t);
+    }
+    if !plan.entrypoints.is_empty() {
+        let eps: Vec<String> = plan
+            .entrypoints
+            .iter()
+            .map(|(k, v)| format!("{k} -> {v}"))
+            .collect();
+        let _ = writeln!(out, "entrypoints: {}", eps.join(", "));
+    }
+    let _ = writeln!(out, "default target: {}", plan.default_target);
+    out
+}
+
+fn render_model(out: &mut String, m: &ModelSpec, path: &str, t: &TargetPlan) {
+    let embedder = match &m.embedder {
+        EmbedderSpec::Token { vocab_size, d_model } => {
+            format!("token vocab_size={vocab_size} d_model={d_model}")
+        }
+        EmbedderSpec::None => "none".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  {path}.type={:?} embedder={embedder} tied_embeddings={}",
+        m.kind, m.tied_embeddings
+    );
+    let _ = writeln!(out, "  {path}.topology:");
+    render_node(out, &m.topology, &format!("{path}.topology"), 2);
+    let s = &t.stats;
+    let _ = writeln!(out, "  parameters: {} ({})", grouped(s.params), human(s.params));
+    let _ = writeln!(
+        out,
+        "  kv cache per token: {} B f32, {} B f16 ({} attention layers)",
+        grouped(s.kv_bytes_per_token_f32),
+        grouped(s.kv_bytes_per_token_f16),
+        s.attention_layers
+    );
+}
+
+/// One line for `node`, then its children two spaces deeper.
+pub fn render_node(out: &mut String, node: &NodeSpec, path: &str, depth: usize) {
+    let indent = "  ".repeat(depth);
+    let attrs = match node {
+        NodeSpec::Attention(a) => {
+            let mut s = format!(
+                "d_model={} n_heads={} n_kv_heads={} head_dim={} mode={}",
+                a.d_model,
+                a.n_heads,
+                a.kv_heads(),
+                a.head_dim(),
+                name_of(&a.mode)
+            );
+            if a.rope_enabled {
+                let _ = write!(s, " rope_base={}", a.rope_base);
+                if let Some(sc) = &a.rope_scaling {
+                    let _ = write!(s, " rope_scaling={}", sc.rope_type);
+                }
+            } else {
+                s.push_str(" rope=off");
+            }
+            if !a.is_causal {
+                s.push_str(" causal=false");
+            }
+            if a.dropout_p > 0.0 {
+                let _ = write!(s, " dropout_p={}", a.dropout_p);
+            }
+            if a.bias {
+                s.push_str(" bias=true");
+            }
+            s
+        }
+        NodeSpec::RmsNorm(n) => format!("d_model={} eps={}", n.d_model, n.eps),
+        NodeSpec::LayerNorm(n) => format!("d_model={} eps={}", n.d_model, n.eps),
+        NodeSpec::SwiGlu(s) => format!(
+            "d_model={} d_ff={}{}",
+            s.d_model,
+            s.d_ff,
+            if s.bias { " bias=true" } else { "" }
+        ),
+        NodeSpec::Linear(l) => format!("d_in={} d_out={} bias={}", l.d_in, l.d_out, l.bias),
+        NodeSpec::Dropout(d) => format!("p={}", d.p),
+        NodeSpec::Parallel(p) => format!("reduce={}", name_of(&p.reduce)),
+        NodeSpec::Cyclic(c) => format!("iterations={}", c.iterations),
+        _ => String::new(),
+    };
+    let kind = if node.children().is_some() {
+        "topology"
+    } else {
+        "layer"
+    };
+    let sep = if attrs.is_empty() { "" } else { " " };
+    let _ = writeln!(
+        out,
+        "{indent}- {kind}={} path={path}{sep}{attrs}",
+        node.type_name()
+    );
+    if let Some((children, repeat)) = node.children() {
+        for (i, child) in std::iter::repeat_n(children, repeat).flatten().enumerate() {
+            render_node(out, child, &format!("{path}.layers[{i}]"), depth + 1);
+        }
+    }
+}
+
+fn render_target(out: &mut String, n: usize, t: &TargetPlan) {
+    let _ = writeln!(
+        out,
+        "  {n}. target {} ({}, trainer={})",
+        t.name,
+        name_of(&t.kind),
+        t.trainer
+    );
+    if !t.description.is_empty() {
+        let _ = writeln!(out, "     description: {}", t.description);
+    }
+    let d = &t.data;
+    let _ = writeln!(
+        out,
+        "     model: {} ({} parameters)",
+        t.model_path,
+        human(t.stats.params)
+    );
+    let _ = writeln!(
+        out,
+        "     data: {} block_size={} tokenizer={} val_frac={}{}",
+        d.path,
+        d.block_size,
+        d.tokenizer.as_deref().unwrap_or("bytes"),
+        d.val_frac.unwrap_or_default(),
+        if d.prepare.is_some() {
+            " (prepared on first use)"
+        } else {
+            ""
+        }
+    );
+    for (j, r) in t.runs.iter().enumerate() {
+        render_run(out, n, j + 1, r);
+    }
+    let _ = writeln!(
+        out,
+        "     benchmarks: {}",
+        if t.benchmarks.is_empty() {
+            "none".into()
+        } else {
+            t.benchmarks.len().to_string()
+        }
+    );
+}
+
+fn render_run(out: &mut String, n: usize, j: usize, r: &RunPlan) {
+    let t = &r.train;
+    let _ = writeln!(
+        out,
+        "     {n}.{j} run {}: seed={} steps={} batch={}x{} lr={} optimizer={} schedule={} warmup={} device={} dtype={} save_every={}",
+        r.id,
+        r.seed,
+        r.steps,
+        t.batch_size,
+        t.grad_accum,
+        t.lr,
+        name_of(&t.optimizer),
+        name_of(&t.schedule),
+        t.warmup_steps,
+        t.device,
+        t.dtype,
+        t.save_every.unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "         verify: {}",
+        if r.verify.is_empty() {
+            "none".into()
+        } else {
+            r.verify.len().to_string()
+        }
+    );
+}
+
+/// The manifest spelling of a unit enum variant (`adamw`, `cosine`, `experiment`).
+fn name_of<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1234567` → `1.23M`.
+fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}K", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        _ => format!("{:.2}B", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(human(135_000_000), "135.00M");
+        assert_eq!(human(1_500), "1.5K");
+    }
+}

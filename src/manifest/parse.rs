@@ -1,0 +1,171 @@
+//! From the loaded value to the typed [`Manifest`]: substitute `${vars}`, inherit defaults into
+//! runs, then deserialize strictly, turning serde's first error into a [`Problem`] with the full
+//! manifest path (node-relative paths from `topology::spec_de` are joined on
+//! [`PATH_SEP`](crate::topology::PATH_SEP)) and its line:column.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::{ManifestError, Problem};
+use super::inherit::inherit_train_defaults;
+use super::load::{Source, join_key};
+use super::types::{Defaults, Manifest};
+use super::vars;
+use crate::topology::PATH_SEP;
+
+/// Substitute, inherit and type `value` (the root mapping of `source`).
+pub fn parse(source: &Source, mut value: Value) -> Result<Manifest, ManifestError> {
+    if let Err(problems) = vars::substitute(&mut value) {
+        return Err(source.invalid(
+            problems
+                .into_iter()
+                .map(|p| {
+                    let out = source.problem(&p.path, p.message);
+                    match p.help {
+                        Some(h) => out.with_help(h),
+                        None => out,
+                    }
+                })
+                .collect(),
+        ));
+    }
+    let defaults = match value.get("defaults") {
+        None | Some(Value::Null) => Defaults::default(),
+        Some(d) => typed::<Defaults>(source, d.clone(), "defaults")?,
+    };
+    inherit_train_defaults(&mut value, &defaults);
+    typed::<Manifest>(source, value, "")
+}
+
+/// Deserialize `value` (found at manifest path `prefix`) as `T`, locating the first error.
+pub fn typed<T: DeserializeOwned>(source: &Source, value: Value, prefix: &str) -> Result<T, ManifestError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let raw = e.into_inner().to_string();
+        let outer = if path == "." {
+            prefix.to_string()
+        } else {
+            join_path(prefix, &path)
+        };
+        source.invalid(vec![problem_from_serde(source, &outer, &raw)])
+    })
+}
+
+/// Join a path and a relative path (`a.b` + `[0].c` → `a.b[0].c`; `a` + `c` → `a.c`).
+fn join_path(base: &str, rel: &str) -> String {
+    if rel.starts_with('[') || base.is_empty() {
+        format!("{base}{rel}")
+    } else {
+        join_key(base, rel)
+    }
+}
+
+/// Turn a serde message (possibly prefixed by node-relative paths) at `path` into a problem.
+fn problem_from_serde(source: &Source, path: &str, raw: &str) -> Problem {
+    let mut parts: Vec<&str> = raw.split(PATH_SEP).collect();
+    let message = parts.pop().unwrap_or_default();
+    let mut path = parts
+        .into_iter()
+        .filter(|p| !p.is_empty() && *p != ".")
+        .fold(path.to_string(), |acc, rel| join_path(&acc, rel));
+    let (message, help) = split_serde_message(message);
+    // why: serde_path_to_error already ends the path with the unknown key; node errors may not.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        if path != field && !path.ends_with(&format!(".{field}")) {
+            path = join_key(&path, field);
+        }
+    }
+    let p = source.problem(&path, message);
+    match help {
+        Some(h) => p.with_help(h),
+        None => p,
+    }
+}
+
+/// `unknown field `x`, expected one of `a`, `b`` → ("unknown field `x`", Some("expected one of …")).
+fn split_serde_message(message: &str) -> (String, Option<String>) {
+    for marker in ["unknown field `", "unknown variant `"] {
+        if message.starts_with(marker) {
+            if let Some(i) = message.find("`, expected ") {
+                let help = &message[i + 3..];
+                return (message[..=i].to_string(), Some(help.to_string()));
+            }
+            if let Some(i) = message.find("`, there are no fields") {
+                return (
+                    message[..=i].to_string(),
+                    Some("this mapping takes no fields".into()),
+                );
+            }
+        }
+    }
+    (message.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::load::{Format, load_str};
+
+    fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
+        let (src, v) = load_str("m.yml", Path::new("m.yml"), text.to_string(), Format::Yaml)?;
+        parse(&src, v)
+    }
+
+    const HEAD: &str = "version: 2\ntargets:\n  - name: a\n    data: {path: d.npy, block_size: 8}\n    runs: [{id: r, steps: 1}]\n";
+
+    #[test]
+    fn minimal_manifest_parses() {
+        let m = parse_str(HEAD).expect("valid");
+        assert_eq!(m.targets[0].runs[0].steps, 1);
+    }
+
+    #[test]
+    fn unknown_field_points_at_the_key() {
+        let err = parse_str(&format!("{HEAD}wandb: true\n")).expect_err("unknown");
+        let p = &err.problems()[0];
+        assert_eq!(p.path, "wandb");
+        assert_eq!(p.message, "unknown field `wandb`");
+        assert_eq!((p.line, p.column), (Some(6), Some(1)));
+        assert!(p.help.as_deref().is_some_and(|h| h.contains("targets")), "{p:?}");
+    }
+
+    #[test]
+    fn node_relative_errors_get_the_full_path() {
+        let text = format!(
+            "{HEAD}model:\n  embedder: {{type: token, vocab_size: 256, d_model: 8}}\n  topology:\n    type: stacked\n    layers:\n      - {{type: rms_norm, d_model: 8}}\n      - type: residual\n        layers:\n          - {{type: AttentionLayer, d_model: 8, n_heads: x}}\n"
+        );
+        let err = parse_str(&text).expect_err("bad n_heads");
+        let p = &err.problems()[0];
+        assert_eq!(p.path, "model.topology.layers[1].layers[0].n_heads");
+        assert_eq!(p.line, Some(14), "{p:?}");
+        assert!(p.message.contains("invalid type"), "{}", p.message);
+    }
+
+    #[test]
+    fn defaults_errors_are_reported_under_defaults() {
+        let err =
+            parse_str(&format!("{HEAD}defaults: {{runtime: {{device: 3}}}}\n")).expect_err("bad device");
+        assert_eq!(err.problems()[0].path, "defaults.runtime.device");
+    }
+
+    #[test]
+    fn groups_is_an_alias_of_targets() {
+        let m = parse_str(&HEAD.replace("targets:", "groups:")).expect("alias");
+        assert_eq!(m.targets.len(), 1);
+    }
+
+    #[test]
+    fn runtime_defaults_reach_the_runs() {
+        let m = parse_str(&format!(
+            "{HEAD}defaults: {{runtime: {{device: cuda}}, logging: {{log_every: 3}}}}\n"
+        ))
+        .expect("valid");
+        assert_eq!(m.targets[0].runs[0].train.device, "cuda");
+        assert_eq!(m.targets[0].runs[0].train.log_every, 3);
+    }
+}

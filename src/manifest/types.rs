@@ -1,0 +1,222 @@
+//! The typed manifest: what the user wrote, after `${var}` substitution. Every struct rejects
+//! unknown fields; optional fields are `Option` or defaulted, and lowering fills them.
+//!
+//! ```yaml
+//! version: 2
+//! name: tiny
+//! defaults: {data: {tokenizer: bytes, val_frac: 0.1}, runtime: {seed: 1337}, logging: {log_every: 10}}
+//! model: {type: TransformerModel, embedder: {type: token, vocab_size: 256, d_model: 64}, topology: {...}}
+//! targets:
+//!   - name: quick
+//!     data: {path: data/tiny.npy, block_size: 64}
+//!     runs: [{id: train, seed: [1, 2], steps: 300}]
+//! entrypoints: {default: quick}
+//! ```
+//! The full schema with every default is in docs/manifests.md.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::data::DataSpec;
+use crate::model::ModelSpec;
+use crate::train::TrainSpec;
+
+/// A whole manifest.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Schema version: 1 (the early `groups` form) or 2.
+    pub version: u32,
+    /// Experiment name; runs go to `runs/<name>/…`. Default: the file name without its suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free text. Default: empty.
+    #[serde(default)]
+    pub notes: String,
+    /// Settings every target and run inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The model of every target that has no `model:` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// Experiments, in the order `caramba run` without `--target` runs them (alias: `groups`).
+    #[serde(alias = "groups")]
+    pub targets: Vec<Target>,
+    /// Names for targets: `{default: quick, fast: "target:quick"}`. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entrypoints: BTreeMap<String, String>,
+}
+
+/// `defaults:`: values inherited by every target (`data`) and run (`runtime`, `logging`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default)]
+    pub data: DataDefaults,
+    #[serde(default)]
+    pub runtime: RuntimeDefaults,
+    #[serde(default)]
+    pub logging: LoggingDefaults,
+}
+
+/// `defaults.data`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDefaults {
+    /// Tokenizer of every target's data. Default: `bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Held-out fraction of every target's data. Default: 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_frac: Option<f64>,
+}
+
+/// `defaults.runtime`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDefaults {
+    /// Checkpoint interval of every run. Default: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_every: Option<usize>,
+    /// Seed of every run without `seed:`. Default: 1337.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Device of every run whose `train:` names none (`cpu`, `cuda`, `cuda:N`, `metal`). Default: cpu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Dtype of every run whose `train:` names none (`f32`, `bf16`, `f16`). Default: f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+}
+
+/// `defaults.logging`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingDefaults {
+    /// Metrics line interval of every run. Default: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<usize>,
+    /// Batches per eval of every run. Default: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_iters: Option<usize>,
+    /// Eval interval of every run. Default: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+}
+
+/// The kind of a target. Only experiments exist today.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Train (and later verify and benchmark) a model.
+    #[default]
+    Experiment,
+}
+
+/// How a target's runs train.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainerKind {
+    /// From scratch, next-token cross-entropy (the original's `trainer.standard` / `trainer.train`).
+    #[default]
+    #[serde(alias = "trainer.standard", alias = "trainer.train")]
+    Standard,
+    /// Teacher → student surgery and distillation. Reserved: rejected by validation for now.
+    #[serde(alias = "trainer.upcycle")]
+    Upcycle,
+}
+
+impl fmt::Display for TrainerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Standard => "standard",
+            Self::Upcycle => "upcycle",
+        })
+    }
+}
+
+/// One experiment: a model, its data, and the runs that train it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Unique name (`--target NAME`).
+    pub name: String,
+    /// Default: experiment.
+    #[serde(rename = "type", default)]
+    pub kind: TargetKind,
+    /// Free text. Default: empty.
+    #[serde(default)]
+    pub description: String,
+    /// This target's model. Default: the top-level `model:` (lowering copies it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// Token data.
+    pub data: DataSpec,
+    /// Default: standard.
+    #[serde(default)]
+    pub trainer: TrainerKind,
+    /// Runs, in order.
+    pub runs: Vec<Run>,
+    /// Benchmarks after the runs. Not supported yet: must be empty. Default: empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub benchmarks: Vec<Value>,
+}
+
+/// One training run of a target.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// Unique within the target; a seed list appends `__s<seed>`.
+    pub id: String,
+    /// One seed, or a list (one run per seed). Default: `defaults.runtime.seed`, else 1337.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Seeds>,
+    /// Optimizer steps (> 0).
+    pub steps: usize,
+    /// Optimizer, schedule, batch, device. Every field has a default.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// Checks after the run. Not supported yet: must be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Value>,
+}
+
+/// `seed: 7` or `seed: [1, 2, 7]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Seeds {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl<'de> Deserialize<'de> for Seeds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SeedsVisitor;
+        impl<'de> Visitor<'de> for SeedsVisitor {
+            type Value = Seeds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a seed (a non-negative integer) or a list of seeds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seeds, E> {
+                Ok(Seeds::One(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seeds, E> {
+                u64::try_from(v)
+                    .map(Seeds::One)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seeds, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<u64>()? {
+                    out.push(s);
+                }
+                Ok(Seeds::Many(out))
+            }
+        }
+        d.deserialize_any(SeedsVisitor)
+    }
+}

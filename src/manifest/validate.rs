@@ -1,0 +1,740 @@
+//! Validation of a typed (not yet lowered) manifest: every problem, each at its manifest path.
+//!
+//! Validation runs before lowering so that paths are the ones the user wrote (`layers[0]` of a
+//! `repeat: 16` block, not its 13th copy); a repeated block is checked once, plus the rule that
+//! its output must fit its own input. Width inference follows the data through the topology:
+//!
+//! - `LinearLayer` maps `d_in → d_out`; `DropoutLayer` is transparent; every other layer maps
+//!   `d_model → d_model`; the embedder's `d_model` enters the topology;
+//! - consecutive nodes must agree; a residual must preserve width; parallel branches must agree
+//!   on input and output; branching branches agree on input and their outputs add up (feature
+//!   concatenation); a cyclic loop with `iterations > 1` and any `repeat > 1` must preserve width;
+//! - the topology must end at `vocab_size` features, or `d_model` with tied embeddings.
+//!
+//! Sizes are bounded ([`MAX_DIM`], [`MAX_REPEAT`], [`MAX_NODES`]) so that no later arithmetic
+//! can overflow and lowering cannot explode.
+
+use std::collections::HashMap;
+
+use crate::layer::EmbedderSpec;
+use crate::manifest::error::{ManifestError, Problem};
+use crate::manifest::load::{Source, join_index, join_key};
+use crate::manifest::types::{Manifest, Run, Seeds, Target, TrainerKind};
+use crate::model::ModelSpec;
+use crate::topology::NodeSpec;
+use crate::train::TrainSpec;
+
+/// Largest width, head count or vocabulary accepted (2^24).
+pub const MAX_DIM: usize = 1 << 24;
+/// Largest `repeat` / `iterations`.
+pub const MAX_REPEAT: usize = 10_000;
+/// Largest number of nodes a topology may expand to.
+pub const MAX_NODES: usize = 1_000_000;
+/// Largest number of seeds in one run's list.
+pub const MAX_SEEDS: usize = 1_000;
+
+/// Check `m` (from `src`); all problems at once.
+pub fn validate(m: &Manifest, src: &Source) -> Result<(), ManifestError> {
+    let mut v = Validator {
+        src,
+        problems: Vec::new(),
+    };
+    v.manifest(m);
+    if v.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(src.invalid(v.problems))
+    }
+}
+
+/// A width flowing through the topology and the field that set it.
+#[derive(Debug, Clone)]
+struct Width {
+    d: usize,
+    at: String,
+}
+
+struct Validator<'a> {
+    src: &'a Source,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        let p = self.src.problem(path, message);
+        self.problems.push(p);
+    }
+
+    fn err_help(&mut self, path: &str, message: impl Into<String>, help: impl Into<String>) {
+        let p = self.src.problem(path, message).with_help(help);
+        self.problems.push(p);
+    }
+
+    fn manifest(&mut self, m: &Manifest) {
+        if !(1..=2).contains(&m.version) {
+            self.err_help(
+                "version",
+                format!("unsupported manifest version {}", m.version),
+                "use `version: 2`",
+            );
+        }
+        if let Some(name) = &m.name {
+            self.dir_name("name", name, "the manifest name");
+        }
+        self.defaults(m);
+        if let Some(model) = &m.model {
+            self.model(model, "model");
+        }
+        if m.targets.is_empty() {
+            self.err_help(
+                "targets",
+                "a manifest needs at least one target",
+                "add `targets: [{name: quick, data: …, runs: […]}]`",
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in m.targets.iter().enumerate() {
+            let path = join_index("targets", i);
+            if let Some(first) = names.insert(&t.name, i) {
+                self.err(
+                    &join_key(&path, "name"),
+                    format!(
+                        "target name `{}` is used twice (also by targets[{first}])",
+                        t.name
+                    ),
+                );
+            }
+            self.target(m, t, &path);
+        }
+        for (key, value) in &m.entrypoints {
+            let path = join_key("entrypoints", key);
+            let name = strip_kind(value);
+            match name {
+                Err(kind) => self.err_help(
+                    &path,
+                    format!("entry point `{key}` names a `{kind}:` target, which is not supported"),
+                    "use `target:NAME`, `experiment:NAME` or just `NAME`",
+                ),
+                Ok(name) if !names.contains_key(name) => self.err_help(
+                    &path,
+                    format!("entry point `{key}` names no target: `{name}`"),
+                    format!(
+                        "targets: {}",
+                        m.targets
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Ok(name) if names.contains_key(key.as_str()) && name != key => self.err(
+                    &path,
+                    format!("entry point `{key}` hides the target of the same name (it points to `{name}`)"),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn defaults(&mut self, m: &Manifest) {
+        let d = &m.defaults;
+        if let Some(f) = d.data.val_frac {
+            self.val_frac("defaults.data.val_frac", f);
+        }
+        if let Some(t) = &d.data.tokenizer {
+            if t.trim().is_empty() {
+                self.err("defaults.data.tokenizer", "the tokenizer is empty");
+            }
+        }
+        if let Some(dev) = &d.runtime.device {
+            self.device("defaults.runtime.device", dev);
+        }
+        if let Some(dt) = &d.runtime.dtype {
+            self.dtype("defaults.runtime.dtype", dt);
+        }
+        if d.logging.log_every == Some(0) {
+            self.err("defaults.logging.log_every", "must be at least 1");
+        }
+    }
+
+    fn target(&mut self, m: &Manifest, t: &Target, path: &str) {
+        self.dir_name(&join_key(path, "name"), &t.name, "a target name");
+        if t.trainer == TrainerKind::Upcycle {
+            self.err_help(
+                &join_key(path, "trainer"),
+                "trainer `upcycle` is not supported yet",
+                "use `trainer: standard` (training from scratch)",
+            );
+        }
+        let model = match (&t.model, &m.model) {
+            (Some(own), _) => {
+                self.model(own, &join_key(path, "model"));
+                Some(own)
+            }
+            (None, Some(top)) => Some(top),
+            (None, None) => {
+                self.err_help(
+                    path,
+                    format!("target `{}` has no model", t.name),
+                    "add `model:` to the target, or a top-level `model:` shared by all targets",
+                );
+                None
+            }
+        };
+        // Data.
+        let data = join_key(path, "data");
+        if t.data.path.trim().is_empty() {
+            self.err(&join_key(&data, "path"), "the data path is empty");
+        }
+        if t.data.block_size == 0 || t.data.block_size > MAX_DIM {
+            self.err(
+                &join_key(&data, "block_size"),
+                format!("must be in 1..={MAX_DIM}"),
+            );
+        }
+        if let Some(f) = t.data.val_frac {
+            self.val_frac(&join_key(&data, "val_frac"), f);
+        }
+        let tokenizer = t
+            .data
+            .tokenizer
+            .as_deref()
+            .or(m.defaults.data.tokenizer.as_deref())
+            .unwrap_or("bytes");
+        if let Some(tk) = &t.data.tokenizer {
+            if tk.trim().is_empty() {
+                self.err(&join_key(&data, "tokenizer"), "the tokenizer is empty");
+            }
+        }
+        if let (
+            Some(ModelSpec {
+                embedder: EmbedderSpec::Token { vocab_size, .. },
+                ..
+            }),
+            "bytes",
+        ) = (model, tokenizer)
+        {
+            if *vocab_size < 256 {
+                self.err_help(
+                    &join_key(&data, "tokenizer"),
+                    format!("the `bytes` tokenizer produces ids 0..255, but the model's vocab_size is {vocab_size}"),
+                    "set the embedder's vocab_size to 256 (or more)",
+                );
+            }
+        }
+        if let Some(prep) = &t.data.prepare {
+            if prep.input.is_empty() {
+                self.err_help(
+                    &join_key(&join_key(&data, "prepare"), "input"),
+                    "`prepare` needs at least one input glob",
+                    "e.g. `input: [\"corpus/**/*.txt\"]`",
+                );
+            }
+        }
+        // Runs.
+        if t.runs.is_empty() {
+            self.err_help(
+                &join_key(path, "runs"),
+                "a target needs at least one run",
+                "add `runs: [{id: train, steps: 100}]`",
+            );
+        }
+        let mut ids: HashMap<String, String> = HashMap::new();
+        for (j, run) in t.runs.iter().enumerate() {
+            let rpath = join_index(&join_key(path, "runs"), j);
+            self.run(m, run, &rpath);
+            for id in expanded_ids(run) {
+                if let Some(first) = ids.insert(id.clone(), rpath.clone()) {
+                    self.err_help(
+                        &join_key(&rpath, "id"),
+                        format!(
+                            "run id `{id}` is used twice in target `{}` (also by {first})",
+                            t.name
+                        ),
+                        "run ids name the run directories; make them unique",
+                    );
+                }
+            }
+        }
+        if !t.benchmarks.is_empty() {
+            self.err_help(
+                &join_key(path, "benchmarks"),
+                "benchmarks are not supported yet",
+                "remove the `benchmarks:` entries (an empty list is fine)",
+            );
+        }
+    }
+
+    fn run(&mut self, m: &Manifest, run: &Run, path: &str) {
+        self.dir_name(&join_key(path, "id"), &run.id, "a run id");
+        if run.steps == 0 {
+            self.err(&join_key(path, "steps"), "must be at least 1");
+        }
+        if let Some(Seeds::Many(seeds)) = &run.seed {
+            if seeds.is_empty() {
+                self.err(&join_key(path, "seed"), "the seed list is empty");
+            } else if seeds.len() > MAX_SEEDS {
+                self.err(
+                    &join_key(path, "seed"),
+                    format!("at most {MAX_SEEDS} seeds per run"),
+                );
+            }
+        }
+        if run.verify.is_some() {
+            self.err_help(
+                &join_key(path, "verify"),
+                "`verify` is not supported yet",
+                "remove the `verify:` block",
+            );
+        }
+        self.train(m, &run.train, run.steps, &join_key(path, "train"));
+    }
+
+    fn train(&mut self, m: &Manifest, t: &TrainSpec, steps: usize, path: &str) {
+        let f = |name: &str| join_key(path, name);
+        if t.batch_size == 0 {
+            self.err(&f("batch_size"), "must be at least 1");
+        }
+        if t.grad_accum == 0 {
+            self.err(&f("grad_accum"), "must be at least 1");
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            self.err(&f("lr"), format!("must be a positive number (got {})", t.lr));
+        }
+        for (i, b) in t.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                self.err(
+                    &join_index(&f("betas"), i),
+                    format!("must be in [0, 1) (got {b})"),
+                );
+            }
+        }
+        if !(t.eps.is_finite() && t.eps > 0.0) {
+            self.err(&f("eps"), format!("must be a positive number (got {})", t.eps));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            self.err(
+                &f("weight_decay"),
+                format!("must be ≥ 0 (got {})", t.weight_decay),
+            );
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            self.err(&f("momentum"), format!("must be in [0, 1) (got {})", t.momentum));
+        }
+        if t.warmup_steps > steps {
+            self.err(
+                &f("warmup_steps"),
+                format!(
+                    "warmup_steps ({}) exceeds the run's steps ({steps})",
+                    t.warmup_steps
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            self.err(
+                &f("min_lr_ratio"),
+                format!("must be in [0, 1] (got {})", t.min_lr_ratio),
+            );
+        }
+        if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
+            self.err_help(
+                &f("grad_clip"),
+                format!("must be ≥ 0 (got {})", t.grad_clip),
+                "0 disables clipping",
+            );
+        }
+        if t.eval_every > 0 && t.eval_iters == 0 {
+            self.err_help(
+                &f("eval_iters"),
+                "must be at least 1 when eval_every > 0",
+                "set `eval_every: 0` to disable eval",
+            );
+        }
+        if t.log_every == 0 && m.defaults.logging.log_every != Some(0) {
+            self.err(&f("log_every"), "must be at least 1");
+        }
+        // Inherited values were already checked under `defaults`.
+        if m.defaults.runtime.device.as_deref() != Some(t.device.as_str()) {
+            self.device(&f("device"), &t.device);
+        }
+        if m.defaults.runtime.dtype.as_deref() != Some(t.dtype.as_str()) {
+            self.dtype(&f("dtype"), &t.dtype);
+        }
+    }
+
+    fn model(&mut self, model: &ModelSpec, path: &str) {
+        let emb = join_key(path, "embedder");
+        let input = match &model.embedder {
+            EmbedderSpec::Token { vocab_size, d_model } => {
+                self.dim(&join_key(&emb, "vocab_size"), *vocab_size);
+                self.dim(&join_key(&emb, "d_model"), *d_model);
+                Some(Width {
+                    d: *d_model,
+                    at: join_key(&emb, "d_model"),
+                })
+            }
+            EmbedderSpec::None => None,
+        };
+        let topo = join_key(path, "topology");
+        let nodes = expanded_nodes(&model.topology);
+        if nodes > MAX_NODES {
+            self.err_help(
+                &topo,
+                format!("the topology expands to {nodes} nodes (at most {MAX_NODES})"),
+                "check the `repeat:` counts",
+            );
+        }
+        let out = self.node(&model.topology, &topo, input);
+        if let (EmbedderSpec::Token { vocab_size, d_model }, Some(out)) = (&model.embedder, out) {
+            let ok = out.d == *vocab_size || (model.tied_embeddings && out.d == *d_model);
+            if !ok {
+                let head = if model.tied_embeddings {
+                    format!("vocab_size ({vocab_size}) or, with tied embeddings, d_model ({d_model})")
+                } else {
+                    format!("vocab_size ({vocab_size})")
+                };
+                let help = if !model.tied_embeddings && out.d == *d_model {
+                    format!(
+                        "set `tied_embeddings: true`, or end the topology with \
+                         `{{type: LinearLayer, d_in: {d_model}, d_out: {vocab_size}, bias: false}}`"
+                    )
+                } else {
+                    format!(
+                        "end the topology with `{{type: LinearLayer, d_in: {}, d_out: {vocab_size}}}`",
+                        out.d
+                    )
+                };
+                self.err_help(
+                    &topo,
+                    format!(
+                        "the topology ends with {} features (from `{}`), but the output head needs {head}",
+                        out.d, out.at
+                    ),
+                    help,
+                );
+            }
+        }
+    }
+
+    /// Check `node` at `path` fed with `input`; returns the width it produces (when known).
+    fn node(&mut self, node: &NodeSpec, path: &str, input: Option<Width>) -> Option<Width> {
+        let field = |f: &str| join_key(path, f);
+        match node {
+            NodeSpec::Attention(a) => {
+                let mut dims_ok = self.dim(&field("d_model"), a.d_model);
+                dims_ok &= self.dim(&field("n_heads"), a.n_heads);
+                for (name, v) in [
+                    ("n_kv_heads", a.n_kv_heads),
+                    ("attn_dim", a.attn_dim),
+                    ("head_dim", a.head_dim),
+                ] {
+                    if let Some(v) = v {
+                        dims_ok &= self.dim(&field(name), v);
+                    }
+                }
+                if dims_ok {
+                    for p in a.problems() {
+                        self.err(&join_key(path, &p.field), p.message);
+                    }
+                }
+                if a.rope_enabled && !(a.rope_base.is_finite() && a.rope_base > 0.0) {
+                    self.err(
+                        &field("rope_base"),
+                        format!("must be a positive number (got {})", a.rope_base),
+                    );
+                }
+                self.layer_width(path, "d_model", a.d_model, a.d_model, input)
+            }
+            NodeSpec::RmsNorm(n) => {
+                self.dim(&field("d_model"), n.d_model);
+                self.eps(&field("eps"), n.eps);
+                self.layer_width(path, "d_model", n.d_model, n.d_model, input)
+            }
+            NodeSpec::LayerNorm(n) => {
+                self.dim(&field("d_model"), n.d_model);
+                self.eps(&field("eps"), n.eps);
+                self.layer_width(path, "d_model", n.d_model, n.d_model, input)
+            }
+            NodeSpec::SwiGlu(s) => {
+                self.dim(&field("d_model"), s.d_model);
+                self.dim(&field("d_ff"), s.d_ff);
+                self.layer_width(path, "d_model", s.d_model, s.d_model, input)
+            }
+            NodeSpec::Linear(l) => {
+                self.dim(&field("d_in"), l.d_in);
+                self.dim(&field("d_out"), l.d_out);
+                self.layer_width(path, "d_in", l.d_in, l.d_out, input)
+                    .map(|mut w| {
+                        w.at = field("d_out");
+                        w
+                    })
+            }
+            NodeSpec::Dropout(d) => {
+                if !(0.0..1.0).contains(&d.p) {
+                    self.err(&field("p"), format!("must be in [0, 1) (got {})", d.p));
+                }
+                input
+            }
+            NodeSpec::Parallel(p) => {
+                self.topology_shape(path, &p.layers, p.repeat);
+                let outs = self.branches(path, &p.layers, input.clone());
+                let mut first: Option<(usize, Width)> = None;
+                for (i, out) in outs.into_iter().enumerate() {
+                    let Some(out) = out else { continue };
+                    match &first {
+                        None => first = Some((i, out)),
+                        Some((j, w)) if w.d != out.d => self.err_help(
+                            &join_index(&field("layers"), i),
+                            format!("parallel branches must produce the same width: layers[{j}] gives {}, layers[{i}] gives {}", w.d, out.d),
+                            "the branch outputs are summed (or averaged) element-wise",
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                first.map(|(_, w)| w).or(input)
+            }
+            NodeSpec::Branching(t) => {
+                self.topology_shape(path, &t.layers, t.repeat);
+                // Features are concatenated: the output width is the sum over branches (and copies).
+                let outs = self.branches(path, &t.layers, input);
+                let mut total = 0usize;
+                for out in &outs {
+                    total = total.saturating_add(out.as_ref()?.d);
+                }
+                Some(Width {
+                    d: total.saturating_mul(t.repeat.max(1)),
+                    at: path.to_string(),
+                })
+            }
+            NodeSpec::Cyclic(c) => {
+                self.topology_shape(path, &c.layers, c.repeat);
+                if c.iterations == 0 || c.iterations > MAX_REPEAT {
+                    self.err(&field("iterations"), format!("must be in 1..={MAX_REPEAT}"));
+                }
+                let out = self.sequence(path, &c.layers, c.repeat, input.clone());
+                if c.iterations > 1 {
+                    self.preserves(path, &c.layers, input, out.clone(), "iterations", |i, o| {
+                        format!("`iterations: {}` feeds the output ({o}) back as the input ({i}), so the layers must preserve the width", c.iterations)
+                    });
+                }
+                out
+            }
+            NodeSpec::Residual(t) => {
+                self.topology_shape(path, &t.layers, t.repeat);
+                let out = self.sequence(path, &t.layers, t.repeat, input.clone());
+                let ok = self.preserves(path, &t.layers, input.clone(), out.clone(), "", |i, o| {
+                    format!("a residual adds its input to its output, so its layers must preserve the width: {i} in, {o} out")
+                });
+                if ok { input.or(out) } else { input }
+            }
+            NodeSpec::Stacked(t) | NodeSpec::Sequential(t) | NodeSpec::Nested(t) | NodeSpec::Recurrent(t) => {
+                self.topology_shape(path, &t.layers, t.repeat);
+                self.sequence(path, &t.layers, t.repeat, input)
+            }
+        }
+    }
+
+    /// A leaf that expects `d_in` (its field `name`) and produces `d_out`.
+    fn layer_width(
+        &mut self,
+        path: &str,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        input: Option<Width>,
+    ) -> Option<Width> {
+        if let Some(w) = input {
+            if w.d != d_in {
+                self.err_help(
+                    &join_key(path, name),
+                    format!("expected {name} = {} (the width arriving from `{}`), got {name} = {d_in}", w.d, w.at),
+                    "consecutive nodes must agree: each node's input width is the previous node's output width",
+                );
+            }
+        }
+        Some(Width {
+            d: d_out,
+            at: join_key(path, name),
+        })
+    }
+
+    /// Children in order, `repeat` times (checked once, plus the repeat rule).
+    fn sequence(
+        &mut self,
+        path: &str,
+        layers: &[NodeSpec],
+        repeat: usize,
+        input: Option<Width>,
+    ) -> Option<Width> {
+        let mut w = input.clone();
+        for (i, child) in layers.iter().enumerate() {
+            w = self.node(child, &join_index(&join_key(path, "layers"), i), w);
+        }
+        if repeat > 1 {
+            self.preserves(path, layers, input, w.clone(), "repeat", |i, o| {
+                format!(
+                    "`repeat: {repeat}` feeds this block's output ({o}) into its next copy, which expects {i}"
+                )
+            });
+        }
+        w
+    }
+
+    /// Branches all see `input` (or what the first branch expects, without one).
+    fn branches(&mut self, path: &str, layers: &[NodeSpec], input: Option<Width>) -> Vec<Option<Width>> {
+        let input = input.or_else(|| {
+            layers.first().and_then(expects).map(|d| Width {
+                d,
+                at: join_index(&join_key(path, "layers"), 0),
+            })
+        });
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| self.node(b, &join_index(&join_key(path, "layers"), i), input.clone()))
+            .collect()
+    }
+
+    /// Report (at `path.field`) when a block maps width `i` to a different width `o`.
+    fn preserves(
+        &mut self,
+        path: &str,
+        layers: &[NodeSpec],
+        input: Option<Width>,
+        out: Option<Width>,
+        field: &str,
+        message: impl Fn(usize, usize) -> String,
+    ) -> bool {
+        let d_in = input.map(|w| w.d).or_else(|| layers.first().and_then(expects));
+        match (d_in, out) {
+            (Some(i), Some(o)) if i != o.d => {
+                let at = if field.is_empty() {
+                    path.to_string()
+                } else {
+                    join_key(path, field)
+                };
+                self.err(&at, message(i, o.d));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Checks shared by every topology: at least one child, a sane repeat.
+    fn topology_shape(&mut self, path: &str, layers: &[NodeSpec], repeat: usize) {
+        if layers.is_empty() {
+            self.err(&join_key(path, "layers"), "a topology needs at least one layer");
+        }
+        if repeat == 0 || repeat > MAX_REPEAT {
+            self.err(
+                &join_key(path, "repeat"),
+                format!("must be in 1..={MAX_REPEAT} (got {repeat})"),
+            );
+        }
+    }
+
+    fn dim(&mut self, path: &str, v: usize) -> bool {
+        if v == 0 || v > MAX_DIM {
+            self.err(path, format!("must be in 1..={MAX_DIM} (got {v})"));
+            false
+        } else {
+            true
+        }
+    }
+
+    fn eps(&mut self, path: &str, v: f64) {
+        if !(v.is_finite() && v > 0.0) {
+            self.err(path, format!("must be a small positive number (got {v})"));
+        }
+    }
+
+    fn val_frac(&mut self, path: &str, v: f64) {
+        if !(0.0..1.0).contains(&v) {
+            self.err_help(
+                path,
+                format!("must be in [0, 1) (got {v})"),
+                "the fraction of tokens held out for eval loss",
+            );
+        }
+    }
+
+    fn device(&mut self, path: &str, dev: &str) {
+        let ok = matches!(dev, "cpu" | "cuda" | "metal")
+            || dev
+                .strip_prefix("cuda:")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            self.err_help(
+                path,
+                format!("unknown device `{dev}`"),
+                "use cpu, cuda, cuda:N or metal",
+            );
+        }
+    }
+
+    fn dtype(&mut self, path: &str, dt: &str) {
+        if !matches!(dt, "f32" | "bf16" | "f16") {
+            self.err_help(path, format!("unknown dtype `{dt}`"), "use f32, bf16 or f16");
+        }
+    }
+
+    /// Names that become directory names: `[A-Za-z0-9._-]+`, not starting with a dot.
+    fn dir_name(&mut self, path: &str, name: &str, what: &str) {
+        let ok = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            self.err_help(
+                path,
+                format!("{what} must be a simple name, got `{name}`"),
+                "use letters, digits, `.`, `_` and `-` (it names a directory), not starting with `.`",
+            );
+        }
+    }
+}
+
+/// The width a node expects at its input, when it determines one.
+fn expects(node: &NodeSpec) -> Option<usize> {
+    match node {
+        NodeSpec::Attention(a) => Some(a.d_model),
+        NodeSpec::RmsNorm(n) => Some(n.d_model),
+        NodeSpec::LayerNorm(n) => Some(n.d_model),
+        NodeSpec::SwiGlu(s) => Some(s.d_model),
+        NodeSpec::Linear(l) => Some(l.d_in),
+        NodeSpec::Dropout(_) => None,
+        // Topologies: their first child that determines one (branches all see the same input).
+        _ => node.children()?.0.iter().find_map(expects),
+    }
+}
+
+/// Node count after expanding every `repeat` (saturating).
+pub fn expanded_nodes(node: &NodeSpec) -> usize {
+    match node.children() {
+        None => 1,
+        Some((children, repeat)) => {
+            let inner = children
+                .iter()
+                .fold(0usize, |acc, c| acc.saturating_add(expanded_nodes(c)));
+            inner.saturating_mul(repeat).saturating_add(1)
+        }
+    }
+}
+
+/// `entrypoint value` → target name (`target:x`, `experiment:x`, `x`); `Err(kind)` for other kinds.
+pub fn strip_kind(s: &str) -> Result<&str, &str> {
+    match s.split_once(':') {
+        Some(("target" | "experiment", name)) => Ok(name),
+        Some((kind, _)) => Err(kind),
+        None => Ok(s),
+    }
+}
+
+/// The run ids a run expands to (one per seed of a list).
+fn expanded_ids(run: &Run) -> Vec<String> {
+    match &run.seed {
+        Some(Seeds::Many(seeds)) => seeds.iter().map(|s| format!("{}__s{s}", run.id)).collect(),
+        _ => vec![run.id.clone()],
+    }
+}
