@@ -48,11 +48,14 @@ pub struct Cli {
 pub enum Command {
     /// Parse, lower and validate a manifest; print the plan with --print-plan.
     Compile(crate::compiler::CompileArgs),
+    /// Prepare data and train every run of a target; resumes from the newest checkpoint.
+    Run(crate::experiment::RunArgs),
 }
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Compile(args) => crate::compiler::command::run(&args),
+        Command::Run(args) => crate::experiment::run(&args),
     }
 }

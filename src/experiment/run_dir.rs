@@ -35,7 +35,9 @@ pub struct RunMetadata {
 impl RunDir {
     /// `runs_root/<name>/<target>/<run id>`.
     pub fn for_run(runs_root: &Path, name: &str, target: &str, run_id: &str) -> Self {
-        Self { root: runs_root.join(name).join(target).join(run_id) }
+        Self {
+            root: runs_root.join(name).join(target).join(run_id),
+        }
     }
 
     pub fn checkpoints(&self) -> PathBuf {
@@ -48,7 +50,12 @@ impl RunDir {
 
     /// Create the directory and write the lowered manifest, the plan, the model spec (what
     /// `--model <run dir>` loads) and `run.json`.
-    pub fn write_header(&self, compiled: &Compiled, target: &TargetPlan, run: &RunPlan) -> std::io::Result<()> {
+    pub fn write_header(
+        &self,
+        compiled: &Compiled,
+        target: &TargetPlan,
+        run: &RunPlan,
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(self.artifacts())?;
         let yaml = compiled.lowered_yaml().map_err(std::io::Error::other)?;
         write_atomic(&self.root.join("manifest.lowered.yml"), yaml.as_bytes())?;
@@ -64,7 +71,11 @@ impl RunDir {
             dtype: run.train.dtype.clone(),
             git_revision: git_revision(),
             caramba_version: env!("CARGO_PKG_VERSION"),
-            build_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+            build_profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
             build_features: build_features(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             started_at_unix: std::time::SystemTime::now()
@@ -89,8 +100,13 @@ pub fn build_features() -> Vec<&'static str> {
 
 /// `git rev-parse HEAD` of the working directory, when it is a git checkout.
 pub fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Pretty JSON, atomically.

@@ -47,10 +47,16 @@ struct RunRecord<'a> {
 
 pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let compiled = compiler::compile(&args.manifest).map_err(CliError::usage)?;
-    let target = compiled.run_target(args.target.as_deref()).map_err(CliError::usage)?;
+    let target = compiled
+        .run_target(args.target.as_deref())
+        .map_err(CliError::usage)?;
     if args.dry_run {
         println!("{}", compiler::render_plan(&compiled));
-        println!("dry run: would run target `{}` ({} runs); nothing was written", target.name, target.runs.len());
+        println!(
+            "dry run: would run target `{}` ({} runs); nothing was written",
+            target.name,
+            target.runs.len()
+        );
         return Ok(());
     }
     match target.trainer {
@@ -67,11 +73,19 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn train_target(compiled: &Compiled, target: &TargetPlan, args: &RunArgs) -> Result<Vec<(String, TrainSummary, RunDir)>, CliError> {
+fn train_target(
+    compiled: &Compiled,
+    target: &TargetPlan,
+    args: &RunArgs,
+) -> Result<Vec<(String, TrainSummary, RunDir)>, CliError> {
     let val_frac = target.data.val_frac.unwrap_or(0.1);
     let tokenizer = target.data.tokenizer.clone().unwrap_or_else(|| "bytes".into());
     let data = ensure_prepared(&target.data, val_frac, &tokenizer).map_err(|e| {
-        if e.is_usage() { CliError::usage(e) } else { CliError::failed(e) }
+        if e.is_usage() {
+            CliError::usage(e)
+        } else {
+            CliError::failed(e)
+        }
     })?;
     let mut out = Vec::new();
     for run in &target.runs {
@@ -80,15 +94,20 @@ fn train_target(compiled: &Compiled, target: &TargetPlan, args: &RunArgs) -> Res
             run.train.device = device.clone();
         }
         let dir = RunDir::for_run(&args.runs_dir, &compiled.plan.name, &target.name, &run.id);
-        dir.write_header(compiled, target, &run)
-            .map_err(|e| CliError::failed(miette::miette!("cannot write run directory {}: {e}", dir.root.display())))?;
+        dir.write_header(compiled, target, &run).map_err(|e| {
+            CliError::failed(miette::miette!(
+                "cannot write run directory {}: {e}",
+                dir.root.display()
+            ))
+        })?;
         tracing::info!(run = %run.id, dir = %dir.root.display(), steps = run.steps, seed = run.seed, "training");
         let mut opts = TrainOptions::new(&target.model, &run.train, run.steps, run.seed, &dir.root);
         opts.fresh = args.fresh;
-        let summary = crate::train::run(&target.model, &run.train, &data.dataset, opts).map_err(|e| CliError {
-            code: e.exit_code(),
-            report: e.into(),
-        })?;
+        let summary =
+            crate::train::run(&target.model, &run.train, &data.dataset, opts).map_err(|e| CliError {
+                code: e.exit_code(),
+                report: e.into(),
+            })?;
         publish_final_weights(&dir, &summary)?;
         let record = RunRecord {
             run_id: &run.id,
@@ -110,18 +129,29 @@ fn train_target(compiled: &Compiled, target: &TargetPlan, args: &RunArgs) -> Res
 /// Copy the last checkpoint's weights to `<run>/model.safetensors` (beside `model_spec.json`), so
 /// the run directory itself is a model source for `generate`, `bench` and teachers.
 fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), CliError> {
-    let Some(ckpt) = &summary.checkpoint else { return Ok(()) };
+    let Some(ckpt) = &summary.checkpoint else {
+        return Ok(());
+    };
     let src = ckpt.join("model.safetensors");
     let dst = dir.root.join("model.safetensors");
     let tmp = dir.root.join(".model.safetensors.tmp");
     std::fs::copy(&src, &tmp)
         .and_then(|_| std::fs::rename(&tmp, &dst))
-        .map_err(|e| CliError::failed(miette::miette!("cannot publish {} as {}: {e}", src.display(), dst.display())))
+        .map_err(|e| {
+            CliError::failed(miette::miette!(
+                "cannot publish {} as {}: {e}",
+                src.display(),
+                dst.display()
+            ))
+        })
 }
 
 fn print_table(target: &str, rows: &[(String, TrainSummary, RunDir)]) {
     println!("\ntarget `{target}`");
-    println!("{:<16} {:>7} {:>10} {:>10} {:>12} {:>9}  run directory", "run", "steps", "loss", "val loss", "tokens/s", "wall s");
+    println!(
+        "{:<16} {:>7} {:>10} {:>10} {:>12} {:>9}  run directory",
+        "run", "steps", "loss", "val loss", "tokens/s", "wall s"
+    );
     for (id, s, dir) in rows {
         let val = s.val_loss.map_or("-".to_string(), |v| format!("{v:.4}"));
         println!(
