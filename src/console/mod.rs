@@ -2,8 +2,8 @@
 //! hidden when stderr is not a terminal).
 
 use indicatif::ProgressStyle;
-use tracing_indicatif::span_ext::IndicatifSpanExt;
 use tracing_indicatif::IndicatifLayer;
+use tracing_indicatif::span_ext::IndicatifSpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -16,7 +16,8 @@ pub fn init(verbose: u8, quiet: bool) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("caramba={level},warn")));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("caramba={level},warn")));
     let indicatif = IndicatifLayer::new();
     let writer = indicatif.get_stderr_writer();
     let _ = tracing_subscriber::registry()
@@ -36,9 +37,11 @@ impl Progress {
     pub fn new(total: u64, what: &str) -> Self {
         let span = tracing::info_span!("progress", task = what);
         span.pb_set_style(
-            &ProgressStyle::with_template("{span_fields} [{bar:30.cyan/blue}] {pos}/{len} {wide_msg} ({elapsed} < {eta})")
-                .expect("static template")
-                .progress_chars("=> "),
+            &ProgressStyle::with_template(
+                "{span_fields} [{bar:30.cyan/blue}] {pos}/{len} {wide_msg} ({elapsed} < {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         span.pb_set_length(total);
         span.pb_start();

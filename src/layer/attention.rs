@@ -6,13 +6,13 @@
 //! Shapes: (b, t, d_model) -> (b, t, d_model). Weight names follow HF Llama's `self_attn`.
 
 use candle_core::{D, DType, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::dropout::apply_dropout;
-use super::linear::linear;
-use super::rope::{Rope, RopeScaling};
 use super::SpecProblem;
+use super::dropout::apply_dropout;
+use super::linear::{Projection, projection};
+use super::rope::{Rope, RopeScaling};
 use crate::model::context::{ForwardCtx, TraceKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -94,12 +94,19 @@ impl AttentionSpec {
         match self.head_dim {
             Some(h) if h * self.n_heads != attn_dim && self.attn_dim.is_some() => out.push(SpecProblem::new(
                 "head_dim",
-                format!("n_heads ({}) × head_dim ({h}) = {} but attn_dim is {attn_dim}", self.n_heads, h * self.n_heads),
+                format!(
+                    "n_heads ({}) × head_dim ({h}) = {} but attn_dim is {attn_dim}",
+                    self.n_heads,
+                    h * self.n_heads
+                ),
             )),
             Some(0) => out.push(SpecProblem::new("head_dim", "must be at least 1")),
             None if attn_dim % self.n_heads != 0 => out.push(SpecProblem::new(
                 "n_heads",
-                format!("attention width {attn_dim} is not divisible by n_heads = {}", self.n_heads),
+                format!(
+                    "attention width {attn_dim} is not divisible by n_heads = {}",
+                    self.n_heads
+                ),
             )),
             _ => {}
         }
@@ -107,16 +114,25 @@ impl AttentionSpec {
         if kv == 0 || self.n_heads % kv != 0 {
             out.push(SpecProblem::new(
                 "n_kv_heads",
-                format!("n_heads = {} must be a multiple of n_kv_heads = {kv}", self.n_heads),
+                format!(
+                    "n_heads = {} must be a multiple of n_kv_heads = {kv}",
+                    self.n_heads
+                ),
             ));
         }
         if self.mode == AttentionMode::Standard && kv != self.n_heads {
-            out.push(SpecProblem::new("n_kv_heads", "differs from n_heads: use `mode: gqa`"));
+            out.push(SpecProblem::new(
+                "n_kv_heads",
+                "differs from n_heads: use `mode: gqa`",
+            ));
         }
         if self.rope_enabled && self.head_dim() % 2 != 0 {
             out.push(SpecProblem::new(
                 "head_dim",
-                format!("RoPE rotates pairs, so head_dim must be even (got {})", self.head_dim()),
+                format!(
+                    "RoPE rotates pairs, so head_dim must be even (got {})",
+                    self.head_dim()
+                ),
             ));
         }
         if let Some(s) = &self.rope_scaling {
@@ -135,10 +151,10 @@ impl AttentionSpec {
 }
 
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -156,14 +172,16 @@ impl Attention {
         let (nh, nkv, hd) = (spec.n_heads, spec.kv_heads(), spec.head_dim());
         let d = spec.d_model;
         Ok(Self {
-            q: linear(d, nh * hd, spec.bias, vb.pp("q_proj"))?,
-            k: linear(d, nkv * hd, spec.bias, vb.pp("k_proj"))?,
-            v: linear(d, nkv * hd, spec.bias, vb.pp("v_proj"))?,
-            o: linear(nh * hd, d, spec.bias, vb.pp("o_proj"))?,
+            q: projection(d, nh * hd, spec.bias, vb.pp("q_proj"))?,
+            k: projection(d, nkv * hd, spec.bias, vb.pp("k_proj"))?,
+            v: projection(d, nkv * hd, spec.bias, vb.pp("v_proj"))?,
+            o: projection(nh * hd, d, spec.bias, vb.pp("o_proj"))?,
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,
-            rope: spec.rope_enabled.then(|| Rope::new(hd, spec.rope_base, spec.rope_scaling.as_ref())),
+            rope: spec
+                .rope_enabled
+                .then(|| Rope::new(hd, spec.rope_base, spec.rope_scaling.as_ref())),
             causal: spec.is_causal,
             dropout_p: spec.dropout_p,
             slot,
@@ -186,6 +204,7 @@ impl Attention {
             q = rope.apply(&q, ctx.pos_offset, ctx.train)?;
             k = rope.apply(&k, ctx.pos_offset, ctx.train)?;
         }
+        let mut pad_mask = None;
         let (k, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
                 let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
@@ -193,6 +212,7 @@ impl Attention {
                 })?;
                 let dtype = k.dtype();
                 let (k, v) = slot.append(&k.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                pad_mask = cache.padding_mask(t, k.dim(2)?, xs.device())?;
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
             }
             None => (k, v),
@@ -203,9 +223,18 @@ impl Attention {
         let q = q.reshape((b, nkv, g * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, g·t, kt)
-        let scores = if self.causal && t > 1 {
+        let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
+            let mask = mask.to_dtype(scores.dtype())?;
+            scores
+                .reshape((b, nkv, g, t, kt))?
+                .broadcast_add(&mask)?
+                .reshape((b, nkv, g * t, kt))?
+        } else if self.causal && t > 1 {
             let mask = causal_mask(t, kt, xs.device())?.to_dtype(scores.dtype())?;
-            scores.reshape((b, nkv, g, t, kt))?.broadcast_add(&mask)?.reshape((b, nkv, g * t, kt))?
+            scores
+                .reshape((b, nkv, g, t, kt))?
+                .broadcast_add(&mask)?
+                .reshape((b, nkv, g * t, kt))?
         } else {
             scores
         };
@@ -217,7 +246,10 @@ impl Attention {
         .to_dtype(v.dtype())?;
         let probs = apply_dropout(&probs, self.dropout_p, ctx.train, ctx.rng.as_deref_mut())?;
         let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, g·t, hd)
-        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
         let out = self.o.forward(&out)?;
         ctx.record(TraceKind::Attention, &self.path, &out);
         Ok(out)

@@ -34,8 +34,9 @@ pub fn apply_dropout(xs: &Tensor, p: f64, train: bool, rng: Option<&mut ChaCha8R
         return Ok(xs.clone());
     };
     let scale = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> =
-        (0..xs.elem_count()).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect();
+    let mask: Vec<f32> = (0..xs.elem_count())
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+        .collect();
     let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
     xs * mask
 }

@@ -1,7 +1,7 @@
 //! LayerNorm (`type: LayerNormLayer`): (x − mean) / sqrt(var + eps) · w + b, in f32.
 //! Shapes: (b, t, d) -> (b, t, d).
 
-use candle_core::{DType, D, Result, Tensor};
+use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +39,9 @@ impl LayerNorm {
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        let y = centered
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
         y.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }

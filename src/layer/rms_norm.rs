@@ -38,7 +38,11 @@ impl RmsNorm {
         } else {
             None
         };
-        Ok(Self { weight, eps: spec.eps, d_model: spec.d_model })
+        Ok(Self {
+            weight,
+            eps: spec.eps,
+            d_model: spec.d_model,
+        })
     }
 
     /// `differentiable` selects the candle-ops path (the fused kernel has no backward).

@@ -80,7 +80,11 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(dim: usize, base: f64, scaling: Option<&RopeScaling>) -> Self {
-        Self { dim, inv_freq: inv_freq(dim, base, scaling), table: Mutex::new(None) }
+        Self {
+            dim,
+            inv_freq: inv_freq(dim, base, scaling),
+            table: Mutex::new(None),
+        }
     }
 
     /// (cos, sin), each (t, dim/2), for positions `offset..offset+t`, in f32.
@@ -148,13 +152,24 @@ mod tests {
     fn rope_matches_hand_computed_rotation() -> Result<()> {
         // dim 4, base 100: inv_freq = [1, 0.1]. Position 3 rotates pair (x0, x2) by 3 rad and (x1, x3) by 0.3 rad.
         let rope = Rope::new(4, 100.0, None);
-        let xs = Tensor::new(&[[[[0.0f32; 4], [0.0; 4], [0.0; 4], [1.0, 2.0, 3.0, 4.0]]]], &Device::Cpu)?;
+        let xs = Tensor::new(
+            &[[[[0.0f32; 4], [0.0; 4], [0.0; 4], [1.0, 2.0, 3.0, 4.0]]]],
+            &Device::Cpu,
+        )?;
         for differentiable in [true, false] {
             let got: Vec<f32> = rope.apply(&xs, 0, differentiable)?.flatten_all()?.to_vec1()?;
             let (c0, s0, c1, s1) = (3f32.cos(), 3f32.sin(), 0.3f32.cos(), 0.3f32.sin());
-            let want = [1.0 * c0 - 3.0 * s0, 2.0 * c1 - 4.0 * s1, 1.0 * s0 + 3.0 * c0, 2.0 * s1 + 4.0 * c1];
+            let want = [
+                1.0 * c0 - 3.0 * s0,
+                2.0 * c1 - 4.0 * s1,
+                1.0 * s0 + 3.0 * c0,
+                2.0 * s1 + 4.0 * c1,
+            ];
             for (g, w) in got[12..].iter().zip(want) {
-                assert!((g - w).abs() < 1e-5, "differentiable={differentiable}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() < 1e-5,
+                    "differentiable={differentiable}: {g} vs {w}"
+                );
             }
         }
         Ok(())
@@ -166,7 +181,10 @@ mod tests {
         let xs = Tensor::randn(0f32, 1.0, (1, 2, 5, 8), &Device::Cpu)?;
         let full = rope.apply(&xs, 0, false)?;
         let tail = rope.apply(&xs.narrow(2, 3, 2)?, 3, false)?;
-        let diff = (full.narrow(2, 3, 2)? - tail)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (full.narrow(2, 3, 2)? - tail)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(diff < 1e-6);
         Ok(())
     }
@@ -194,7 +212,10 @@ mod tests {
                 let smooth = (8192.0 / wavelen - 1.0) / 3.0;
                 (1.0 - smooth) * (f / 32.0) + smooth * f
             };
-            assert!((got - want).abs() <= 1e-12 * want.abs(), "pair {i}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "pair {i}: {got} vs {want}"
+            );
         }
         // The high-frequency end is untouched, the low end divided by the factor, and the band
         // in between is strictly between the two.

@@ -24,17 +24,35 @@ pub struct ForwardCtx<'a> {
 impl<'a> ForwardCtx<'a> {
     /// Evaluation context: no cache, no dropout, fused (non-differentiable) kernels allowed.
     pub fn eval() -> Self {
-        Self { pos_offset: 0, train: false, cache: None, rng: None, trace: None }
+        Self {
+            pos_offset: 0,
+            train: false,
+            cache: None,
+            rng: None,
+            trace: None,
+        }
     }
 
     /// Training context with a dropout RNG.
     pub fn train(rng: &'a mut ChaCha8Rng) -> Self {
-        Self { pos_offset: 0, train: true, cache: None, rng: Some(rng), trace: None }
+        Self {
+            pos_offset: 0,
+            train: true,
+            cache: None,
+            rng: Some(rng),
+            trace: None,
+        }
     }
 
     /// Decoding context over a cache, starting at `pos_offset`.
     pub fn cached(cache: &'a mut KvCache, pos_offset: usize) -> Self {
-        Self { pos_offset, train: false, cache: Some(cache), rng: None, trace: None }
+        Self {
+            pos_offset,
+            train: false,
+            cache: Some(cache),
+            rng: None,
+            trace: None,
+        }
     }
 
     /// Record `xs` under `path` when a trace asks for this kind of node.
@@ -65,7 +83,10 @@ pub struct Trace {
 
 impl Trace {
     pub fn attention_only() -> Self {
-        Self { all_layers: false, entries: Vec::new() }
+        Self {
+            all_layers: false,
+            entries: Vec::new(),
+        }
     }
 
     fn wants(&self, kind: TraceKind) -> bool {

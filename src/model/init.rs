@@ -22,7 +22,10 @@ pub struct SeededVarMap {
 
 impl SeededVarMap {
     pub fn new(seed: u64) -> Self {
-        Self { varmap: VarMap::new(), seed }
+        Self {
+            varmap: VarMap::new(),
+            seed,
+        }
     }
 
     /// A var builder that creates (or reuses) trainable variables in this map.
@@ -62,12 +65,18 @@ impl SimpleBackend for SeededVarMap {
         let mut data = self.varmap.data().lock().expect("var map lock poisoned");
         if let Some(var) = data.get(name) {
             if var.shape() != &s {
-                candle_core::bail!("variable `{name}` exists with shape {:?}, requested {:?}", var.dims(), s.dims());
+                candle_core::bail!(
+                    "variable `{name}` exists with shape {:?}, requested {:?}",
+                    var.dims(),
+                    s.dims()
+                );
             }
             return Ok(var.as_tensor().clone());
         }
         let values = sample(&s, h, seed_for(self.seed, name));
-        let t = Tensor::from_vec(values, s, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)?;
+        let t = Tensor::from_vec(values, s, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(dev)?;
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
         data.insert(name.to_string(), var);
@@ -83,7 +92,11 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap.data().lock().expect("var map lock poisoned").contains_key(name)
+        self.varmap
+            .data()
+            .lock()
+            .expect("var map lock poisoned")
+            .contains_key(name)
     }
 }
 
@@ -108,7 +121,11 @@ fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
         Init::Const(c) => vec![c as f32; n],
         Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
         Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..up) as f32).collect(),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let fan = fan.for_shape(s).max(1) as f64;
             let std = non_linearity.gain() / fan.sqrt();
             match dist {

@@ -146,7 +146,9 @@ impl NodeSpec {
     pub fn attention_count(&self) -> usize {
         match self {
             Self::Attention(_) => 1,
-            _ => self.children().map_or(0, |(c, r)| r * c.iter().map(Self::attention_count).sum::<usize>()),
+            _ => self
+                .children()
+                .map_or(0, |(c, r)| r * c.iter().map(Self::attention_count).sum::<usize>()),
         }
     }
 

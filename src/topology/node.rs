@@ -52,7 +52,9 @@ impl Node {
             NodeSpec::Residual(_) => Node::Residual(Residual::new(Sequence::new(children(vb, next_slot)?))),
             NodeSpec::Parallel(p) => Node::Parallel(Parallel::new(children(vb, next_slot)?, p.reduce)),
             NodeSpec::Branching(_) => Node::Branching(Branching::new(children(vb, next_slot)?)),
-            NodeSpec::Cyclic(c) => Node::Cyclic(Cyclic::new(Sequence::new(children(vb, next_slot)?), c.iterations)),
+            NodeSpec::Cyclic(c) => {
+                Node::Cyclic(Cyclic::new(Sequence::new(children(vb, next_slot)?), c.iterations))
+            }
         })
     }
 
