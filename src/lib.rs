@@ -1,7 +1,7 @@
 //! caramba: architectures as YAML manifests, on candle.
 //!
 //! The modules are listed in pipeline order; reading them top to bottom is the architecture:
-//! manifest ─► compiler ─► model ─► train / upcycle ─► experiment, with `infer` and `loader` beside them.
+//! manifest ─► compiler ─► model ─► train / upcycle ─► experiment, with `loader` and `infer` beside them.
 
 /// Serde types of the manifest, `${var}` substitution, lowering and validation with paths and spans.
 pub mod manifest;
@@ -13,15 +13,19 @@ pub mod layer;
 pub mod topology;
 /// Building a module tree from a topology; the LM wrapper; the forward context; seeded init.
 pub mod model;
+/// Model sources: HF safetensors + config.json, GGUF, tokenizers, hub, caramba checkpoints.
+pub mod loader;
 /// Memory-mapped `.npy` token datasets; tokenizers; `prepare` (text → tokens).
 pub mod data;
 /// Trainer loop, optimizers with savable state, schedules, checkpoint/resume.
 pub mod train;
 /// Llama → DBA surgery and distillation.
 pub mod upcycle;
+/// Sampler, `Generator` (sessions, streaming, batches), chat templates.
+pub mod infer;
 /// The runner that walks a plan and owns the run directory.
 pub mod experiment;
 /// tracing subscriber + indicatif progress bars that live together.
 pub mod console;
-/// clap subcommands (`compile`, `run`, `prepare`, …) and exit codes.
+/// clap subcommands (`compile`, `run`, `prepare`, `generate`, …) and exit codes.
 pub mod cli;

@@ -7,12 +7,12 @@
 //! Shapes: (b, t, d_model) -> (b, t, d_model). Weight names follow HF Llama's `self_attn`.
 
 use candle_core::{D, DType, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::SpecProblem;
 use super::dropout::apply_dropout;
-use super::linear::linear;
+use super::linear::{Projection, projection};
 use super::rope::{Rope, RopeScaling};
 use crate::model::context::{ForwardCtx, TraceKind};
 
@@ -265,10 +265,10 @@ impl AttentionSpec {
 }
 
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -286,10 +286,10 @@ impl Attention {
         let (nh, nkv, hd) = (spec.n_heads, spec.kv_heads(), spec.head_dim());
         let d = spec.d_model;
         Ok(Self {
-            q: linear(d, nh * hd, spec.bias, vb.pp("q_proj"))?,
-            k: linear(d, nkv * hd, spec.bias, vb.pp("k_proj"))?,
-            v: linear(d, nkv * hd, spec.bias, vb.pp("v_proj"))?,
-            o: linear(nh * hd, d, spec.bias, vb.pp("o_proj"))?,
+            q: projection(d, nh * hd, spec.bias, vb.pp("q_proj"))?,
+            k: projection(d, nkv * hd, spec.bias, vb.pp("k_proj"))?,
+            v: projection(d, nkv * hd, spec.bias, vb.pp("v_proj"))?,
+            o: projection(nh * hd, d, spec.bias, vb.pp("o_proj"))?,
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,
@@ -318,6 +318,7 @@ impl Attention {
             q = rope.apply(&q, ctx.pos_offset, ctx.train)?;
             k = rope.apply(&k, ctx.pos_offset, ctx.train)?;
         }
+        let mut pad_mask = None;
         let (k, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
                 let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
@@ -325,6 +326,7 @@ impl Attention {
                 })?;
                 let dtype = k.dtype();
                 let (k, v) = slot.append(&k.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                pad_mask = cache.padding_mask(t, k.dim(2)?, xs.device())?;
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
             }
             None => (k, v),
@@ -335,7 +337,13 @@ impl Attention {
         let q = q.reshape((b, nkv, g * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, g·t, kt)
-        let scores = if self.causal && t > 1 {
+        let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
+            let mask = mask.to_dtype(scores.dtype())?;
+            scores
+                .reshape((b, nkv, g, t, kt))?
+                .broadcast_add(&mask)?
+                .reshape((b, nkv, g * t, kt))?
+        } else if self.causal && t > 1 {
             let mask = causal_mask(t, kt, xs.device())?.to_dtype(scores.dtype())?;
             scores
                 .reshape((b, nkv, g, t, kt))?

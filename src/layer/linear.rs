@@ -1,7 +1,16 @@
-//! Linear projection (`type: LinearLayer`): y = x·Wᵀ + b. Shapes: (b, t, d_in) -> (b, t, d_out).
+//! Linear map (`type: LinearLayer`): y = x·Wᵀ + b. Shapes: (b, t, d_in) -> (b, t, d_out).
+//!
+//! A [`Projection`] is the weight-backed map every layer uses: dense (a trainable candle `Linear`,
+//! differentiable) or GGML-quantized (a `QMatMul` over Q4_0/Q4_1/Q8_0/K-quant blocks, inference
+//! only). A weight source offers a quantized weight through the var builder by a small protocol
+//! (see [`quantized_weight`]); sources that do not (training, safetensors) get dense weights.
 
-use candle_core::{Result, Tensor};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -23,7 +32,7 @@ fn yes() -> bool {
 /// Std of fresh projection weights (GPT-2 / nanoGPT convention).
 pub const INIT_STD: f64 = 0.02;
 
-/// Build a linear map `d_in -> d_out` with weights `weight` (d_out, d_in) and optional `bias`.
+/// Build a dense linear map `d_in -> d_out` with weights `weight` (d_out, d_in) and optional `bias`.
 pub fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints(
         (d_out, d_in),
@@ -41,15 +50,128 @@ pub fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<L
     Ok(Linear::new(w, b))
 }
 
+/// Build a projection `d_in -> d_out`: quantized when the weight source offers `weight` as GGML
+/// blocks, dense (as [`linear`]) otherwise. The bias is always dense.
+pub fn projection(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Projection> {
+    match quantized_weight(&vb, "weight", (d_out, d_in))? {
+        Some(w) => {
+            let b = if bias {
+                Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?)
+            } else {
+                None
+            };
+            Ok(Projection::Quantized {
+                weight: QMatMul::from_arc(w)?,
+                bias: b,
+            })
+        }
+        None => Ok(Projection::Dense(linear(d_in, d_out, bias, vb)?)),
+    }
+}
+
+/// A weight-backed linear map: dense (trainable) or GGML-quantized (inference only).
+#[derive(Debug, Clone)]
+pub enum Projection {
+    Dense(Linear),
+    Quantized { weight: QMatMul, bias: Option<Tensor> },
+}
+
+impl Projection {
+    /// True for GGML-quantized weights.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Self::Quantized { .. })
+    }
+}
+
+impl Module for Projection {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(l) => l.forward(xs),
+            Self::Quantized { weight, bias } => {
+                let ys = weight.forward(&xs.contiguous()?)?;
+                match bias {
+                    Some(b) => ys.broadcast_add(b),
+                    None => Ok(ys),
+                }
+            }
+        }
+    }
+}
+
+/// Suffix under which a weight source offers a quantized tensor `<name>` as its raw GGML blocks:
+/// `<name>.ggml_blocks` is a u8 vector (rows in order, as stored in a GGUF file) and
+/// `<name>.ggml_type` a u32 scalar holding the GGUF type id (see [`ggml_type_from_id`]).
+pub const GGML_BLOCKS: &str = "ggml_blocks";
+/// See [`GGML_BLOCKS`].
+pub const GGML_TYPE: &str = "ggml_type";
+
+/// GGML block types by their GGUF type id (ggml.h `enum ggml_type`).
+const GGML_TYPES: &[(u32, GgmlDType)] = &[
+    (0, GgmlDType::F32),
+    (1, GgmlDType::F16),
+    (2, GgmlDType::Q4_0),
+    (3, GgmlDType::Q4_1),
+    (6, GgmlDType::Q5_0),
+    (7, GgmlDType::Q5_1),
+    (8, GgmlDType::Q8_0),
+    (9, GgmlDType::Q8_1),
+    (10, GgmlDType::Q2K),
+    (11, GgmlDType::Q3K),
+    (12, GgmlDType::Q4K),
+    (13, GgmlDType::Q5K),
+    (14, GgmlDType::Q6K),
+    (15, GgmlDType::Q8K),
+    (30, GgmlDType::BF16),
+];
+
+/// The GGML block type of a GGUF type id; `None` for types candle cannot compute with.
+pub fn ggml_type_from_id(id: u32) -> Option<GgmlDType> {
+    GGML_TYPES.iter().find(|(i, _)| *i == id).map(|(_, t)| *t)
+}
+
+/// The GGUF type id of a GGML block type.
+pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
+    GGML_TYPES
+        .iter()
+        .find(|(_, t)| *t == dtype)
+        .map_or(u32::MAX, |(i, _)| *i)
+}
+
+/// The quantized tensor `<vb prefix>.<name>` of `shape` when the weight source offers it as GGML
+/// blocks; `None` when it offers a dense tensor (or nothing, so that a fresh one is initialised).
+pub fn quantized_weight(vb: &VarBuilder, name: &str, shape: (usize, usize)) -> Result<Option<Arc<QTensor>>> {
+    let blocks = format!("{name}.{GGML_BLOCKS}");
+    if !vb.contains_tensor(&blocks) {
+        return Ok(None);
+    }
+    let id = vb
+        .get_unchecked_dtype(&format!("{name}.{GGML_TYPE}"), DType::U32)?
+        .to_scalar::<u32>()?;
+    let Some(dtype) = ggml_type_from_id(id) else {
+        candle_core::bail!("{}.{name}: unsupported GGML type id {id}", vb.prefix());
+    };
+    let raw = vb.get_unchecked_dtype(&blocks, DType::U8)?.to_vec1::<u8>()?;
+    let expected = shape.0 * shape.1 / dtype.block_size() * dtype.type_size();
+    if raw.len() != expected || shape.1 % dtype.block_size() != 0 {
+        candle_core::bail!(
+            "{}.{name}: {} bytes of {dtype:?} blocks do not hold a {shape:?} matrix ({expected} bytes)",
+            vb.prefix(),
+            raw.len()
+        );
+    }
+    let storage = QStorage::from_data(Cow::Owned(raw), vb.device(), dtype)?;
+    Ok(Some(Arc::new(QTensor::new(storage, shape)?)))
+}
+
 pub struct LinearLayer {
-    inner: Linear,
+    inner: Projection,
 }
 
 impl LinearLayer {
     /// Weights at `<path>.weight` / `<path>.bias`.
     pub fn build(spec: &LinearSpec, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            inner: linear(spec.d_in, spec.d_out, spec.bias, vb)?,
+            inner: projection(spec.d_in, spec.d_out, spec.bias, vb)?,
         })
     }
 

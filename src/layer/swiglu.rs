@@ -2,10 +2,10 @@
 //! Shapes: (b, t, d_model) -> (b, t, d_model). Weight names follow HF Llama's `mlp`.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::linear::linear;
+use super::linear::{Projection, projection};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -20,18 +20,18 @@ pub struct SwiGluSpec {
 }
 
 pub struct SwiGlu {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Projection,
+    up: Projection,
+    down: Projection,
 }
 
 impl SwiGlu {
     /// Weights at `<path>.{gate_proj,up_proj,down_proj}`.
     pub fn build(spec: &SwiGluSpec, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            gate: linear(spec.d_model, spec.d_ff, spec.bias, vb.pp("gate_proj"))?,
-            up: linear(spec.d_model, spec.d_ff, spec.bias, vb.pp("up_proj"))?,
-            down: linear(spec.d_ff, spec.d_model, spec.bias, vb.pp("down_proj"))?,
+            gate: projection(spec.d_model, spec.d_ff, spec.bias, vb.pp("gate_proj"))?,
+            up: projection(spec.d_model, spec.d_ff, spec.bias, vb.pp("up_proj"))?,
+            down: projection(spec.d_ff, spec.d_model, spec.bias, vb.pp("down_proj"))?,
         })
     }
 

@@ -88,6 +88,9 @@ pub struct KvCache {
     pub layers: Vec<LayerKv>,
     /// Storage dtype of new entries (f32, f16 or bf16).
     pub dtype: DType,
+    /// Per batch row, how many leading positions are left padding (attention never looks at
+    /// them from a real token). Empty: no padding.
+    pub left_pad: Vec<usize>,
 }
 
 impl KvCache {
@@ -95,7 +98,33 @@ impl KvCache {
         Self {
             layers: vec![LayerKv::default(); n_slots],
             dtype,
+            left_pad: Vec::new(),
         }
+    }
+
+    /// Additive (b, 1, 1, t, kt) mask for `t` new queries over `kt` keys that hides future keys and,
+    /// from real (non-padding) queries, the padding keys; `None` when there is no padding.
+    pub fn padding_mask(&self, t: usize, kt: usize, device: &candle_core::Device) -> Result<Option<Tensor>> {
+        if self.left_pad.iter().all(|&p| p == 0) {
+            return Ok(None);
+        }
+        let offset = kt - t;
+        let b = self.left_pad.len();
+        let mut mask = Vec::with_capacity(b * t * kt);
+        for &pad in &self.left_pad {
+            for i in 0..t {
+                let q = offset + i;
+                // why: a padding query keeps its own (causal) view so that no row is all -inf.
+                mask.extend((0..kt).map(|j| {
+                    if j > q || (q >= pad && j < pad) {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                }));
+            }
+        }
+        Tensor::from_vec(mask, (b, 1, 1, t, kt), device).map(Some)
     }
 
     /// Cached length (all slots advance together).
@@ -112,8 +141,10 @@ impl KvCache {
         self.layers.iter_mut().try_for_each(|l| l.truncate(len))
     }
 
+    /// Drop every entry (and the padding).
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = LayerKv::default());
+        self.left_pad.clear();
     }
 
     pub fn bytes(&self) -> usize {

@@ -80,27 +80,43 @@ impl LanguageModel {
 
     /// Token ids (b, t) → logits (b, t, vocab).
     pub fn forward(&self, ids: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let xs = match &self.embedder {
-            Some(e) => e.forward(ids)?,
-            None => candle_core::bail!("this model has no token embedder; call forward_features"),
-        };
+        let xs = self.embed(ids)?;
         self.forward_features(&xs, ctx)
+    }
+
+    /// Token ids (b, t) → the topology's output (b, t, d) before the output head. With
+    /// [`Self::logits`] this lets a caller project only the positions it needs (generation
+    /// projects the last one).
+    pub fn forward_hidden(&self, ids: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        let xs = self.embed(ids)?;
+        self.topology.forward(&xs, ctx)
+    }
+
+    /// Token ids (b, t) → embeddings (b, t, d_model).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        match &self.embedder {
+            Some(e) => e.forward(ids),
+            None => candle_core::bail!("this model has no token embedder; call forward_features"),
+        }
     }
 
     /// Features (b, t, d) → logits (b, t, vocab) (or the topology's output without an embedder).
     pub fn forward_features(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let ys = self.topology.forward(xs, ctx)?;
+        self.logits(&ys)
+    }
+
+    /// The output head on the topology's output (b, t, width): identity when the width is already
+    /// `vocab_size`, the tied embedding table when it is `d_model`.
+    pub fn logits(&self, ys: &Tensor) -> Result<Tensor> {
         let (Some(e), Some(vocab)) = (&self.embedder, self.vocab_size) else {
-            return Ok(ys);
+            return Ok(ys.clone());
         };
         let width = ys.dim(D::Minus1)?;
         if width == vocab {
-            Ok(ys)
-        } else if self.tied && width == e.weight().dim(1)? {
-            let (b, t, d) = ys.dims3()?;
-            ys.reshape((b * t, d))?
-                .matmul(&e.weight().t()?)?
-                .reshape((b, t, vocab))
+            Ok(ys.clone())
+        } else if self.tied && width == e.d_model() {
+            e.tied_logits(ys)
         } else {
             candle_core::bail!(
                 "the topology ends with {width} features: expected vocab_size ({vocab}){}",

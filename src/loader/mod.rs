@@ -1,0 +1,26 @@
+//! Model sources: HF safetensors directories, GGUF files, the HF hub, caramba checkpoints, and the
+//! tokenizers that come with them — resolved by one [`ModelSource`] and loaded into one
+//! [`LoadedModel`] whose topology is the one a manifest would describe.
+//!
+//! Tensor names meet topology paths in exactly one place, [`names`].
+
+mod error;
+pub mod fetch;
+pub mod gguf;
+pub mod hf_dir;
+pub mod hub;
+mod llama_config;
+mod loaded;
+pub mod names;
+mod source;
+mod tokenizer;
+
+pub use error::LoadError;
+pub use fetch::{cache_dir, fetch};
+pub use llama_config::{HfLlamaConfig, IdList, LlamaConfig};
+pub use loaded::{
+    CHECKPOINT_MAX_SEQ_LEN, LoadOptions, LoadedModel, load, load_checkpoint, load_gguf, load_hf_dir,
+    load_source,
+};
+pub use source::ModelSource;
+pub use tokenizer::{TextTokenizer, TokenizeError};
