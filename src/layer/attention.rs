@@ -366,6 +366,7 @@ impl Attention {
             .reshape((b, t, nh * hd))?;
         let out = self.o.forward(&out)?;
         ctx.record(TraceKind::Attention, &self.path, &out);
+        ctx.finished_slot(self.slot);
         Ok(out)
     }
 }

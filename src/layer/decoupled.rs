@@ -214,6 +214,7 @@ impl DecoupledAttention {
         let out = grouped_attention(&q_cat, &k_cat, &v, null, opts)?; // (b, nh, t, vh)
         let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * vh))?)?;
         ctx.record(TraceKind::Attention, &self.path, &out);
+        ctx.finished_slot(self.slot);
         Ok(out)
     }
 }

@@ -19,6 +19,11 @@ pub struct ForwardCtx<'a> {
     pub rng: Option<&'a mut ChaCha8Rng>,
     /// Sink for intermediate outputs (distillation, verification).
     pub trace: Option<&'a mut Trace>,
+    /// Stop the forward pass after the attention layer with this slot (blockwise distillation
+    /// needs nothing past the block it trains); later nodes pass their input through.
+    pub stop_after_slot: Option<usize>,
+    /// Set once `stop_after_slot` was reached.
+    pub stopped: bool,
 }
 
 impl<'a> ForwardCtx<'a> {
@@ -30,6 +35,8 @@ impl<'a> ForwardCtx<'a> {
             cache: None,
             rng: None,
             trace: None,
+            stop_after_slot: None,
+            stopped: false,
         }
     }
 
@@ -41,6 +48,8 @@ impl<'a> ForwardCtx<'a> {
             cache: None,
             rng: Some(rng),
             trace: None,
+            stop_after_slot: None,
+            stopped: false,
         }
     }
 
@@ -52,6 +61,15 @@ impl<'a> ForwardCtx<'a> {
             cache: Some(cache),
             rng: None,
             trace: None,
+            stop_after_slot: None,
+            stopped: false,
+        }
+    }
+
+    /// Called by attention layers after their forward: honours `stop_after_slot`.
+    pub fn finished_slot(&mut self, slot: usize) {
+        if self.stop_after_slot == Some(slot) {
+            self.stopped = true;
         }
     }
 

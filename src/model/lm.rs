@@ -103,6 +103,10 @@ impl LanguageModel {
     /// Features (b, t, d) → logits (b, t, vocab) (or the topology's output without an embedder).
     pub fn forward_features(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let ys = self.topology.forward(xs, ctx)?;
+        if ctx.stopped {
+            // why: a truncated pass (blockwise distillation) only wants its traced outputs.
+            return Ok(ys);
+        }
         self.logits(&ys)
     }
 

@@ -66,6 +66,9 @@ impl Node {
     }
 
     pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        if ctx.stopped {
+            return Ok(xs.clone());
+        }
         match self {
             Node::Attention(a) => a.forward(xs, ctx),
             Node::Decoupled(a) => a.forward(xs, ctx),
