@@ -534,7 +534,8 @@ impl Validator<'_> {
         }
     }
 
-    /// A leaf that expects `d_in` (its field `name`) and produces `d_out`.
+    /// A leaf that expects `d_in` (its field `name`) and produces `d_out`. A width-preserving
+    /// layer that disagrees passes the arriving width on, so one typo gives one error.
     fn layer_width(
         &mut self,
         path: &str,
@@ -550,6 +551,9 @@ impl Validator<'_> {
                     format!("expected {name} = {} (the width arriving from `{}`), got {name} = {d_in}", w.d, w.at),
                     "consecutive nodes must agree: each node's input width is the previous node's output width",
                 );
+                if d_in == d_out {
+                    return Some(w);
+                }
             }
         }
         Some(Width {
