@@ -236,7 +236,7 @@ fn the_standard_transformer_preset_compiles() {
 fn node(d: usize) -> impl Strategy<Value = Value> {
     let heads: Vec<usize> = [1usize, 2, 4, 8]
         .into_iter()
-        .filter(|h| (d / h) % 2 == 0)
+        .filter(|h| (d / h).is_multiple_of(2))
         .collect();
     let leaf = prop_oneof![
         Just(json!({"type": "RMSNormLayer", "d_model": d})),

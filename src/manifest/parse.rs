@@ -73,10 +73,10 @@ fn problem_from_serde(source: &Source, path: &str, raw: &str) -> Problem {
     if let Some(field) = message
         .strip_prefix("unknown field `")
         .and_then(|r| r.strip_suffix('`'))
+        && path != field
+        && !path.ends_with(&format!(".{field}"))
     {
-        if path != field && !path.ends_with(&format!(".{field}")) {
-            path = join_key(&path, field);
-        }
+        path = join_key(&path, field);
     }
     let p = source.problem(&path, message);
     match help {
