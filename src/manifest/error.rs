@@ -132,7 +132,7 @@ pub enum ManifestError {
 
 fn summary(file: &str, problems: &[Problem]) -> String {
     match problems {
-        [one] => format!("invalid manifest {file}: {}", one.message),
+        [_] => format!("invalid manifest {file}: 1 problem"),
         many => format!("invalid manifest {file}: {} problems", many.len()),
     }
 }

@@ -73,16 +73,35 @@ fn problem_from_serde(source: &Source, path: &str, raw: &str) -> Problem {
     if let Some(field) = message
         .strip_prefix("unknown field `")
         .and_then(|r| r.strip_suffix('`'))
+        && path != field
+        && !path.ends_with(&format!(".{field}"))
     {
-        if path != field && !path.ends_with(&format!(".{field}")) {
-            path = join_key(&path, field);
-        }
+        path = join_key(&path, field);
     }
+    let help = help.map(|h| match flat_default_hint(&path) {
+        Some(hint) => format!("{hint}; {h}"),
+        None => h,
+    });
     let p = source.problem(&path, message);
     match help {
         Some(h) => p.with_help(h),
         None => p,
     }
+}
+
+/// A hint for the early (v1) flat `defaults:` keys, which version 2 groups.
+fn flat_default_hint(path: &str) -> Option<String> {
+    let key = path.strip_prefix("defaults.")?;
+    let group = match key {
+        "tokenizer" | "val_frac" => "data",
+        "save_every" | "seed" | "device" | "dtype" => "runtime",
+        "log_every" | "eval_iters" | "eval_every" => "logging",
+        "wandb" | "wandb_project" | "wandb_entity" | "wandb_mode" | "instrument" => {
+            return Some(format!("`{key}` is not supported"));
+        }
+        _ => return None,
+    };
+    Some(format!("write it as `defaults.{group}.{key}`"))
 }
 
 /// `unknown field `x`, expected one of `a`, `b`` → ("unknown field `x`", Some("expected one of …")).
@@ -144,6 +163,19 @@ mod tests {
         assert_eq!(p.path, "model.topology.layers[1].layers[0].n_heads");
         assert_eq!(p.line, Some(14), "{p:?}");
         assert!(p.message.contains("invalid type"), "{}", p.message);
+    }
+
+    #[test]
+    fn flat_v1_defaults_get_a_hint() {
+        let err = parse_str(&format!("{HEAD}defaults: {{val_frac: 0.2}}\n")).expect_err("flat");
+        let p = &err.problems()[0];
+        assert_eq!(p.path, "defaults.val_frac");
+        assert!(
+            p.help
+                .as_deref()
+                .is_some_and(|h| h.starts_with("write it as `defaults.data.val_frac`")),
+            "{p:?}"
+        );
     }
 
     #[test]

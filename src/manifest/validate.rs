@@ -141,10 +141,10 @@ impl Validator<'_> {
         if let Some(f) = d.data.val_frac {
             self.val_frac("defaults.data.val_frac", f);
         }
-        if let Some(t) = &d.data.tokenizer {
-            if t.trim().is_empty() {
-                self.err("defaults.data.tokenizer", "the tokenizer is empty");
-            }
+        if let Some(t) = &d.data.tokenizer
+            && t.trim().is_empty()
+        {
+            self.err("defaults.data.tokenizer", "the tokenizer is empty");
         }
         if let Some(dev) = &d.runtime.device {
             self.device("defaults.runtime.device", dev);
@@ -201,10 +201,10 @@ impl Validator<'_> {
             .as_deref()
             .or(m.defaults.data.tokenizer.as_deref())
             .unwrap_or("bytes");
-        if let Some(tk) = &t.data.tokenizer {
-            if tk.trim().is_empty() {
-                self.err(&join_key(&data, "tokenizer"), "the tokenizer is empty");
-            }
+        if let Some(tk) = &t.data.tokenizer
+            && tk.trim().is_empty()
+        {
+            self.err(&join_key(&data, "tokenizer"), "the tokenizer is empty");
         }
         if let (
             Some(ModelSpec {
@@ -213,23 +213,24 @@ impl Validator<'_> {
             }),
             "bytes",
         ) = (model, tokenizer)
+            && *vocab_size < 256
         {
-            if *vocab_size < 256 {
-                self.err_help(
-                    &join_key(&data, "tokenizer"),
-                    format!("the `bytes` tokenizer produces ids 0..255, but the model's vocab_size is {vocab_size}"),
-                    "set the embedder's vocab_size to 256 (or more)",
-                );
-            }
+            self.err_help(
+                &join_key(&data, "tokenizer"),
+                format!(
+                    "the `bytes` tokenizer produces ids 0..255, but the model's vocab_size is {vocab_size}"
+                ),
+                "set the embedder's vocab_size to 256 (or more)",
+            );
         }
-        if let Some(prep) = &t.data.prepare {
-            if prep.input.is_empty() {
-                self.err_help(
-                    &join_key(&join_key(&data, "prepare"), "input"),
-                    "`prepare` needs at least one input glob",
-                    "e.g. `input: [\"corpus/**/*.txt\"]`",
-                );
-            }
+        if let Some(prep) = &t.data.prepare
+            && prep.input.is_empty()
+        {
+            self.err_help(
+                &join_key(&join_key(&data, "prepare"), "input"),
+                "`prepare` needs at least one input glob",
+                "e.g. `input: [\"corpus/**/*.txt\"]`",
+            );
         }
         // Runs.
         if t.runs.is_empty() {
@@ -534,7 +535,8 @@ impl Validator<'_> {
         }
     }
 
-    /// A leaf that expects `d_in` (its field `name`) and produces `d_out`.
+    /// A leaf that expects `d_in` (its field `name`) and produces `d_out`. A width-preserving
+    /// layer that disagrees passes the arriving width on, so one typo gives one error.
     fn layer_width(
         &mut self,
         path: &str,
@@ -543,13 +545,19 @@ impl Validator<'_> {
         d_out: usize,
         input: Option<Width>,
     ) -> Option<Width> {
-        if let Some(w) = input {
-            if w.d != d_in {
-                self.err_help(
-                    &join_key(path, name),
-                    format!("expected {name} = {} (the width arriving from `{}`), got {name} = {d_in}", w.d, w.at),
-                    "consecutive nodes must agree: each node's input width is the previous node's output width",
-                );
+        if let Some(w) = input
+            && w.d != d_in
+        {
+            self.err_help(
+                &join_key(path, name),
+                format!(
+                    "expected {name} = {} (the width arriving from `{}`), got {name} = {d_in}",
+                    w.d, w.at
+                ),
+                "consecutive nodes must agree: each node's input width is the previous node's output width",
+            );
+            if d_in == d_out {
+                return Some(w);
             }
         }
         Some(Width {

@@ -139,10 +139,10 @@ impl Resolver<'_> {
         if refs.is_empty() {
             return None;
         }
-        if let [(0, end, name)] = refs.as_slice() {
-            if *end == s.len() {
-                return self.resolve(name, path);
-            }
+        if let [(0, end, name)] = refs.as_slice()
+            && *end == s.len()
+        {
+            return self.resolve(name, path);
         }
         let mut out = String::with_capacity(s.len());
         let mut last = 0;

@@ -1,0 +1,537 @@
+//! Every kind of manifest error names its manifest path and, for YAML, its line and column.
+
+use std::path::Path;
+
+use caramba::compiler::{compile, compile_str};
+use caramba::manifest::{Format, ManifestError, Problem};
+
+const BASE: &str = "\
+version: 2
+name: t
+vars:
+  d: 64
+model:
+  type: TransformerModel
+  tied_embeddings: true
+  embedder: {type: token, vocab_size: 256, d_model: 64}
+  topology:
+    type: StackedTopology
+    layers:
+      - type: ResidualTopology
+        layers:
+          - {type: RMSNormLayer, d_model: 64}
+          - {type: AttentionLayer, d_model: 64, n_heads: 4}
+      - type: ResidualTopology
+        layers:
+          - {type: RMSNormLayer, d_model: 64}
+          - {type: SwiGLULayer, d_model: 64, d_ff: 128}
+      - {type: RMSNormLayer, d_model: 64}
+targets:
+  - name: quick
+    data: {path: data/t.npy, block_size: 16}
+    runs:
+      - id: train
+        steps: 10
+";
+
+/// `BASE` with `from` replaced by `to` (which must occur).
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no `{from}`");
+    BASE.replacen(from, to, 1)
+}
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    match compile_str(Path::new("t.yml"), yaml, Format::Yaml) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+/// The problem at `path`; asserts its message contains `needle` and (when given) its position.
+#[track_caller]
+fn expect(yaml: &str, path: &str, needle: &str, at: Option<(usize, usize)>) -> Problem {
+    let ps = problems(yaml);
+    let p = ps
+        .iter()
+        .find(|p| p.path == path)
+        .unwrap_or_else(|| {
+            panic!(
+                "no problem at `{path}`; got {:#?}",
+                ps.iter().map(Problem::headline).collect::<Vec<_>>()
+            )
+        })
+        .clone();
+    assert!(
+        p.message.contains(needle),
+        "`{}` does not contain `{needle}`",
+        p.message
+    );
+    if let Some((line, col)) = at {
+        assert_eq!((p.line, p.column), (Some(line), Some(col)), "{}", p.headline());
+        assert!(
+            p.headline().starts_with(&format!("t.yml:{line}:{col}: {path}: ")),
+            "{}",
+            p.headline()
+        );
+    }
+    p
+}
+
+#[test]
+fn base_manifest_is_valid() {
+    compile_str(Path::new("t.yml"), BASE, Format::Yaml).expect("BASE must compile");
+}
+
+#[test]
+fn unsupported_suffix_and_missing_file() {
+    assert!(matches!(
+        compile(Path::new("tests/fixtures/manifests/tiny.toml")),
+        Err(ManifestError::Suffix { .. })
+    ));
+    assert!(matches!(
+        compile(Path::new("tests/fixtures/manifests/absent.yml")),
+        Err(ManifestError::Read { .. })
+    ));
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let ps = problems(&edit("    runs:\n", "   runs:\n"));
+    assert_eq!(ps.len(), 1);
+    assert!(ps[0].message.starts_with("YAML syntax"), "{}", ps[0].message);
+    assert_eq!(ps[0].line, Some(24), "{}", ps[0].headline());
+}
+
+#[test]
+fn json_syntax_error_has_line_and_column() {
+    let err = compile_str(
+        Path::new("t.json"),
+        "{\n  \"version\": 2,\n  \"targets\": [,]\n}",
+        Format::Json,
+    )
+    .expect_err("bad JSON");
+    let p = &err.problems()[0];
+    assert_eq!(p.line, Some(3));
+    assert!(p.column.is_some());
+}
+
+#[test]
+fn json_schema_errors_are_located_too() {
+    let json = r#"{
+  "version": 2,
+  "targets": [{"name": "a", "data": {"path": "x", "block_size": 4}, "runs": [{"id": "r", "steps": "many"}]}]
+}"#;
+    let err = compile_str(Path::new("t.json"), json, Format::Json).expect_err("steps is a string");
+    let p = &err.problems()[0];
+    assert_eq!(p.path, "targets[0].runs[0].steps");
+    assert_eq!(p.line, Some(3));
+}
+
+#[test]
+fn empty_manifest() {
+    expect("# nothing\n", "", "empty", None);
+}
+
+#[test]
+fn unknown_top_level_field() {
+    let p = expect(
+        &format!("{BASE}wandb: true\n"),
+        "wandb",
+        "unknown field `wandb`",
+        Some((27, 1)),
+    );
+    assert!(p.help.as_deref().is_some_and(|h| h.contains("targets")));
+}
+
+#[test]
+fn unknown_field_inside_a_node() {
+    expect(
+        &edit("n_heads: 4}", "n_heads: 4, rope: true}"),
+        "model.topology.layers[0].layers[1].rope",
+        "unknown field `rope`",
+        Some((15, 61)),
+    );
+}
+
+#[test]
+fn wrong_type_inside_a_node() {
+    expect(
+        &edit("n_heads: 4", "n_heads: four"),
+        "model.topology.layers[0].layers[1].n_heads",
+        "invalid type",
+        Some((15, 49)),
+    );
+}
+
+#[test]
+fn unknown_node_type() {
+    expect(
+        &edit("{type: SwiGLULayer", "{type: GeGLULayer"),
+        "model.topology.layers[1].layers[1].type",
+        "unknown node type `GeGLULayer`",
+        Some((19, 14)),
+    );
+}
+
+#[test]
+fn missing_field() {
+    expect(
+        &edit("        steps: 10\n", ""),
+        "targets[0].runs[0]",
+        "missing field `steps`",
+        Some((25, 9)),
+    );
+}
+
+#[test]
+fn unknown_target_type() {
+    expect(
+        &edit("  - name: quick\n", "  - name: quick\n    type: process\n"),
+        "targets[0].type",
+        "unknown variant `process`",
+        Some((23, 5)),
+    );
+}
+
+#[test]
+fn unknown_variable_is_located() {
+    expect(
+        &edit("d_ff: 128", "d_ff: \"${dff}\""),
+        "model.topology.layers[1].layers[1].d_ff",
+        "unknown manifest variable `dff`",
+        Some((19, 46)),
+    );
+}
+
+#[test]
+fn variable_cycle() {
+    let yaml = edit("  d: 64\n", "  d: \"${e}\"\n  e: \"${d}0\"\n");
+    let ps = problems(&yaml);
+    assert!(
+        ps.iter()
+            .any(|p| p.message.contains("cycle detected in manifest vars") && p.path.starts_with("vars.")),
+        "{ps:?}"
+    );
+}
+
+#[test]
+fn variables_keep_native_types_through_compile() {
+    let yaml = edit("d_model: 64}\n  topology", "d_model: \"${d}\"}\n  topology")
+        .replace("name: t\n", "name: \"t_${d}\"\n");
+    let c = compile_str(Path::new("t.yml"), &yaml, Format::Yaml).expect("valid");
+    assert_eq!(c.plan.name, "t_64");
+    assert_eq!(
+        c.plan.targets[0].stats.params,
+        compile_str(Path::new("t.yml"), BASE, Format::Yaml)
+            .expect("base")
+            .plan
+            .targets[0]
+            .stats
+            .params
+    );
+}
+
+#[test]
+fn consecutive_width_mismatch() {
+    expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64",
+            "{type: SwiGLULayer, d_model: 32",
+        ),
+        "model.topology.layers[1].layers[1].d_model",
+        "expected d_model = 64",
+        Some((19, 33)),
+    );
+}
+
+#[test]
+fn residual_must_preserve_width() {
+    let yaml = edit(
+        "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+        "{type: LinearLayer, d_in: 64, d_out: 32}",
+    );
+    expect(
+        &yaml,
+        "model.topology.layers[1]",
+        "must preserve the width: 64 in, 32 out",
+        Some((16, 9)),
+    );
+}
+
+#[test]
+fn parallel_branches_must_agree() {
+    let yaml = edit(
+        "      - {type: RMSNormLayer, d_model: 64}\ntargets",
+        "      - type: ParallelTopology\n        layers:\n          - {type: LinearLayer, d_in: 64, d_out: 64}\n          - {type: LinearLayer, d_in: 64, d_out: 32}\ntargets",
+    );
+    expect(
+        &yaml,
+        "model.topology.layers[2].layers[1]",
+        "parallel branches must produce the same width",
+        Some((23, 13)),
+    );
+}
+
+#[test]
+fn branching_concatenates_features() {
+    let branching = "      - type: BranchingTopology\n        layers:\n          - {type: LinearLayer, d_in: 64, d_out: 32}\n          - {type: LinearLayer, d_in: 64, d_out: 32}\n";
+    let ok = edit(
+        "      - {type: RMSNormLayer, d_model: 64}\ntargets",
+        &format!("{branching}targets"),
+    );
+    compile_str(Path::new("t.yml"), &ok, Format::Yaml).expect("32 + 32 = 64 = d_model (tied)");
+    let bad = edit(
+        "      - {type: RMSNormLayer, d_model: 64}\ntargets",
+        &format!("{branching}      - {{type: RMSNormLayer, d_model: 32}}\ntargets"),
+    );
+    expect(
+        &bad,
+        "model.topology.layers[3].d_model",
+        "expected d_model = 64",
+        None,
+    );
+}
+
+#[test]
+fn cyclic_iterations_must_preserve_width() {
+    let yaml = edit(
+        "      - {type: RMSNormLayer, d_model: 64}\ntargets",
+        "      - type: CyclicTopology\n        iterations: 3\n        layers:\n          - {type: LinearLayer, d_in: 64, d_out: 32}\n          - {type: LinearLayer, d_in: 32, d_out: 48}\n      - {type: LinearLayer, d_in: 48, d_out: 64}\ntargets",
+    );
+    expect(
+        &yaml,
+        "model.topology.layers[2].iterations",
+        "`iterations: 3` feeds the output (48) back as the input (64)",
+        Some((21, 9)),
+    );
+}
+
+#[test]
+fn repeat_must_chain() {
+    let yaml = edit(
+        "      - {type: RMSNormLayer, d_model: 64}\ntargets",
+        "      - type: NestedTopology\n        repeat: 2\n        layers:\n          - {type: LinearLayer, d_in: 64, d_out: 32}\n      - {type: LinearLayer, d_in: 32, d_out: 64}\ntargets",
+    );
+    expect(
+        &yaml,
+        "model.topology.layers[2].repeat",
+        "`repeat: 2` feeds this block's output (32)",
+        Some((21, 9)),
+    );
+}
+
+#[test]
+fn repeat_zero_and_huge_are_rejected() {
+    let yaml = edit(
+        "      - type: ResidualTopology\n        layers:\n          - {type: RMSNormLayer, d_model: 64}\n          - {type: Att",
+        "      - type: ResidualTopology\n        repeat: 0\n        layers:\n          - {type: RMSNormLayer, d_model: 64}\n          - {type: Att",
+    );
+    expect(
+        &yaml,
+        "model.topology.layers[0].repeat",
+        "must be in 1..=",
+        Some((13, 9)),
+    );
+    let huge = yaml.replace("repeat: 0", "repeat: 9999").replace(
+        "type: StackedTopology\n",
+        "type: StackedTopology\n    repeat: 9999\n",
+    );
+    let ps = problems(&huge);
+    assert!(
+        ps.iter()
+            .any(|p| p.path == "model.topology" && p.message.contains("expands to")),
+        "{ps:?}"
+    );
+}
+
+#[test]
+fn attention_heads_must_divide_the_width() {
+    expect(
+        &edit("n_heads: 4", "n_heads: 3"),
+        "model.topology.layers[0].layers[1].n_heads",
+        "not divisible by n_heads = 3",
+        Some((15, 49)),
+    );
+}
+
+#[test]
+fn rope_needs_an_even_head_dim() {
+    // 64 / 64 heads = head_dim 1.
+    let p = expect(
+        &edit("n_heads: 4", "n_heads: 64"),
+        "model.topology.layers[0].layers[1].head_dim",
+        "even",
+        None,
+    );
+    assert_eq!(p.line, Some(15), "falls back to the attention node's line");
+}
+
+#[test]
+fn gqa_kv_heads_must_divide_heads() {
+    expect(
+        &edit("n_heads: 4}", "n_heads: 4, mode: gqa, n_kv_heads: 3}"),
+        "model.topology.layers[0].layers[1].n_kv_heads",
+        "multiple of n_kv_heads",
+        Some((15, 72)),
+    );
+}
+
+#[test]
+fn output_width_must_reach_the_vocabulary() {
+    let p = expect(
+        &edit("tied_embeddings: true", "tied_embeddings: false"),
+        "model.topology",
+        "ends with 64 features",
+        Some((9, 3)),
+    );
+    assert!(
+        p.help
+            .as_deref()
+            .is_some_and(|h| h.contains("tied_embeddings: true")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn data_and_run_numbers() {
+    expect(
+        &edit("block_size: 16", "block_size: 0"),
+        "targets[0].data.block_size",
+        "must be in 1..=",
+        Some((23, 30)),
+    );
+    expect(
+        &edit("block_size: 16}", "block_size: 16, val_frac: 1.0}"),
+        "targets[0].data.val_frac",
+        "[0, 1)",
+        Some((23, 46)),
+    );
+    expect(
+        &edit("steps: 10", "steps: 0"),
+        "targets[0].runs[0].steps",
+        "at least 1",
+        Some((26, 9)),
+    );
+    expect(
+        &edit("steps: 10", "steps: 10\n        train: {lr: -1}"),
+        "targets[0].runs[0].train.lr",
+        "positive",
+        Some((27, 17)),
+    );
+    expect(
+        &edit("steps: 10", "steps: 10\n        train: {device: tpu}"),
+        "targets[0].runs[0].train.device",
+        "unknown device `tpu`",
+        Some((27, 17)),
+    );
+    expect(
+        &edit("steps: 10", "steps: -3"),
+        "targets[0].runs[0].steps",
+        "invalid value",
+        Some((26, 9)),
+    );
+}
+
+#[test]
+fn names_must_be_unique() {
+    let two = format!(
+        "{BASE}  - name: quick\n    data: {{path: data/t.npy, block_size: 16}}\n    runs: [{{id: a, steps: 1}}]\n"
+    );
+    expect(
+        &two,
+        "targets[1].name",
+        "target name `quick` is used twice",
+        Some((27, 5)),
+    );
+    let seeds = edit("        steps: 10\n", "        steps: 10\n        seed: [1, 1]\n");
+    expect(
+        &seeds,
+        "targets[0].runs[0].id",
+        "run id `train__s1` is used twice",
+        Some((25, 9)),
+    );
+}
+
+#[test]
+fn entrypoints_must_name_targets() {
+    expect(
+        &format!("{BASE}entrypoints: {{default: slow}}\n"),
+        "entrypoints.default",
+        "names no target: `slow`",
+        Some((27, 15)),
+    );
+    expect(
+        &format!("{BASE}entrypoints: {{x: \"process:quick\"}}\n"),
+        "entrypoints.x",
+        "not supported",
+        Some((27, 15)),
+    );
+}
+
+#[test]
+fn reserved_features_are_not_supported_yet() {
+    expect(
+        &edit("    runs:\n", "    trainer: upcycle\n    runs:\n"),
+        "targets[0].trainer",
+        "not supported yet",
+        Some((24, 5)),
+    );
+    expect(
+        &edit("    runs:\n", "    benchmarks: [{id: ppl}]\n    runs:\n"),
+        "targets[0].benchmarks",
+        "not supported yet",
+        Some((24, 5)),
+    );
+    expect(
+        &edit("steps: 10", "steps: 10\n        verify: {type: compare}"),
+        "targets[0].runs[0].verify",
+        "not supported yet",
+        Some((27, 9)),
+    );
+    compile_str(
+        Path::new("t.yml"),
+        &edit("    runs:\n", "    benchmarks: []\n    runs:\n"),
+        Format::Yaml,
+    )
+    .expect("an empty benchmark list is fine");
+}
+
+#[test]
+fn version_and_model_presence() {
+    expect(
+        &edit("version: 2", "version: 3"),
+        "version",
+        "unsupported manifest version 3",
+        Some((1, 1)),
+    );
+    let no_model = BASE.split("model:\n").next().expect("head").to_string()
+        + "targets:\n  - name: quick\n    data: {path: d.npy, block_size: 4}\n    runs: [{id: r, steps: 1}]\n";
+    expect(&no_model, "targets[0]", "has no model", Some((6, 5)));
+}
+
+#[test]
+fn bytes_tokenizer_needs_256_ids() {
+    expect(
+        &edit("vocab_size: 256", "vocab_size: 100"),
+        "targets[0].data.tokenizer",
+        "ids 0..255",
+        Some((23, 5)),
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once_in_document_order() {
+    let yaml = edit("n_heads: 4", "n_heads: 5")
+        .replace("block_size: 16", "block_size: 0")
+        .replace("steps: 10", "steps: 0");
+    let ps = problems(&yaml);
+    let paths: Vec<&str> = ps.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "model.topology.layers[0].layers[1].n_heads",
+            "targets[0].data.block_size",
+            "targets[0].runs[0].steps"
+        ]
+    );
+}
