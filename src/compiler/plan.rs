@@ -48,6 +48,10 @@ pub struct TargetPlan {
     /// Data with tokenizer and val_frac filled in.
     pub data: DataSpec,
     pub runs: Vec<RunPlan>,
+    /// Upcycle only: the teacher's model source.
+    pub teacher: Option<String>,
+    /// Upcycle settings (defaults filled in).
+    pub upcycle: crate::upcycle::UpcycleSpec,
     /// Benchmarks after all runs (empty until benchmarks are supported).
     pub benchmarks: Vec<Value>,
 }
@@ -61,6 +65,8 @@ pub struct RunPlan {
     pub steps: usize,
     /// Train settings with `save_every` filled in.
     pub train: TrainSpec,
+    /// Upcycle only: blockwise or global.
+    pub phase: crate::upcycle::Phase,
     /// Checks after the run (empty until verify is supported).
     pub verify: Vec<Value>,
 }
@@ -99,6 +105,7 @@ impl Plan {
                             seed,
                             steps: r.steps,
                             train: r.train.clone(),
+                            phase: r.phase.unwrap_or_default(),
                             verify: r.verify.iter().cloned().collect(),
                         })
                     })
@@ -113,6 +120,8 @@ impl Plan {
                     stats: ModelStats::of(model),
                     data,
                     runs,
+                    teacher: t.teacher.clone(),
+                    upcycle: t.upcycle.clone().unwrap_or_default(),
                     benchmarks: t.benchmarks.clone(),
                 })
             })

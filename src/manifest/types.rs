@@ -159,6 +159,13 @@ pub struct Target {
     /// Default: standard.
     #[serde(default)]
     pub trainer: TrainerKind,
+    /// Upcycle only: the pretrained model (any model source: a path, `hf:org/name`, a known
+    /// name such as `smollm2-135m`, a run directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<String>,
+    /// Upcycle only: surgery and distillation settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcycle: Option<crate::upcycle::UpcycleSpec>,
     /// Runs, in order.
     pub runs: Vec<Run>,
     /// Benchmarks after the runs. Not supported yet: must be empty. Default: empty.
@@ -175,8 +182,11 @@ pub struct Run {
     /// One seed, or a list (one run per seed). Default: `defaults.runtime.seed`, else 1337.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<Seeds>,
-    /// Optimizer steps (> 0).
+    /// Optimizer steps (> 0); in a blockwise phase, steps per attention layer.
     pub steps: usize,
+    /// Upcycle only: `blockwise` or `global`. Default: global.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::upcycle::Phase>,
     /// Optimizer, schedule, batch, device. Every field has a default.
     #[serde(default)]
     pub train: TrainSpec,

@@ -159,12 +159,31 @@ impl Validator<'_> {
 
     fn target(&mut self, m: &Manifest, t: &Target, path: &str) {
         self.dir_name(&join_key(path, "name"), &t.name, "a target name");
-        if t.trainer == TrainerKind::Upcycle {
-            self.err_help(
-                &join_key(path, "trainer"),
-                "trainer `upcycle` is not supported yet",
-                "use `trainer: standard` (training from scratch)",
-            );
+        match (t.trainer, &t.teacher) {
+            (TrainerKind::Upcycle, None) => self.err_help(
+                path,
+                format!("target `{}` uses `trainer: upcycle` but names no teacher", t.name),
+                "add `teacher: smollm2-135m` (or a .gguf path, an HF directory, hf:org/name)",
+            ),
+            (TrainerKind::Standard, Some(_)) => self.err_help(
+                &join_key(path, "teacher"),
+                "a teacher only applies to `trainer: upcycle`",
+                "set `trainer: upcycle`, or remove `teacher:`",
+            ),
+            _ => {}
+        }
+        if t.trainer == TrainerKind::Standard {
+            if t.upcycle.is_some() {
+                self.err(&join_key(path, "upcycle"), "only applies to `trainer: upcycle`");
+            }
+            for (i, r) in t.runs.iter().enumerate() {
+                if r.phase.is_some() {
+                    self.err(
+                        &join_key(&join_index(&join_key(path, "runs"), i), "phase"),
+                        "only applies to `trainer: upcycle`",
+                    );
+                }
+            }
         }
         let model = match (&t.model, &m.model) {
             (Some(own), _) => {

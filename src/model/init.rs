@@ -65,6 +65,10 @@ impl SeededVarMap {
     pub fn assign_all(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.named_vars() {
             let Some(t) = tensors.get(&name) else {
+                if is_buffer(&name) {
+                    // why: buffers are rebuilt by whoever built the model (surgery), not trained.
+                    continue;
+                }
                 candle_core::bail!("checkpoint has no tensor `{name}`");
             };
             if t.shape() != var.shape() {

@@ -244,7 +244,7 @@ impl<'a> Trainer<'a> {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         let ck_root = run_dir.join("checkpoints");
 
-        let mut optimizer = Optimizer::new(spec, self.vars.named_vars())?;
+        let mut optimizer = Optimizer::new(spec, self.vars.named_vars().into_iter().filter(|(n, _)| !crate::model::init::is_buffer(n)).collect())?;
         let mut sampler = BatchSampler::new(seed_for(opts.seed, "data"));
         let mut dropout = ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout"));
         let resumed = if opts.fresh {

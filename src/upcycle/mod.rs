@@ -1,5 +1,39 @@
-//! The flagship: Llama → Decoupled Bottleneck Attention by surgery, then distillation.
+//! The flagship: a pretrained Llama becomes a Decoupled Bottleneck Attention student by surgery,
+//! is trained back by blockwise distillation and a global fine-tune, and is verified against the
+//! teacher. `runner` drives it for `trainer: upcycle` targets.
 
+pub mod blockwise;
+pub mod pairing;
+pub mod runner;
+pub mod spec;
+pub mod student;
 pub mod surgery;
+pub mod teacher;
+pub mod verify;
 
+pub use runner::run_upcycle;
+pub use spec::{DistillLoss, Phase, UpcycleSpec};
 pub use surgery::{DbaInit, SurgeryError, TeacherAttention, surgery};
+
+/// Why an upcycle failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum UpcycleError {
+    #[error("teacher and student do not fit: {0}")]
+    #[diagnostic(help("the student must mirror the teacher's layers; only attention layers may change mode"))]
+    Mismatch(String),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Load(#[from] crate::loader::LoadError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Train(#[from] crate::train::TrainError),
+    #[error("{what} is not finite; stopped")]
+    NonFinite { what: String },
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("cannot write `{path}`: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}

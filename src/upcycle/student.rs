@@ -1,0 +1,127 @@
+//! The student: the manifest model with every non-attention weight copied from the teacher and
+//! every decoupled attention layer initialised by surgery from the teacher's layer.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::pairing::{Pair, leaves, pair};
+use super::surgery::{TeacherAttention, surgery};
+use super::teacher::Teacher;
+use super::{UpcycleError, UpcycleSpec};
+use crate::layer::rope::inv_freq;
+use crate::model::{ForwardCtx, LanguageModel, ModelSpec, SeededVarMap, Trace};
+use crate::topology::NodeSpec;
+
+/// A student ready to train: its variables and the model built over them.
+pub struct Student {
+    pub vars: SeededVarMap,
+    pub model: LanguageModel,
+    /// Parameter path of each attention layer, in slot order.
+    pub attention_paths: Vec<String>,
+    /// Slots of the attention layers that were transplanted (surgery sites).
+    pub surgery_slots: Vec<usize>,
+}
+
+/// Build the student of `spec` from `teacher`. `calibration`: token batches (b, t) whose
+/// attention inputs make the surgery activation-aware.
+pub fn build_student(
+    teacher: &Teacher,
+    spec: &ModelSpec,
+    cfg: &UpcycleSpec,
+    seed: u64,
+    calibration: &[Tensor],
+    device: &Device,
+) -> Result<Student, UpcycleError> {
+    let pairs = pair(&teacher.loaded.spec, spec).map_err(UpcycleError::Mismatch)?;
+    let vars = SeededVarMap::new(seed);
+    LanguageModel::build(spec, vars.var_builder(DType::F32, device))?;
+    copy_non_surgery_weights(teacher, &pairs, &vars)?;
+    let inputs = attention_inputs(teacher, &pairs, calibration)?;
+    let mut surgery_slots = Vec::new();
+    let mut attention_paths = Vec::new();
+    for p in &pairs {
+        if !matches!(p.student.spec, NodeSpec::Attention(_)) {
+            continue;
+        }
+        let slot = attention_paths.len();
+        attention_paths.push(p.student.path.clone());
+        let Some((t_spec, s_spec)) = p.surgery_site() else { continue };
+        let w = |n: &str, shape: (usize, usize)| teacher.weights.get(shape, &format!("{}.{n}.weight", p.teacher.path));
+        let (h, g, dh, d) = (t_spec.n_heads, t_spec.kv_heads(), t_spec.head_dim(), t_spec.d_model);
+        let t = TeacherAttention {
+            wq: w("q_proj", (h * dh, d))?,
+            wk: w("k_proj", (g * dh, d))?,
+            wv: w("v_proj", (g * dh, d))?,
+            wo: w("o_proj", (d, h * dh))?,
+            n_heads: h,
+            n_kv_heads: g,
+            head_dim: dh,
+            inv_freq: inv_freq(dh, t_spec.rope_base, t_spec.rope_scaling.as_ref()),
+        };
+        let calib = inputs.get(&p.teacher.path);
+        let weights = surgery(&t, s_spec, cfg.dba_init, calib)
+            .map_err(|e| UpcycleError::Mismatch(format!("`{}`: {e}", p.student.path)))?;
+        for (name, value) in weights {
+            vars.set(&format!("{}.{name}", p.student.path), &value.to_device(device)?)?;
+        }
+        surgery_slots.push(slot);
+    }
+    // Rebuild so that layers pick up surgery's buffers (per-head RoPE frequencies).
+    let model = LanguageModel::build(spec, vars.var_builder(DType::F32, device))?;
+    Ok(Student { vars, model, attention_paths, surgery_slots })
+}
+
+fn copy_non_surgery_weights(teacher: &Teacher, pairs: &[Pair], vars: &SeededVarMap) -> Result<(), UpcycleError> {
+    let mut prefixes: Vec<(&str, &str)> = vec![("embedder", "embedder")];
+    for p in pairs.iter().filter(|p| p.surgery_site().is_none()) {
+        prefixes.push((&p.student.path, &p.teacher.path));
+    }
+    let surgery: Vec<&str> = pairs.iter().filter(|p| p.surgery_site().is_some()).map(|p| p.student.path.as_str()).collect();
+    for (name, var) in vars.named_vars() {
+        if surgery.iter().any(|s| name.starts_with(&format!("{s}."))) {
+            continue;
+        }
+        let Some((s, t)) = prefixes.iter().find(|(s, _)| name.starts_with(&format!("{s}."))) else {
+            return Err(UpcycleError::Mismatch(format!("student parameter `{name}` has no teacher counterpart")));
+        };
+        let teacher_name = format!("{t}{}", &name[s.len()..]);
+        let value = teacher.weights.get(var.shape(), &teacher_name).map_err(|e| {
+            UpcycleError::Mismatch(format!("student `{name}` ← teacher `{teacher_name}`: {e}"))
+        })?;
+        var.set(&value.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
+/// For each teacher attention layer (by path): its inputs over the calibration batches, (n, d).
+fn attention_inputs(
+    teacher: &Teacher,
+    pairs: &[Pair],
+    calibration: &[Tensor],
+) -> Result<HashMap<String, Tensor>, UpcycleError> {
+    let mut out: HashMap<String, Vec<Tensor>> = HashMap::new();
+    if calibration.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let all = leaves(&teacher.loaded.spec);
+    // The input of attention leaf k is the output of leaf k − 1 (its pre-norm).
+    let wanted: HashMap<String, String> = all
+        .windows(2)
+        .filter(|w| pairs.iter().any(|p| p.teacher.path == w[1].path && p.surgery_site().is_some()))
+        .map(|w| (w[0].path.clone(), w[1].path.clone()))
+        .collect();
+    for ids in calibration {
+        let mut trace = Trace { all_layers: true, entries: Vec::new() };
+        let mut ctx = ForwardCtx::eval();
+        ctx.trace = Some(&mut trace);
+        teacher.loaded.model.forward(ids, &mut ctx)?;
+        for (path, xs) in trace.entries {
+            if let Some(attn) = wanted.get(&path) {
+                let (b, t, d) = xs.dims3()?;
+                out.entry(attn.clone()).or_default().push(xs.reshape((b * t, d))?.to_device(&Device::Cpu)?);
+            }
+        }
+    }
+    out.into_iter().map(|(k, v)| Ok((k, Tensor::cat(&v, 0)?))).collect()
+}
