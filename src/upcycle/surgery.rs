@@ -182,23 +182,22 @@ pub fn surgery(
     let (mut q_geo, mut k_geo) = (Mat::zeros(h * gh, d), Mat::zeros(g * gh, d));
     let (mut v_new, mut o_new) = (Mat::zeros(g * vh, d), Mat::zeros(d, h * vh));
     let mut freqs = Vec::with_capacity(g * gh / 2);
-    let energy = |w: &Mat| -> f64 { (w * &sigma * w.transpose()).trace().max(0.0).sqrt() };
+    // Row energies ‖w_r‖²_Σ = w_r Σ w_rᵀ of every q and k row, computed once per layer.
+    let row_energy = |w: &Mat| -> Vec<f64> {
+        let ws = w * &sigma;
+        (0..w.nrows()).map(|r| ws.row(r).dot(&w.row(r)).max(0.0)).collect()
+    };
+    let (eq, ek) = (row_energy(&wq), row_energy(&wk));
     for kv in 0..g {
         let k_rows = |dims: &[usize]| rows(&wk, &dims.iter().map(|i| kv * dh + i).collect::<Vec<_>>());
-        let q_rows =
-            |head: usize, dims: &[usize]| rows(&wq, &dims.iter().map(|i| head * dh + i).collect::<Vec<_>>());
+        let q_rows = |head: usize, dims: &[usize]| rows(&wq, &dims.iter().map(|i| head * dh + i).collect::<Vec<_>>());
         let heads: Vec<usize> = (kv * group..(kv + 1) * group).collect();
-        // 1. Geometric pairs by contribution.
+        // 1. Geometric pairs by contribution Σ_h ‖q_h,pair‖·‖k_pair‖.
+        let pair_norm = |e: &[f64], base: usize, i: usize| (e[base + i] + e[base + i + p]).sqrt();
         let mut score: Vec<(usize, f64)> = (0..p)
             .map(|i| {
-                let k_norm = energy(&k_rows(&[i, i + p]));
-                (
-                    i,
-                    heads
-                        .iter()
-                        .map(|&hq| energy(&q_rows(hq, &[i, i + p])) * k_norm)
-                        .sum(),
-                )
+                let k_norm = pair_norm(&ek, kv * dh, i);
+                (i, heads.iter().map(|&hq| pair_norm(&eq, hq * dh, i) * k_norm).sum())
             })
             .collect();
         score.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
