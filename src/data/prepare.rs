@@ -175,14 +175,15 @@ fn expand_inputs(patterns: &[String], root: Option<&Path>) -> Result<Vec<PathBuf
             pattern: pattern.clone(),
             reason: e.to_string(),
         })?;
-        let before = files.len();
+        let mut matched = 0;
         for entry in paths {
             let path = entry.map_err(|e| DataError::io(e.path().to_path_buf(), e.into()))?;
             if path.is_file() {
+                matched += 1;
                 files.insert(path);
             }
         }
-        if files.len() == before {
+        if matched == 0 {
             return Err(DataError::NoInput { patterns: full });
         }
     }
