@@ -35,9 +35,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Tokenize text files (or a Debian package's documentation) into a `.npy` token file.
+    Prepare(crate::data::PrepareArgs),
+}
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {}
+    match cli.command {
+        Command::Prepare(args) => crate::data::command::run(&args),
+    }
 }
