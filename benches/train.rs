@@ -93,10 +93,10 @@ fn main() {
     }
     let mut cfg: HashMap<&str, usize> = DEFAULTS.iter().copied().collect();
     for pair in args.windows(2) {
-        if let Some(key) = pair[0].strip_prefix("--") {
-            if let (Some(slot), Ok(v)) = (cfg.get_mut(key), pair[1].parse()) {
-                *slot = v;
-            }
+        if let Some(key) = pair[0].strip_prefix("--")
+            && let (Some(slot), Ok(v)) = (cfg.get_mut(key), pair[1].parse())
+        {
+            *slot = v;
         }
     }
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -86,7 +86,7 @@ fn check(kind: OptimizerKind, mut reference: impl FnMut(usize, bool, &mut [f64],
 #[test]
 fn adamw_matches_its_formula() {
     let (b1, b2, eps, wd) = (0.8, 0.95, 1e-6, 0.1);
-    let mut m = vec![vec![0.0; 12], vec![0.0; 4]];
+    let mut m = [vec![0.0; 12], vec![0.0; 4]];
     let mut v = m.clone();
     check(OptimizerKind::Adamw, |i, decayed, p, g, lr, t| {
         for j in 0..p.len() {
@@ -103,7 +103,7 @@ fn adamw_matches_its_formula() {
 #[test]
 fn sgd_with_momentum_matches_its_formula() {
     let (mu, wd) = (0.7, 0.1);
-    let mut buf = vec![vec![0.0; 12], vec![0.0; 4]];
+    let mut buf = [vec![0.0; 12], vec![0.0; 4]];
     check(OptimizerKind::Sgd, |i, decayed, p, g, lr, _| {
         for j in 0..p.len() {
             let g = g[j] + if decayed { wd * p[j] } else { 0.0 };
@@ -116,7 +116,7 @@ fn sgd_with_momentum_matches_its_formula() {
 #[test]
 fn lion_matches_the_published_update() {
     let (b1, b2, wd) = (0.8, 0.95, 0.1);
-    let mut m = vec![vec![0.0; 12], vec![0.0; 4]];
+    let mut m = [vec![0.0; 12], vec![0.0; 4]];
     check(OptimizerKind::Lion, |i, decayed, p, g, lr, _| {
         for j in 0..p.len() {
             let c = b1 * m[i][j] + (1.0 - b1) * g[j];
@@ -132,7 +132,7 @@ fn saved_state_resumes_bit_exactly_and_checks_its_kind() {
     for kind in [OptimizerKind::Adamw, OptimizerKind::Sgd, OptimizerKind::Lion] {
         let mut rng = fresh_rng();
         let a: Vec<(String, Var)> = params(&mut rng).into_iter().map(|(n, v, _)| (n, v)).collect();
-        let mut grads_for = |rng: &mut ChaCha8Rng| -> Vec<Option<Tensor>> {
+        let grads_for = |rng: &mut ChaCha8Rng| -> Vec<Option<Tensor>> {
             a.iter()
                 .map(|(_, v)| {
                     Some(Tensor::from_vec(random(rng, v.elem_count()), v.shape(), &Device::Cpu).unwrap())

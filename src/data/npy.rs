@@ -93,7 +93,7 @@ impl TokenFile {
         };
         let header = parse_header(&map).map_err(bad)?;
         let payload = map.len() - header.offset;
-        let needed = header.len.checked_mul(header.dtype.size()).unwrap_or(usize::MAX);
+        let needed = header.len.saturating_mul(header.dtype.size());
         if payload < needed {
             return Err(DataError::BadNpy {
                 path,

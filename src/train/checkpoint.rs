@@ -108,7 +108,7 @@ pub fn list_complete(root: &Path) -> Vec<Checkpoint> {
         .into_iter()
         .filter_map(|(step, dir)| read_complete(step, dir))
         .collect();
-    out.sort_by(|a, b| b.state.step.cmp(&a.state.step));
+    out.sort_by_key(|c| std::cmp::Reverse(c.state.step));
     out
 }
 
