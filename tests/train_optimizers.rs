@@ -194,3 +194,72 @@ fn missing_parameter_state_is_named() {
         .expect_err("b.bias missing");
     assert!(err.to_string().contains("b.bias"), "{err}");
 }
+
+#[test]
+fn half_precision_parameters_accumulate_small_updates_in_f32_master_copies() {
+    let mut rng = fresh_rng();
+    for kind in [OptimizerKind::Adamw, OptimizerKind::Sgd, OptimizerKind::Lion] {
+        let init: Vec<f32> = (0..8).map(|_| rng.random_range(0.9f32..1.1)).collect();
+        let bf16 = |v: &[f32]| {
+            Tensor::from_vec(v.to_vec(), (2, 4), &Device::Cpu)
+                .unwrap()
+                .to_dtype(candle_core::DType::BF16)
+                .unwrap()
+        };
+        let var = Var::from_tensor(&bf16(&init)).unwrap();
+        // the starting point is the bf16-rounded value
+        let init = var
+            .as_tensor()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let spec = TrainSpec {
+            weight_decay: 0.0,
+            momentum: 0.0,
+            ..spec(kind)
+        };
+        let mut opt = Optimizer::new(&spec, vec![("w".into(), var.clone())]).unwrap();
+        let grad = Some(Tensor::ones((2, 4), candle_core::DType::BF16, &Device::Cpu).unwrap());
+        // why: each step moves p by 1e-4 (AdamW and Lion: lr·1; SGD: lr·g), far below bf16's spacing
+        // of 2^-7 near 1, so without an f32 master copy the parameter would never move.
+        for _ in 0..100 {
+            opt.step(std::slice::from_ref(&grad), 1e-4).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opt.safetensors");
+        opt.save(&path).unwrap();
+        let copy = Var::from_tensor(&var.as_tensor().copy().unwrap()).unwrap();
+        let mut resumed = Optimizer::new(&spec, vec![("w".into(), copy.clone())]).unwrap();
+        resumed.load(&path).unwrap();
+        for _ in 0..100 {
+            opt.step(std::slice::from_ref(&grad), 1e-4).unwrap();
+            resumed.step(std::slice::from_ref(&grad), 1e-4).unwrap();
+        }
+        let got = var
+            .as_tensor()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (g, p0) in got.iter().zip(&init) {
+            assert!(
+                (g - (p0 - 0.02)).abs() < 0.006,
+                "{kind:?}: {p0} - 200·1e-4 gave {g}"
+            );
+        }
+        let again = copy
+            .as_tensor()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(got, again, "{kind:?}: resumed half-precision run differs");
+    }
+}

@@ -79,7 +79,7 @@ pub struct TrainSummary {
     pub final_loss: f64,
     /// Last eval loss on the val split (`None` without a val split or with `eval_every: 0`).
     pub val_loss: Option<f64>,
-    /// Training tokens per second over this call.
+    /// Training tokens per second over this call (step time only: eval and checkpoints excluded).
     pub tokens_per_sec: f64,
     /// Wall time of this call's training loop (seconds).
     pub wall_time_s: f64,
@@ -276,10 +276,12 @@ impl<'a> Trainer<'a> {
         progress.set_position(start as u64);
         let vars = optimizer.vars().to_vec();
         let t0 = Instant::now();
-        let (mut window_start, mut window_tokens) = (Instant::now(), 0u64);
+        // why: throughput counts step time only (not eval or checkpoint writes).
+        let (mut window_secs, mut window_tokens, mut train_secs) = (0f64, 0u64, 0f64);
         let (mut val_loss, mut last_checkpoint) = (None, None);
 
         for step in start..end {
+            let step_start = Instant::now();
             let lr = schedule.lr(step);
             let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut loss_sum = 0f64;
@@ -327,12 +329,14 @@ impl<'a> Trainer<'a> {
             let done = step + 1;
             tokens_seen += tokens_per_step;
             window_tokens += tokens_per_step;
+            let step_secs = step_start.elapsed().as_secs_f64();
+            (window_secs, train_secs) = (window_secs + step_secs, train_secs + step_secs);
             let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
 
             let log_due = (spec.log_every > 0 && done % spec.log_every == 0) || done == end;
             if log_due {
-                let tokens_per_sec = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
-                (window_start, window_tokens) = (Instant::now(), 0);
+                let tokens_per_sec = window_tokens as f64 / window_secs.max(1e-9);
+                (window_secs, window_tokens) = (0.0, 0);
                 metrics.write(&MetricLine::Train(TrainLine {
                     step: done,
                     loss,
@@ -405,7 +409,7 @@ impl<'a> Trainer<'a> {
             steps: end.max(start),
             final_loss: loss,
             val_loss,
-            tokens_per_sec: trained as f64 / wall.max(1e-9),
+            tokens_per_sec: trained as f64 / train_secs.max(1e-9),
             wall_time_s: wall,
             resumed_from,
             checkpoint: last_checkpoint.or_else(|| checkpoint::latest_complete(&ck_root).map(|c| c.dir)),
@@ -473,6 +477,7 @@ fn install_ctrlc() {
                 // A second Ctrl-C: the user does not want to wait for the checkpoint.
                 std::process::exit(130);
             }
+            eprintln!("\ninterrupted: finishing the step and saving a checkpoint (Ctrl-C again to quit now)");
         });
         if let Err(e) = installed {
             tracing::debug!("no Ctrl-C handler installed: {e}");
