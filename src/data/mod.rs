@@ -15,7 +15,7 @@ pub mod tokenizer;
 pub use batches::{BatchSampler, SamplerState, Split, TokenDataset};
 pub use command::PrepareArgs;
 pub use error::DataError;
-pub use npy::{TokenDtype, TokenFile};
+pub use npy::{NpyWriter, TokenDtype, TokenFile};
 pub use prepare::{PrepareSummary, PreparedData, ensure_prepared, prepare};
 pub use spec::{DataSpec, PrepareSpec};
 pub use tokenizer::Tokenizer;
