@@ -99,15 +99,6 @@ pub fn seed_for(seed: u64, path: &str) -> u64 {
     h
 }
 
-#[cfg(test)]
-mod seed_tests {
-    #[test]
-    fn small_seeds_give_distinct_streams() {
-        let seeds: std::collections::HashSet<u64> = (0..1000).map(|s| super::seed_for(s, "w")).collect();
-        assert_eq!(seeds.len(), 1000);
-    }
-}
-
 fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
     let n = s.elem_count();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -130,5 +121,14 @@ fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod seed_tests {
+    #[test]
+    fn small_seeds_give_distinct_streams() {
+        let seeds: std::collections::HashSet<u64> = (0..1000).map(|s| super::seed_for(s, "w")).collect();
+        assert_eq!(seeds.len(), 1000);
     }
 }

@@ -89,9 +89,20 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// FNV-1a (hex) of the JSON of the model and train specs: a stable manifest fingerprint.
+/// FNV-1a (hex) of the JSON of the model and train specs: a stable manifest fingerprint. Settings
+/// that do not change the trained weights (device, logging, eval and checkpoint cadence) are left
+/// out, so a run can be resumed on another device or with other logging.
 pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
-    let text = serde_json::to_string(&(model, spec)).expect("specs serialize to JSON");
+    let weights_only = TrainSpec {
+        device: String::new(),
+        log_every: 0,
+        eval_every: 0,
+        eval_iters: 0,
+        save_every: None,
+        keep_checkpoints: 0,
+        ..spec.clone()
+    };
+    let text = serde_json::to_string(&(model, &weights_only)).expect("specs serialize to JSON");
     format!("{:016x}", seed_for(0, &text))
 }
 
@@ -483,4 +494,31 @@ fn install_ctrlc() {
             tracing::debug!("no Ctrl-C handler installed: {e}");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_ignores_device_and_cadence_but_not_the_recipe() {
+        let model: ModelSpec = serde_json::from_value(serde_json::json!({
+            "embedder": {"type": "token", "vocab_size": 256, "d_model": 8},
+            "topology": {"type": "RMSNormLayer", "d_model": 8}
+        }))
+        .expect("model spec");
+        let base = TrainSpec::default();
+        let same = TrainSpec {
+            device: "cuda".into(),
+            log_every: 1,
+            save_every: Some(5),
+            ..base.clone()
+        };
+        assert_eq!(fingerprint(&model, &base), fingerprint(&model, &same));
+        let other = TrainSpec {
+            lr: 1e-3,
+            ..base.clone()
+        };
+        assert_ne!(fingerprint(&model, &base), fingerprint(&model, &other));
+    }
 }
