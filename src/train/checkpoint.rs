@@ -64,7 +64,8 @@ pub fn dir_name(step: usize) -> String {
     format!("step_{step:06}")
 }
 
-/// Save a checkpoint under `root` atomically; keeps the newest `keep` (at least 1). Returns its dir.
+/// Save a checkpoint under `root` atomically: `vars` (every model variable) to `model.safetensors`,
+/// the optimizer state beside it. Keeps the newest `keep` (at least 1). Returns its dir.
 pub fn save(
     root: &Path,
     state: &CheckpointState,

@@ -395,7 +395,9 @@ impl<'a> Trainer<'a> {
                     tokens_seen,
                     loss,
                 };
-                let dir = checkpoint::save(&ck_root, &state, &vars, &optimizer, spec.keep_checkpoints)?;
+                // why: all variables, not only the trained ones, so the file is a complete model.
+                let all_vars = self.vars.named_vars();
+                let dir = checkpoint::save(&ck_root, &state, &all_vars, &optimizer, spec.keep_checkpoints)?;
                 tracing::debug!("checkpoint {}", dir.display());
                 last_checkpoint = Some(dir);
             }
