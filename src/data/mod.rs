@@ -5,6 +5,7 @@
 //! `(x, y)` batches from it with a resumable [`BatchSampler`].
 
 pub mod batches;
+pub mod command;
 pub mod error;
 pub mod npy;
 pub mod prepare;
@@ -12,8 +13,9 @@ pub mod spec;
 pub mod tokenizer;
 
 pub use batches::{BatchSampler, SamplerState, Split, TokenDataset};
+pub use command::PrepareArgs;
 pub use error::DataError;
-pub use npy::{TokenDtype, TokenFile};
+pub use npy::{NpyWriter, TokenDtype, TokenFile};
 pub use prepare::{PrepareSummary, PreparedData, ensure_prepared, prepare};
 pub use spec::{DataSpec, PrepareSpec};
 pub use tokenizer::Tokenizer;

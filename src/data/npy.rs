@@ -6,7 +6,7 @@
 //! uint16 (`<u2`), int64 (`<i8`). The payload is mapped, never read whole.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -93,7 +93,7 @@ impl TokenFile {
         };
         let header = parse_header(&map).map_err(bad)?;
         let payload = map.len() - header.offset;
-        let needed = header.len.checked_mul(header.dtype.size()).unwrap_or(usize::MAX);
+        let needed = header.len.saturating_mul(header.dtype.size());
         if payload < needed {
             return Err(DataError::BadNpy {
                 path,
@@ -250,30 +250,79 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
-/// Write `ids` as a v1 `.npy` of `dtype` to `out` (header padded to 64 bytes, as NumPy does).
-/// The caller checks the ids fit `dtype`.
-pub fn write_npy(out: &mut impl Write, ids: &[u32], dtype: TokenDtype) -> std::io::Result<()> {
-    let dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': ({},), }}",
-        dtype.descr(),
-        ids.len()
-    );
-    let unpadded = MAGIC.len() + 4 + dict.len() + 1;
-    let pad = (64 - unpadded % 64) % 64;
-    let header = format!("{dict}{}\n", " ".repeat(pad));
-    out.write_all(MAGIC)?;
-    out.write_all(&[1, 0])?;
-    out.write_all(&(header.len() as u16).to_le_bytes())?;
-    out.write_all(header.as_bytes())?;
-    let mut buf = Vec::with_capacity(ids.len() * dtype.size());
-    for &id in ids {
-        match dtype {
-            TokenDtype::U16 => buf.extend_from_slice(&(id as u16).to_le_bytes()),
-            TokenDtype::I32 => buf.extend_from_slice(&(id as i32).to_le_bytes()),
-            TokenDtype::I64 => buf.extend_from_slice(&i64::from(id).to_le_bytes()),
-        }
+/// Total bytes of the v1 header [`NpyWriter`] writes (a multiple of 64, room for any length).
+const WRITER_HEADER_LEN: usize = 128;
+
+/// Streams token ids into a v1 `.npy`: a fixed-size header is written first and rewritten with
+/// the final length by [`NpyWriter::finish`], so a corpus never has to fit in memory.
+pub struct NpyWriter<W: Write + Seek> {
+    out: BufWriter<W>,
+    dtype: TokenDtype,
+    count: u64,
+}
+
+impl<W: Write + Seek> NpyWriter<W> {
+    pub fn new(out: W, dtype: TokenDtype) -> std::io::Result<Self> {
+        let mut out = BufWriter::new(out);
+        out.write_all(&header_bytes(dtype, 0))?;
+        Ok(Self { out, dtype, count: 0 })
     }
-    out.write_all(&buf)
+
+    /// Append ids; an id that does not fit the dtype is an `InvalidData` error.
+    pub fn push(&mut self, ids: &[u32]) -> std::io::Result<()> {
+        let too_big = |id: u32| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("id {id} does not fit {:?}", self.dtype),
+            )
+        };
+        for &id in ids {
+            match self.dtype {
+                TokenDtype::U16 => self
+                    .out
+                    .write_all(&u16::try_from(id).map_err(|_| too_big(id))?.to_le_bytes())?,
+                TokenDtype::I32 => self
+                    .out
+                    .write_all(&i32::try_from(id).map_err(|_| too_big(id))?.to_le_bytes())?,
+                TokenDtype::I64 => self.out.write_all(&i64::from(id).to_le_bytes())?,
+            }
+        }
+        self.count += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Ids written so far.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Write the final header and hand back the writer.
+    pub fn finish(self) -> std::io::Result<W> {
+        let header = header_bytes(self.dtype, self.count);
+        let mut out = self.out.into_inner().map_err(|e| e.into_error())?;
+        out.seek(SeekFrom::Start(0))?;
+        out.write_all(&header)?;
+        out.seek(SeekFrom::End(0))?;
+        Ok(out)
+    }
+}
+
+fn header_bytes(dtype: TokenDtype, len: u64) -> Vec<u8> {
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}",
+        dtype.descr()
+    );
+    let text_len = WRITER_HEADER_LEN - MAGIC.len() - 4;
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(text_len as u16).to_le_bytes());
+    out.extend_from_slice(format!("{dict:<width$}\n", width = text_len - 1).as_bytes());
+    debug_assert_eq!(out.len(), WRITER_HEADER_LEN);
+    out
 }
 
 #[cfg(test)]
@@ -286,6 +335,21 @@ mod tests {
         assert_eq!(dict_value(h, "descr"), Some("'<i8'"));
         assert_eq!(dict_value(h, "shape"), Some("(12345,)"));
         assert_eq!(dict_value(h, "fortran_order"), Some("False"));
+    }
+
+    #[test]
+    fn streamed_file_reads_back() {
+        let mut w = NpyWriter::new(std::io::Cursor::new(Vec::new()), TokenDtype::U16).expect("writer");
+        w.push(&[1, 2, 3]).expect("push");
+        w.push(&[65535]).expect("push");
+        assert!(w.push(&[65536]).is_err(), "does not fit u16");
+        let bytes = w.finish().expect("finish").into_inner();
+        let h = parse_header(&bytes).expect("header");
+        assert_eq!(
+            (h.len, h.offset, h.dtype),
+            (4, WRITER_HEADER_LEN, TokenDtype::U16)
+        );
+        assert_eq!(&bytes[h.offset..], &[1, 0, 2, 0, 3, 0, 255, 255]);
     }
 
     #[test]

@@ -9,13 +9,12 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::batches::TokenDataset;
 use super::error::DataError;
-use super::npy::{TokenDtype, write_npy};
+use super::npy::{NpyWriter, TokenDtype};
 use super::spec::{DataSpec, PrepareSpec};
 use super::tokenizer::Tokenizer;
 use crate::console::Progress;
@@ -100,9 +99,43 @@ pub fn prepare(
     } else {
         None
     };
+    let dtype = TokenDtype::for_vocab(tokenizer.vocab_size());
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    let tmp = output.with_extension(format!("npy.tmp-{}", std::process::id()));
+    let result = write_tokens(&files, tokenizer, eos, dtype, &tmp).and_then(|(tokens, bytes)| {
+        if tokens == 0 {
+            return Err(DataError::Empty);
+        }
+        fs::rename(&tmp, output).map_err(|e| DataError::io(output, e))?;
+        Ok(PrepareSummary {
+            output: output.to_path_buf(),
+            files: files.len(),
+            bytes,
+            tokens,
+            dtype,
+        })
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Tokenize `files` in order into the `.npy` at `tmp`; returns (tokens, text bytes).
+fn write_tokens(
+    files: &[PathBuf],
+    tokenizer: &Tokenizer,
+    eos: Option<u32>,
+    dtype: TokenDtype,
+    tmp: &Path,
+) -> Result<(usize, u64), DataError> {
+    let io = |e| DataError::io(tmp, e);
+    let mut writer = NpyWriter::new(fs::File::create(tmp).map_err(io)?, dtype).map_err(io)?;
     let progress = Progress::new(files.len() as u64, "prepare");
-    let (mut ids, mut bytes) = (Vec::new(), 0u64);
-    for (i, file) in files.iter().enumerate() {
+    let mut bytes = 0u64;
+    for file in files {
         let raw = fs::read(file).map_err(|e| DataError::io(file, e))?;
         bytes += raw.len() as u64;
         let doc = match tokenizer.encode_raw(&raw) {
@@ -115,44 +148,16 @@ pub fn prepare(
                 tokenizer.encode(&text)?
             }
         };
-        if i > 0 && !doc.is_empty() {
-            ids.extend(eos);
+        if !writer.is_empty() && !doc.is_empty() {
+            writer.push(eos.as_slice()).map_err(io)?;
         }
-        ids.extend_from_slice(&doc);
+        writer.push(&doc).map_err(io)?;
         progress.inc(1);
-        progress.set_message(&format!("{} tokens", ids.len()));
+        progress.set_message(&format!("{} tokens", writer.len()));
     }
-    if ids.is_empty() {
-        return Err(DataError::Empty);
-    }
-    let dtype = TokenDtype::for_vocab(tokenizer.vocab_size());
-    write_atomically(output, &ids, dtype)?;
-    Ok(PrepareSummary {
-        output: output.to_path_buf(),
-        files: files.len(),
-        bytes,
-        tokens: ids.len(),
-        dtype,
-    })
-}
-
-fn write_atomically(output: &Path, ids: &[u32], dtype: TokenDtype) -> Result<(), DataError> {
-    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    }
-    let tmp = output.with_extension(format!("npy.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let file = fs::File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        write_npy(&mut w, ids, dtype)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, output)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        DataError::io(output, e)
-    })
+    let tokens = writer.len() as usize;
+    writer.finish().and_then(|f| f.sync_all()).map_err(io)?;
+    Ok((tokens, bytes))
 }
 
 /// Sorted, deduplicated files matching `patterns`; relative patterns are matched under `root`
@@ -175,14 +180,15 @@ fn expand_inputs(patterns: &[String], root: Option<&Path>) -> Result<Vec<PathBuf
             pattern: pattern.clone(),
             reason: e.to_string(),
         })?;
-        let before = files.len();
+        let mut matched = 0;
         for entry in paths {
             let path = entry.map_err(|e| DataError::io(e.path().to_path_buf(), e.into()))?;
             if path.is_file() {
+                matched += 1;
                 files.insert(path);
             }
         }
-        if files.len() == before {
+        if matched == 0 {
             return Err(DataError::NoInput { patterns: full });
         }
     }

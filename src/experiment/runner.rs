@@ -60,12 +60,21 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         return Ok(());
     }
     if target.trainer == TrainerKind::Upcycle {
-        crate::upcycle::run_upcycle(&compiled, target, &args.runs_dir, args.device.as_deref(), args.fresh)
-            .map_err(|e| match &e {
-                crate::upcycle::UpcycleError::Mismatch(_) => CliError::usage(e),
-                crate::upcycle::UpcycleError::Train(t) => CliError { code: t.exit_code(), report: e.into() },
-                _ => CliError::failed(e),
-            })?;
+        crate::upcycle::run_upcycle(
+            &compiled,
+            target,
+            &args.runs_dir,
+            args.device.as_deref(),
+            args.fresh,
+        )
+        .map_err(|e| match &e {
+            crate::upcycle::UpcycleError::Mismatch(_) => CliError::usage(e),
+            crate::upcycle::UpcycleError::Train(t) => CliError {
+                code: t.exit_code(),
+                report: e.into(),
+            },
+            _ => CliError::failed(e),
+        })?;
         return Ok(());
     }
     let summaries = train_target(&compiled, target, args)?;

@@ -136,15 +136,6 @@ pub fn seed_for(seed: u64, path: &str) -> u64 {
     h
 }
 
-#[cfg(test)]
-mod seed_tests {
-    #[test]
-    fn small_seeds_give_distinct_streams() {
-        let seeds: std::collections::HashSet<u64> = (0..1000).map(|s| super::seed_for(s, "w")).collect();
-        assert_eq!(seeds.len(), 1000);
-    }
-}
-
 fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
     let n = s.elem_count();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -177,4 +168,13 @@ fn sample(s: &Shape, h: Init, seed: u64) -> Vec<f32> {
 /// Whether a variable is a fixed buffer (not trained), e.g. surgery's per-head RoPE frequencies.
 pub fn is_buffer(name: &str) -> bool {
     name.ends_with(crate::layer::decoupled::GEO_INV_FREQ)
+}
+
+#[cfg(test)]
+mod seed_tests {
+    #[test]
+    fn small_seeds_give_distinct_streams() {
+        let seeds: std::collections::HashSet<u64> = (0..1000).map(|s| super::seed_for(s, "w")).collect();
+        assert_eq!(seeds.len(), 1000);
+    }
 }

@@ -64,7 +64,8 @@ pub fn dir_name(step: usize) -> String {
     format!("step_{step:06}")
 }
 
-/// Save a checkpoint under `root` atomically; keeps the newest `keep` (at least 1). Returns its dir.
+/// Save a checkpoint under `root` atomically: `vars` (every model variable) to `model.safetensors`,
+/// the optimizer state beside it. Keeps the newest `keep` (at least 1). Returns its dir.
 pub fn save(
     root: &Path,
     state: &CheckpointState,
@@ -108,7 +109,7 @@ pub fn list_complete(root: &Path) -> Vec<Checkpoint> {
         .into_iter()
         .filter_map(|(step, dir)| read_complete(step, dir))
         .collect();
-    out.sort_by(|a, b| b.state.step.cmp(&a.state.step));
+    out.sort_by_key(|c| std::cmp::Reverse(c.state.step));
     out
 }
 

@@ -22,7 +22,7 @@ pub struct TrainLine {
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
-    /// Training tokens per second since the previous train line.
+    /// Training tokens per second since the previous train line (step time only).
     pub tokens_per_sec: f64,
     /// Training wall time so far (across resumes).
     pub elapsed_s: f64,

@@ -79,7 +79,7 @@ pub struct TrainSummary {
     pub final_loss: f64,
     /// Last eval loss on the val split (`None` without a val split or with `eval_every: 0`).
     pub val_loss: Option<f64>,
-    /// Training tokens per second over this call.
+    /// Training tokens per second over this call (step time only: eval and checkpoints excluded).
     pub tokens_per_sec: f64,
     /// Wall time of this call's training loop (seconds).
     pub wall_time_s: f64,
@@ -89,9 +89,20 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// FNV-1a (hex) of the JSON of the model and train specs: a stable manifest fingerprint.
+/// FNV-1a (hex) of the JSON of the model and train specs: a stable manifest fingerprint. Settings
+/// that do not change the trained weights (device, logging, eval and checkpoint cadence) are left
+/// out, so a run can be resumed on another device or with other logging.
 pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
-    let text = serde_json::to_string(&(model, spec)).expect("specs serialize to JSON");
+    let weights_only = TrainSpec {
+        device: String::new(),
+        log_every: 0,
+        eval_every: 0,
+        eval_iters: 0,
+        save_every: None,
+        keep_checkpoints: 0,
+        ..spec.clone()
+    };
+    let text = serde_json::to_string(&(model, &weights_only)).expect("specs serialize to JSON");
     format!("{:016x}", seed_for(0, &text))
 }
 
@@ -244,7 +255,14 @@ impl<'a> Trainer<'a> {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         let ck_root = run_dir.join("checkpoints");
 
-        let mut optimizer = Optimizer::new(spec, self.vars.named_vars().into_iter().filter(|(n, _)| !crate::model::init::is_buffer(n)).collect())?;
+        let mut optimizer = Optimizer::new(
+            spec,
+            self.vars
+                .named_vars()
+                .into_iter()
+                .filter(|(n, _)| !crate::model::init::is_buffer(n))
+                .collect(),
+        )?;
         let mut sampler = BatchSampler::new(seed_for(opts.seed, "data"));
         let mut dropout = ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout"));
         let resumed = if opts.fresh {
@@ -276,10 +294,12 @@ impl<'a> Trainer<'a> {
         progress.set_position(start as u64);
         let vars = optimizer.vars().to_vec();
         let t0 = Instant::now();
-        let (mut window_start, mut window_tokens) = (Instant::now(), 0u64);
+        // why: throughput counts step time only (not eval or checkpoint writes).
+        let (mut window_secs, mut window_tokens, mut train_secs) = (0f64, 0u64, 0f64);
         let (mut val_loss, mut last_checkpoint) = (None, None);
 
         for step in start..end {
+            let step_start = Instant::now();
             let lr = schedule.lr(step);
             let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut loss_sum = 0f64;
@@ -327,12 +347,14 @@ impl<'a> Trainer<'a> {
             let done = step + 1;
             tokens_seen += tokens_per_step;
             window_tokens += tokens_per_step;
+            let step_secs = step_start.elapsed().as_secs_f64();
+            (window_secs, train_secs) = (window_secs + step_secs, train_secs + step_secs);
             let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
 
             let log_due = (spec.log_every > 0 && done % spec.log_every == 0) || done == end;
             if log_due {
-                let tokens_per_sec = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
-                (window_start, window_tokens) = (Instant::now(), 0);
+                let tokens_per_sec = window_tokens as f64 / window_secs.max(1e-9);
+                (window_secs, window_tokens) = (0.0, 0);
                 metrics.write(&MetricLine::Train(TrainLine {
                     step: done,
                     loss,
@@ -380,7 +402,9 @@ impl<'a> Trainer<'a> {
                     tokens_seen,
                     loss,
                 };
-                let dir = checkpoint::save(&ck_root, &state, &vars, &optimizer, spec.keep_checkpoints)?;
+                // why: all variables, not only the trained ones, so the file is a complete model.
+                let all_vars = self.vars.named_vars();
+                let dir = checkpoint::save(&ck_root, &state, &all_vars, &optimizer, spec.keep_checkpoints)?;
                 tracing::debug!("checkpoint {}", dir.display());
                 last_checkpoint = Some(dir);
             }
@@ -405,7 +429,7 @@ impl<'a> Trainer<'a> {
             steps: end.max(start),
             final_loss: loss,
             val_loss,
-            tokens_per_sec: trained as f64 / wall.max(1e-9),
+            tokens_per_sec: trained as f64 / train_secs.max(1e-9),
             wall_time_s: wall,
             resumed_from,
             checkpoint: last_checkpoint.or_else(|| checkpoint::latest_complete(&ck_root).map(|c| c.dir)),
@@ -473,9 +497,37 @@ fn install_ctrlc() {
                 // A second Ctrl-C: the user does not want to wait for the checkpoint.
                 std::process::exit(130);
             }
+            eprintln!("\ninterrupted: finishing the step and saving a checkpoint (Ctrl-C again to quit now)");
         });
         if let Err(e) = installed {
             tracing::debug!("no Ctrl-C handler installed: {e}");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_ignores_device_and_cadence_but_not_the_recipe() {
+        let model: ModelSpec = serde_json::from_value(serde_json::json!({
+            "embedder": {"type": "token", "vocab_size": 256, "d_model": 8},
+            "topology": {"type": "RMSNormLayer", "d_model": 8}
+        }))
+        .expect("model spec");
+        let base = TrainSpec::default();
+        let same = TrainSpec {
+            device: "cuda".into(),
+            log_every: 1,
+            save_every: Some(5),
+            ..base.clone()
+        };
+        assert_eq!(fingerprint(&model, &base), fingerprint(&model, &same));
+        let other = TrainSpec {
+            lr: 1e-3,
+            ..base.clone()
+        };
+        assert_ne!(fingerprint(&model, &base), fingerprint(&model, &other));
+    }
 }

@@ -24,7 +24,10 @@ pub struct TeacherBatch {
 }
 
 /// Run the teacher over `batches`, keeping every attention layer's output.
-pub fn teacher_outputs(teacher: &LanguageModel, batches: Vec<Tensor>) -> Result<Vec<TeacherBatch>, UpcycleError> {
+pub fn teacher_outputs(
+    teacher: &LanguageModel,
+    batches: Vec<Tensor>,
+) -> Result<Vec<TeacherBatch>, UpcycleError> {
     batches
         .into_iter()
         .map(|ids| {
@@ -32,7 +35,10 @@ pub fn teacher_outputs(teacher: &LanguageModel, batches: Vec<Tensor>) -> Result<
             let mut ctx = ForwardCtx::eval();
             ctx.trace = Some(&mut trace);
             teacher.forward(&ids, &mut ctx)?;
-            Ok(TeacherBatch { ids, outputs: trace.entries.into_iter().map(|(_, t)| t).collect() })
+            Ok(TeacherBatch {
+                ids,
+                outputs: trace.entries.into_iter().map(|(_, t)| t).collect(),
+            })
         })
         .collect()
 }
@@ -72,12 +78,19 @@ pub fn distill(
         let path = &student.attention_paths[slot];
         let prefix = format!("{path}.");
         let all = student.vars.named_vars();
-        let trainable: Vec<(String, Var)> =
-            all.iter().filter(|(n, _)| n.starts_with(&prefix) && !is_buffer(n)).cloned().collect();
+        let trainable: Vec<(String, Var)> = all
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix) && !is_buffer(n))
+            .cloned()
+            .collect();
         let frozen: HashMap<String, Tensor> = all
             .iter()
             .map(|(n, v)| {
-                let t = if n.starts_with(&prefix) && !is_buffer(n) { v.as_tensor().clone() } else { v.as_tensor().detach() };
+                let t = if n.starts_with(&prefix) && !is_buffer(n) {
+                    v.as_tensor().clone()
+                } else {
+                    v.as_tensor().detach()
+                };
                 (n.clone(), t)
             })
             .collect();
@@ -93,26 +106,38 @@ pub fn distill(
             ctx.trace = Some(&mut trace);
             ctx.stop_after_slot = Some(slot);
             model.forward(&batch.ids, &mut ctx)?;
-            let out = trace.entries.last().map(|(_, t)| t.clone()).ok_or_else(|| {
-                UpcycleError::Mismatch(format!("attention slot {slot} produced no output"))
-            })?;
+            let out =
+                trace.entries.last().map(|(_, t)| t.clone()).ok_or_else(|| {
+                    UpcycleError::Mismatch(format!("attention slot {slot} produced no output"))
+                })?;
             let loss = distance(&out, &batch.outputs[slot], loss_kind)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
-                return Err(UpcycleError::NonFinite { what: format!("blockwise loss of `{path}` at step {step}") });
+                return Err(UpcycleError::NonFinite {
+                    what: format!("blockwise loss of `{path}` at step {step}"),
+                });
             }
             if step == 0 {
                 first = value;
             }
             last = value;
             let grads = loss.backward()?;
-            let g: Vec<Option<Tensor>> = trainable.iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
+            let g: Vec<Option<Tensor>> = trainable
+                .iter()
+                .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+                .collect();
             optimizer.step(&g, schedule.lr(step))?;
             progress.inc(1);
             progress.set_message(&format!("layer {slot} loss {value:.4}"));
         }
         tracing::info!(layer = slot, path = %path, initial = format!("{first:.4}"), last = format!("{last:.4}"), "distilled");
-        records.push(BlockRecord { slot, path: path.clone(), initial_loss: first, final_loss: last, steps });
+        records.push(BlockRecord {
+            slot,
+            path: path.clone(),
+            initial_loss: first,
+            final_loss: last,
+            steps,
+        });
     }
     Ok(records)
 }

@@ -19,7 +19,9 @@ pub use surgery::{DbaInit, SurgeryError, TeacherAttention, surgery};
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum UpcycleError {
     #[error("teacher and student do not fit: {0}")]
-    #[diagnostic(help("the student must mirror the teacher's layers; only attention layers may change mode"))]
+    #[diagnostic(help(
+        "the student must mirror the teacher's layers; only attention layers may change mode"
+    ))]
     Mismatch(String),
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -35,5 +37,8 @@ pub enum UpcycleError {
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("cannot write `{path}`: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }

@@ -66,8 +66,16 @@ pub fn pair<'a>(teacher: &'a ModelSpec, student: &'a ModelSpec) -> Result<Vec<Pa
     if teacher.tied_embeddings != student.tied_embeddings {
         return Err(format!(
             "the teacher {} its embeddings and the student {}",
-            if teacher.tied_embeddings { "ties" } else { "does not tie" },
-            if student.tied_embeddings { "does" } else { "does not" }
+            if teacher.tied_embeddings {
+                "ties"
+            } else {
+                "does not tie"
+            },
+            if student.tied_embeddings {
+                "does"
+            } else {
+                "does not"
+            }
         ));
     }
     t.into_iter()

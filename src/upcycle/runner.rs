@@ -23,8 +23,20 @@ use crate::train::{TrainOptions, Trainer, parse_device};
 #[derive(Debug, Serialize)]
 #[serde(tag = "phase", rename_all = "lowercase")]
 enum PhaseRecord {
-    Blockwise { run_id: String, steps_per_layer: usize, layers: Vec<BlockRecord>, wall_time_s: f64 },
-    Global { run_id: String, steps: usize, final_loss: f64, val_loss: Option<f64>, tokens_per_sec: f64, wall_time_s: f64 },
+    Blockwise {
+        run_id: String,
+        steps_per_layer: usize,
+        layers: Vec<BlockRecord>,
+        wall_time_s: f64,
+    },
+    Global {
+        run_id: String,
+        steps: usize,
+        final_loss: f64,
+        val_loss: Option<f64>,
+        tokens_per_sec: f64,
+        wall_time_s: f64,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -63,10 +75,16 @@ pub fn run_upcycle(
     fresh: bool,
 ) -> Result<PathBuf, UpcycleError> {
     let t0 = std::time::Instant::now();
-    let first = target.runs.first().ok_or_else(|| UpcycleError::Mismatch("the target has no runs".into()))?;
+    let first = target
+        .runs
+        .first()
+        .ok_or_else(|| UpcycleError::Mismatch("the target has no runs".into()))?;
     let device_name = device_override.unwrap_or(&first.train.device).to_string();
     let device = parse_device(&device_name)?;
-    let teacher_src = target.teacher.as_deref().ok_or_else(|| UpcycleError::Mismatch("no teacher".into()))?;
+    let teacher_src = target
+        .teacher
+        .as_deref()
+        .ok_or_else(|| UpcycleError::Mismatch("no teacher".into()))?;
     tracing::info!(teacher = teacher_src, "loading the teacher");
     let teacher = load_teacher(teacher_src, &device)?;
     let data_spec = with_teacher_tokenizer(&target.data, &teacher)?;
@@ -76,16 +94,32 @@ pub fn run_upcycle(
     let cfg = &target.upcycle;
     let batch = first.train.batch_size;
     let mut sampler = BatchSampler::new(first.seed);
-    let draw = |n: usize, split: Split, sampler: &mut BatchSampler| -> Result<Vec<(Tensor, Tensor)>, UpcycleError> {
-        (0..n).map(|_| Ok(data.batch(split, batch, sampler, &device)?)).collect()
-    };
-    let calibration: Vec<Tensor> = draw(cfg.calibration_batches, Split::Train, &mut sampler)?.into_iter().map(|(x, _)| x).collect();
+    let draw =
+        |n: usize, split: Split, sampler: &mut BatchSampler| -> Result<Vec<(Tensor, Tensor)>, UpcycleError> {
+            (0..n)
+                .map(|_| Ok(data.batch(split, batch, sampler, &device)?))
+                .collect()
+        };
+    let calibration: Vec<Tensor> = draw(cfg.calibration_batches, Split::Train, &mut sampler)?
+        .into_iter()
+        .map(|(x, _)| x)
+        .collect();
     let val_split = if data.has_val() { Split::Val } else { Split::Train };
-    let held_out = draw(cfg.verify_batches.max(1), val_split, &mut BatchSampler::new(first.seed ^ 0x5eed))?;
+    let held_out = draw(
+        cfg.verify_batches.max(1),
+        val_split,
+        &mut BatchSampler::new(first.seed ^ 0x5eed),
+    )?;
 
     tracing::info!(init = ?cfg.dba_init, "surgery");
     let student = build_student(&teacher, &target.model, cfg, first.seed, &calibration, &device)?;
-    let initial = verify(&teacher.loaded.model, &teacher.loaded.spec, &student.model, &target.model, &held_out)?;
+    let initial = verify(
+        &teacher.loaded.model,
+        &teacher.loaded.spec,
+        &student.model,
+        &target.model,
+        &held_out,
+    )?;
     tracing::info!(
         teacher_ppl = format!("{:.3}", initial.teacher_perplexity),
         student_ppl = format!("{:.3}", initial.student_perplexity),
@@ -98,17 +132,33 @@ pub fn run_upcycle(
         let mut train = run.train.clone();
         train.device = device_name.clone();
         let dir = RunDir::for_run(runs_root, &compiled.plan.name, &target.name, &run.id);
-        dir.write_header(compiled, target, run).map_err(|e| UpcycleError::Io { path: dir.root.clone(), source: e })?;
+        dir.write_header(compiled, target, run)
+            .map_err(|e| UpcycleError::Io {
+                path: dir.root.clone(),
+                source: e,
+            })?;
         let started = std::time::Instant::now();
         match run.phase {
             Phase::Blockwise => {
                 if pool.is_none() {
-                    let ids: Vec<Tensor> = draw(cfg.teacher_batches.max(1), Split::Train, &mut sampler)?.into_iter().map(|(x, _)| x).collect();
+                    let ids: Vec<Tensor> = draw(cfg.teacher_batches.max(1), Split::Train, &mut sampler)?
+                        .into_iter()
+                        .map(|(x, _)| x)
+                        .collect();
                     tracing::info!(batches = ids.len(), "caching teacher attention outputs");
                     pool = Some(teacher_outputs(&teacher.loaded.model, ids)?);
                 }
                 let pool = pool.as_ref().expect("filled above");
-                let layers = distill(&student, &target.model, &train, run.steps, cfg.distill_loss, pool, &device, run.seed)?;
+                let layers = distill(
+                    &student,
+                    &target.model,
+                    &train,
+                    run.steps,
+                    cfg.distill_loss,
+                    pool,
+                    &device,
+                    run.seed,
+                )?;
                 phases.push(PhaseRecord::Blockwise {
                     run_id: run.id.clone(),
                     steps_per_layer: run.steps,
@@ -117,7 +167,8 @@ pub fn run_upcycle(
                 });
             }
             Phase::Global => {
-                let model = LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
+                let model =
+                    LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
                 let mut opts = TrainOptions::new(&target.model, &train, run.steps, run.seed, &dir.root);
                 opts.fresh = fresh;
                 let summary = Trainer::new(model, student.vars.clone(), &train, data, opts)?.run()?;
@@ -133,7 +184,13 @@ pub fn run_upcycle(
         }
     }
     let model = LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
-    let fin = verify(&teacher.loaded.model, &teacher.loaded.spec, &model, &target.model, &held_out)?;
+    let fin = verify(
+        &teacher.loaded.model,
+        &teacher.loaded.spec,
+        &model,
+        &target.model,
+        &held_out,
+    )?;
     save_student(&student, &target.model, &target_dir.join("student"))?;
     let report = Report {
         manifest: compiled.manifest_path.display().to_string(),
@@ -158,7 +215,10 @@ pub fn run_upcycle(
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
     let path = target_dir.join("artifacts").join("report.json");
-    write_json(&path, &report).map_err(|e| UpcycleError::Io { path: path.clone(), source: e })?;
+    write_json(&path, &report).map_err(|e| UpcycleError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
     print_summary(&report, &path);
     Ok(path)
 }
@@ -173,13 +233,28 @@ fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<DataSpec
     let tok = teacher.loaded.tokenizer.as_ref().ok_or_else(|| {
         UpcycleError::Mismatch("the teacher has no tokenizer; name one in `data.tokenizer`".into())
     })?;
-    let name: String = teacher.loaded.path.display().to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let path = crate::data::prepare::cache_dir().join("tokenizers").join(format!("{name}.json"));
+    let name: String = teacher
+        .loaded
+        .path
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = crate::data::prepare::cache_dir()
+        .join("tokenizers")
+        .join(format!("{name}.json"));
     if !path.exists() {
-        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| UpcycleError::Io { path: path.clone(), source: e })?;
-        tok.inner()
-            .save(&path, false)
-            .map_err(|e| UpcycleError::Mismatch(format!("cannot write the teacher's tokenizer to {}: {e}", path.display())))?;
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| UpcycleError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        tok.inner().save(&path, false).map_err(|e| {
+            UpcycleError::Mismatch(format!(
+                "cannot write the teacher's tokenizer to {}: {e}",
+                path.display()
+            ))
+        })?;
     }
     data.tokenizer = Some(path.display().to_string());
     Ok(data)
@@ -187,13 +262,26 @@ fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<DataSpec
 
 /// `model_spec.json` + `model.safetensors` (buffers included): a model source for `generate`.
 fn save_student(student: &Student, spec: &crate::model::ModelSpec, dir: &Path) -> Result<(), UpcycleError> {
-    std::fs::create_dir_all(dir).map_err(|e| UpcycleError::Io { path: dir.into(), source: e })?;
-    write_json(&dir.join("model_spec.json"), spec).map_err(|e| UpcycleError::Io { path: dir.into(), source: e })?;
-    let tensors: HashMap<String, Tensor> =
-        student.vars.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    std::fs::create_dir_all(dir).map_err(|e| UpcycleError::Io {
+        path: dir.into(),
+        source: e,
+    })?;
+    write_json(&dir.join("model_spec.json"), spec).map_err(|e| UpcycleError::Io {
+        path: dir.into(),
+        source: e,
+    })?;
+    let tensors: HashMap<String, Tensor> = student
+        .vars
+        .named_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
     let tmp = dir.join(".model.safetensors.tmp");
     candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| UpcycleError::Io { path: dir.into(), source: e })
+    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| UpcycleError::Io {
+        path: dir.into(),
+        source: e,
+    })
 }
 
 fn print_summary(r: &Report, path: &Path) {
@@ -204,10 +292,16 @@ fn print_summary(r: &Report, path: &Path) {
         "{:<34} {:>12.3} {:>12.3} {:>9.3}x",
         "perplexity (held-out)", s.teacher_perplexity, s.student_perplexity, s.perplexity_ratio
     );
-    println!("{:<34} {:>12} {:>12.3} {:>10}", "student perplexity after surgery", "", s.initial_student_perplexity, "");
+    println!(
+        "{:<34} {:>12} {:>12.3} {:>10}",
+        "student perplexity after surgery", "", s.initial_student_perplexity, ""
+    );
     println!(
         "{:<34} {:>12} {:>12} {:>9.2}x smaller",
-        "KV cache bytes/token (f16)", s.teacher_kvcache_bytes_per_token, s.student_kvcache_bytes_per_token, s.kvcache_reduction
+        "KV cache bytes/token (f16)",
+        s.teacher_kvcache_bytes_per_token,
+        s.student_kvcache_bytes_per_token,
+        s.kvcache_reduction
     );
     println!("report: {}", path.display());
 }

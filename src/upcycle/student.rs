@@ -46,9 +46,20 @@ pub fn build_student(
         }
         let slot = attention_paths.len();
         attention_paths.push(p.student.path.clone());
-        let Some((t_spec, s_spec)) = p.surgery_site() else { continue };
-        let w = |n: &str, shape: (usize, usize)| teacher.weights.get(shape, &format!("{}.{n}.weight", p.teacher.path));
-        let (h, g, dh, d) = (t_spec.n_heads, t_spec.kv_heads(), t_spec.head_dim(), t_spec.d_model);
+        let Some((t_spec, s_spec)) = p.surgery_site() else {
+            continue;
+        };
+        let w = |n: &str, shape: (usize, usize)| {
+            teacher
+                .weights
+                .get(shape, &format!("{}.{n}.weight", p.teacher.path))
+        };
+        let (h, g, dh, d) = (
+            t_spec.n_heads,
+            t_spec.kv_heads(),
+            t_spec.head_dim(),
+            t_spec.d_model,
+        );
         let t = TeacherAttention {
             wq: w("q_proj", (h * dh, d))?,
             wk: w("k_proj", (g * dh, d))?,
@@ -69,21 +80,36 @@ pub fn build_student(
     }
     // Rebuild so that layers pick up surgery's buffers (per-head RoPE frequencies).
     let model = LanguageModel::build(spec, vars.var_builder(DType::F32, device))?;
-    Ok(Student { vars, model, attention_paths, surgery_slots })
+    Ok(Student {
+        vars,
+        model,
+        attention_paths,
+        surgery_slots,
+    })
 }
 
-fn copy_non_surgery_weights(teacher: &Teacher, pairs: &[Pair], vars: &SeededVarMap) -> Result<(), UpcycleError> {
+fn copy_non_surgery_weights(
+    teacher: &Teacher,
+    pairs: &[Pair],
+    vars: &SeededVarMap,
+) -> Result<(), UpcycleError> {
     let mut prefixes: Vec<(&str, &str)> = vec![("embedder", "embedder")];
     for p in pairs.iter().filter(|p| p.surgery_site().is_none()) {
         prefixes.push((&p.student.path, &p.teacher.path));
     }
-    let surgery: Vec<&str> = pairs.iter().filter(|p| p.surgery_site().is_some()).map(|p| p.student.path.as_str()).collect();
+    let surgery: Vec<&str> = pairs
+        .iter()
+        .filter(|p| p.surgery_site().is_some())
+        .map(|p| p.student.path.as_str())
+        .collect();
     for (name, var) in vars.named_vars() {
         if surgery.iter().any(|s| name.starts_with(&format!("{s}."))) {
             continue;
         }
         let Some((s, t)) = prefixes.iter().find(|(s, _)| name.starts_with(&format!("{s}."))) else {
-            return Err(UpcycleError::Mismatch(format!("student parameter `{name}` has no teacher counterpart")));
+            return Err(UpcycleError::Mismatch(format!(
+                "student parameter `{name}` has no teacher counterpart"
+            )));
         };
         let teacher_name = format!("{t}{}", &name[s.len()..]);
         let value = teacher.weights.get(var.shape(), &teacher_name).map_err(|e| {
@@ -108,20 +134,31 @@ fn attention_inputs(
     // The input of attention leaf k is the output of leaf k − 1 (its pre-norm).
     let wanted: HashMap<String, String> = all
         .windows(2)
-        .filter(|w| pairs.iter().any(|p| p.teacher.path == w[1].path && p.surgery_site().is_some()))
+        .filter(|w| {
+            pairs
+                .iter()
+                .any(|p| p.teacher.path == w[1].path && p.surgery_site().is_some())
+        })
         .map(|w| (w[0].path.clone(), w[1].path.clone()))
         .collect();
     for ids in calibration {
-        let mut trace = Trace { all_layers: true, entries: Vec::new() };
+        let mut trace = Trace {
+            all_layers: true,
+            entries: Vec::new(),
+        };
         let mut ctx = ForwardCtx::eval();
         ctx.trace = Some(&mut trace);
         teacher.loaded.model.forward(ids, &mut ctx)?;
         for (path, xs) in trace.entries {
             if let Some(attn) = wanted.get(&path) {
                 let (b, t, d) = xs.dims3()?;
-                out.entry(attn.clone()).or_default().push(xs.reshape((b * t, d))?.to_device(&Device::Cpu)?);
+                out.entry(attn.clone())
+                    .or_default()
+                    .push(xs.reshape((b * t, d))?.to_device(&Device::Cpu)?);
             }
         }
     }
-    out.into_iter().map(|(k, v)| Ok((k, Tensor::cat(&v, 0)?))).collect()
+    out.into_iter()
+        .map(|(k, v)| Ok((k, Tensor::cat(&v, 0)?)))
+        .collect()
 }

@@ -185,19 +185,25 @@ pub fn surgery(
     // Row energies ‖w_r‖²_Σ = w_r Σ w_rᵀ of every q and k row, computed once per layer.
     let row_energy = |w: &Mat| -> Vec<f64> {
         let ws = w * &sigma;
-        (0..w.nrows()).map(|r| ws.row(r).dot(&w.row(r)).max(0.0)).collect()
+        (0..w.nrows())
+            .map(|r| ws.row(r).dot(&w.row(r)).max(0.0))
+            .collect()
     };
     let (eq, ek) = (row_energy(&wq), row_energy(&wk));
     for kv in 0..g {
         let k_rows = |dims: &[usize]| rows(&wk, &dims.iter().map(|i| kv * dh + i).collect::<Vec<_>>());
-        let q_rows = |head: usize, dims: &[usize]| rows(&wq, &dims.iter().map(|i| head * dh + i).collect::<Vec<_>>());
+        let q_rows =
+            |head: usize, dims: &[usize]| rows(&wq, &dims.iter().map(|i| head * dh + i).collect::<Vec<_>>());
         let heads: Vec<usize> = (kv * group..(kv + 1) * group).collect();
         // 1. Geometric pairs by contribution Σ_h ‖q_h,pair‖·‖k_pair‖.
         let pair_norm = |e: &[f64], base: usize, i: usize| (e[base + i] + e[base + i + p]).sqrt();
         let mut score: Vec<(usize, f64)> = (0..p)
             .map(|i| {
                 let k_norm = pair_norm(&ek, kv * dh, i);
-                (i, heads.iter().map(|&hq| pair_norm(&eq, hq * dh, i) * k_norm).sum())
+                (
+                    i,
+                    heads.iter().map(|&hq| pair_norm(&eq, hq * dh, i) * k_norm).sum(),
+                )
             })
             .collect();
         score.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -19,16 +19,24 @@ pub struct Teacher {
 
 /// Resolve `source` (fetching a known model such as `smollm2-135m` on first use) and load it.
 pub fn load_teacher(source: &str, device: &Device) -> Result<Teacher, LoadError> {
-    let resolved = if fetch::KNOWN_MODELS.iter().any(|m| m.name == source) && !std::path::Path::new(source).exists()
-    {
-        fetch(source)?
-    } else {
-        ModelSource::parse(source)?
+    let resolved =
+        if fetch::KNOWN_MODELS.iter().any(|m| m.name == source) && !std::path::Path::new(source).exists() {
+            fetch(source)?
+        } else {
+            ModelSource::parse(source)?
+        };
+    let opts = LoadOptions {
+        dtype: DType::F32,
+        device: device.clone(),
+        dequantize: false,
     };
-    let opts = LoadOptions { dtype: DType::F32, device: device.clone(), dequantize: false };
     let loaded = load_source(&resolved, &opts)?;
     let weights = dense_weights(&resolved)?;
-    Ok(Teacher { loaded, weights, source: resolved })
+    Ok(Teacher {
+        loaded,
+        weights,
+        source: resolved,
+    })
 }
 
 fn dense_weights(source: &ModelSource) -> Result<VarBuilder<'static>, LoadError> {
@@ -53,5 +61,9 @@ fn dense_weights(source: &ModelSource) -> Result<VarBuilder<'static>, LoadError>
 fn hf_weights(dir: &std::path::Path) -> Result<VarBuilder<'static>, LoadError> {
     let cfg = LlamaConfig::from_hf_file(&dir.join("config.json"))?;
     let backend = SafetensorsFiles::open_dir(dir)?.llama_backend(&cfg)?;
-    Ok(VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu))
+    Ok(VarBuilder::from_backend(
+        Box::new(backend),
+        DType::F32,
+        Device::Cpu,
+    ))
 }

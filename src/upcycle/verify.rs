@@ -35,7 +35,12 @@ pub struct Verification {
 
 /// KV values per token of a model (sum over attention layers) times `bytes_per_value`.
 pub fn kv_bytes_per_token(spec: &ModelSpec, bytes_per_value: usize) -> usize {
-    spec.topology.attention_specs().iter().map(|a| a.cache_values_per_token()).sum::<usize>() * bytes_per_value
+    spec.topology
+        .attention_specs()
+        .iter()
+        .map(|a| a.cache_values_per_token())
+        .sum::<usize>()
+        * bytes_per_value
 }
 
 /// Compare on `batches` of (x, y) token ids.
@@ -91,7 +96,11 @@ pub fn verify(
             .iter()
             .zip(&layer_max)
             .enumerate()
-            .map(|(slot, (s, m))| LayerDiff { slot, mean_l1: s / nb, max_l1: *m })
+            .map(|(slot, (s, m))| LayerDiff {
+                slot,
+                mean_l1: s / nb,
+                max_l1: *m,
+            })
             .collect(),
         logits_mean_l1: logit_sum / nb,
         logits_max_l1: logit_max,

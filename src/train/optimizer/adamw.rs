@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::{StateTensors, decays};
+use super::{MasterWeights, StateTensors, decays};
 
 /// Hyper-parameters (from the `train:` block).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,6 +24,7 @@ pub struct AdamWConfig {
 pub struct AdamW {
     cfg: AdamWConfig,
     vars: Vec<(String, Var)>,
+    master: MasterWeights,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     t: usize,
@@ -40,6 +41,7 @@ impl AdamW {
             cfg,
             m: zeros(&vars)?,
             v: zeros(&vars)?,
+            master: MasterWeights::new(&vars)?,
             vars,
             t: 0,
         })
@@ -68,7 +70,7 @@ impl AdamW {
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let g = g.to_dtype(DType::F32)?;
-            let p = var.as_tensor().to_dtype(DType::F32)?;
+            let p = self.master.get(i, var)?;
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let m_hat = (&m / bc1)?;
@@ -78,7 +80,7 @@ impl AdamW {
                 update = (update + (&p * weight_decay)?)?;
             }
             let p = (p - (update * lr)?)?;
-            var.set(&p.to_dtype(var.dtype())?)?;
+            self.master.set(i, var, p)?;
             self.m[i] = m;
             self.v[i] = v;
         }
@@ -91,6 +93,7 @@ impl AdamW {
             out.insert(format!("m.{name}"), self.m[i].clone());
             out.insert(format!("v.{name}"), self.v[i].clone());
         }
+        self.master.save(&self.vars, &mut out);
         out
     }
 
@@ -101,6 +104,7 @@ impl AdamW {
             m.push(state.take(&format!("m.{name}"), var)?);
             v.push(state.take(&format!("v.{name}"), var)?);
         }
+        self.master.load(&self.vars, state)?;
         (self.m, self.v, self.t) = (m, v, state.step);
         Ok(())
     }

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::{StateTensors, decays};
+use super::{MasterWeights, StateTensors, decays};
 
 /// Hyper-parameters (from the `train:` block; Lion's usual betas are [0.9, 0.99]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +22,7 @@ pub struct LionConfig {
 pub struct Lion {
     cfg: LionConfig,
     vars: Vec<(String, Var)>,
+    master: MasterWeights,
     m: Vec<Tensor>,
     t: usize,
 }
@@ -32,7 +33,13 @@ impl Lion {
             .iter()
             .map(|(_, v)| Tensor::zeros(v.shape(), DType::F32, v.device()))
             .collect::<Result<_>>()?;
-        Ok(Self { cfg, vars, m, t: 0 })
+        Ok(Self {
+            cfg,
+            master: MasterWeights::new(&vars)?,
+            vars,
+            m,
+            t: 0,
+        })
     }
 
     pub fn vars(&self) -> &[(String, Var)] {
@@ -54,13 +61,13 @@ impl Lion {
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let g = g.to_dtype(DType::F32)?;
-            let p = var.as_tensor().to_dtype(DType::F32)?;
+            let p = self.master.get(i, var)?;
             let c = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let mut update = c.sign()?;
             if weight_decay != 0.0 && decays(var) {
                 update = (update + (&p * weight_decay)?)?;
             }
-            var.set(&(p - (update * lr)?)?.to_dtype(var.dtype())?)?;
+            self.master.set(i, var, (p - (update * lr)?)?)?;
             self.m[i] = ((&self.m[i] * b2)? + (g * (1.0 - b2))?)?;
         }
         Ok(())
@@ -71,6 +78,7 @@ impl Lion {
         for (i, (name, _)) in self.vars.iter().enumerate() {
             out.insert(format!("m.{name}"), self.m[i].clone());
         }
+        self.master.save(&self.vars, &mut out);
         out
     }
 
@@ -80,6 +88,7 @@ impl Lion {
             .iter()
             .map(|(name, var)| state.take(&format!("m.{name}"), var))
             .collect::<Result<_>>()?;
+        self.master.load(&self.vars, state)?;
         self.t = state.step;
         Ok(())
     }

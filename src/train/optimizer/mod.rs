@@ -7,6 +7,7 @@
 
 mod adamw;
 mod lion;
+mod master;
 mod sgd;
 mod state;
 
@@ -16,6 +17,7 @@ use candle_core::{Result, Tensor, Var};
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use lion::{Lion, LionConfig};
+pub use master::MasterWeights;
 pub use sgd::{Sgd, SgdConfig};
 pub use state::StateTensors;
 

@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::{StateTensors, decays};
+use super::{MasterWeights, StateTensors, decays};
 
 /// Hyper-parameters (from the `train:` block).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +20,7 @@ pub struct SgdConfig {
 pub struct Sgd {
     cfg: SgdConfig,
     vars: Vec<(String, Var)>,
+    master: MasterWeights,
     /// Momentum buffers (f32); empty when momentum is 0.
     buf: Vec<Tensor>,
     t: usize,
@@ -34,7 +35,13 @@ impl Sgd {
         } else {
             Vec::new()
         };
-        Ok(Self { cfg, vars, buf, t: 0 })
+        Ok(Self {
+            cfg,
+            master: MasterWeights::new(&vars)?,
+            vars,
+            buf,
+            t: 0,
+        })
     }
 
     pub fn vars(&self) -> &[(String, Var)] {
@@ -54,7 +61,7 @@ impl Sgd {
         } = self.cfg;
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
-            let p = var.as_tensor().to_dtype(DType::F32)?;
+            let p = self.master.get(i, var)?;
             let mut g = g.to_dtype(DType::F32)?;
             if weight_decay != 0.0 && decays(var) {
                 g = (g + (&p * weight_decay)?)?;
@@ -66,7 +73,7 @@ impl Sgd {
             } else {
                 g
             };
-            var.set(&(p - (direction * lr)?)?.to_dtype(var.dtype())?)?;
+            self.master.set(i, var, (p - (direction * lr)?)?)?;
         }
         Ok(())
     }
@@ -76,6 +83,7 @@ impl Sgd {
         for (i, (name, _)) in self.vars.iter().enumerate().take(self.buf.len()) {
             out.insert(format!("momentum.{name}"), self.buf[i].clone());
         }
+        self.master.save(&self.vars, &mut out);
         out
     }
 
@@ -88,6 +96,7 @@ impl Sgd {
                 .collect::<Result<_>>()?;
             self.buf = buf;
         }
+        self.master.load(&self.vars, state)?;
         self.t = state.step;
         Ok(())
     }

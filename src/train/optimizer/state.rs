@@ -25,6 +25,10 @@ impl StateTensors {
         self.tensors.insert(name, t);
     }
 
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     pub fn len(&self) -> usize {
         self.tensors.len()
     }

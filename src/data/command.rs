@@ -1,0 +1,51 @@
+//! `caramba prepare`: text files (or a Debian package's files) → a `.npy` token file.
+
+use std::path::PathBuf;
+
+use crate::cli::CliError;
+
+use super::prepare::prepare;
+use super::spec::PrepareSpec;
+use super::tokenizer::Tokenizer;
+
+/// `caramba prepare --tokenizer bytes --input 'docs/**/*.txt' --output data/corpus.npy`
+#[derive(Debug, clap::Args)]
+pub struct PrepareArgs {
+    /// `bytes` (vocab 256) or the path of an HF tokenizer.json.
+    #[arg(long, default_value = "bytes")]
+    pub tokenizer: String,
+    /// Glob of text files (repeatable; `**` allowed). With --debian-package, relative globs are
+    /// matched inside the unpacked package.
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// Download this Debian package (`apt-get download`) into the cache and read files from it.
+    #[arg(long)]
+    pub debian_package: Option<String>,
+    /// The token file to write (uint16 when the vocabulary fits, else int32).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Do not put the tokenizer's end-of-text id between documents.
+    #[arg(long)]
+    pub no_separators: bool,
+}
+
+/// Run `caramba prepare`; prints the summary on stdout.
+pub fn run(args: &PrepareArgs) -> Result<(), CliError> {
+    let to_cli = |e: super::DataError| {
+        if e.is_usage() {
+            CliError::usage(e)
+        } else {
+            CliError::failed(e)
+        }
+    };
+    let tokenizer = Tokenizer::from_name(&args.tokenizer).map_err(to_cli)?;
+    let spec = PrepareSpec {
+        input: args.inputs.clone(),
+        debian_package: args.debian_package.clone(),
+        tokenizer: Some(args.tokenizer.clone()),
+        separate_documents: !args.no_separators,
+    };
+    let summary = prepare(&spec, &tokenizer, &args.output).map_err(to_cli)?;
+    println!("{summary}");
+    Ok(())
+}
