@@ -3,6 +3,8 @@
 //! The modules are listed in pipeline order; reading them top to bottom is the architecture:
 //! manifest ─► compiler ─► model ─► train ─► experiment, with `infer` and `loader` beside them.
 
+/// Benchmark result types, the teacher/student summary, and the artifact writers (json, csv, tex, figures, html).
+pub mod bench;
 /// clap subcommands (`compile`, `run`, `prepare`, …) and exit codes.
 pub mod cli;
 /// Lowered manifest → ordered plan (targets → runs → verify → benchmarks); `--print-plan`.
