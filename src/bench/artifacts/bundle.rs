@@ -23,6 +23,29 @@ pub struct ArtifactOptions {
     pub figures: Option<FigureFormat>,
 }
 
+/// `(format, font, note)` of the figures: what was asked for, else PNG when a font exists, else SVG.
+fn figure_choice(
+    requested: Option<FigureFormat>,
+    font: Result<&Path, &[String]>,
+) -> Result<(FigureFormat, Option<String>, Option<String>), ArtifactError> {
+    match (requested, font) {
+        (Some(FigureFormat::Svg), _) => Ok((FigureFormat::Svg, None, Some("SVG requested".to_owned()))),
+        (Some(FigureFormat::Png) | None, Ok(path)) => {
+            Ok((FigureFormat::Png, Some(path.display().to_string()), None))
+        }
+        (Some(FigureFormat::Png), Err(searched)) => Err(ArtifactError::NoFont {
+            searched: searched.to_vec(),
+        }),
+        (None, Err(searched)) => {
+            let note = format!(
+                "no TrueType/OpenType font found (searched {})",
+                searched.join(", ")
+            );
+            Ok((FigureFormat::Svg, None, Some(note)))
+        }
+    }
+}
+
 /// Writes every artifact of `report` into `dir` (created if missing) with the default options and returns
 /// the paths written: `perplexity.csv`, `latency.csv`, `memory.csv`, `accuracy.csv`, `tables.tex`,
 /// `summary.{png|svg}`, `latency_vs_context.{png|svg}`, `memory_scaling.{png|svg}`, `report.html`,
@@ -46,27 +69,7 @@ pub fn write_all_with(
         source,
     })?;
 
-    let (figure_format, font, figure_note) = match options.figures {
-        Some(FigureFormat::Svg) => (FigureFormat::Svg, None, Some("SVG requested".to_owned())),
-        Some(FigureFormat::Png) => match figure_font() {
-            Ok(path) => (FigureFormat::Png, Some(path.display().to_string()), None),
-            Err(searched) => {
-                return Err(ArtifactError::NoFont {
-                    searched: searched.to_vec(),
-                });
-            }
-        },
-        None => match figure_font() {
-            Ok(path) => (FigureFormat::Png, Some(path.display().to_string()), None),
-            Err(searched) => {
-                let note = format!(
-                    "no TrueType/OpenType font found (searched {})",
-                    searched.join(", ")
-                );
-                (FigureFormat::Svg, None, Some(note))
-            }
-        },
-    };
+    let (figure_format, font, figure_note) = figure_choice(options.figures, figure_font())?;
     let ext = figure_format.extension();
 
     let plot_error = |stem: &str, message: String| ArtifactError::Plot {
@@ -128,4 +131,28 @@ pub fn write_all_with(
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_font_figures_fall_back_to_svg_unless_png_is_demanded() {
+        let searched = vec!["/usr/share/fonts".to_owned()];
+        let (format, font, note) = figure_choice(None, Err(&searched)).expect("fallback");
+        assert_eq!((format, font), (FigureFormat::Svg, None));
+        assert!(note.expect("a note").contains("/usr/share/fonts"));
+        let err = figure_choice(Some(FigureFormat::Png), Err(&searched)).expect_err("PNG needs a font");
+        assert!(matches!(err, ArtifactError::NoFont { .. }));
+        assert!(err.to_string().contains("CARAMBA_FONT"), "{err}");
+        let font = Path::new("/fonts/Sans.ttf");
+        let (format, used, note) = figure_choice(None, Ok(font)).expect("png");
+        assert_eq!(
+            (format, used.as_deref(), note),
+            (FigureFormat::Png, Some("/fonts/Sans.ttf"), None)
+        );
+        let (format, ..) = figure_choice(Some(FigureFormat::Svg), Ok(font)).expect("svg");
+        assert_eq!(format, FigureFormat::Svg);
+    }
 }

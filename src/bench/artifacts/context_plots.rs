@@ -62,8 +62,8 @@ pub(crate) fn latency_vs_context(report: &Report) -> LineFigure {
     LineFigure {
         title,
         x_desc: "prompt length (tokens, log2 scale)".into(),
-        y_desc: "decode throughput (tokens/s)".into(),
-        legend_title: "model / cache (median, min-max)".into(),
+        y_desc: "decode throughput (tokens/s; median, bars: min-max)".into(),
+        legend_title: "model / cache".into(),
         series: series.into_iter().map(|(_, _, s)| s).collect(),
         empty_message: "no latency results".into(),
     }

@@ -54,31 +54,43 @@ pub(crate) fn figure_font() -> Result<&'static Path, &'static [String]> {
 }
 
 fn search_and_register() -> Result<PathBuf, Vec<String>> {
-    let mut searched = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os(FONT_ENV) {
-        searched.push(format!("${FONT_ENV}"));
-        candidates.push(PathBuf::from(path));
-    }
-    candidates.extend(KNOWN.iter().map(PathBuf::from));
+    let env = std::env::var_os(FONT_ENV).map(PathBuf::from);
     let mut folders: Vec<PathBuf> = FOLDERS.iter().map(PathBuf::from).collect();
     if let Some(home) = std::env::var_os("HOME") {
         folders.push(Path::new(&home).join(".local/share/fonts"));
         folders.push(Path::new(&home).join(".fonts"));
     }
-    for folder in &folders {
+    find_and_register(env, KNOWN, &folders)
+}
+
+/// Registers the first usable font among `env`, the `known` files, then the sans-serif files under `folders`
+/// (sorted per folder); `Err` lists what was searched.
+fn find_and_register(
+    env: Option<PathBuf>,
+    known: &[&str],
+    folders: &[PathBuf],
+) -> Result<PathBuf, Vec<String>> {
+    let mut searched = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(path) = env {
+        searched.push(format!("${FONT_ENV}={}", path.display()));
+        candidates.push(path);
+    }
+    candidates.extend(known.iter().map(PathBuf::from));
+    if !known.is_empty() {
+        searched.push(format!("{} well-known font files", known.len()));
+    }
+    for folder in folders {
         let mut found = Vec::new();
         scan(folder, 4, &mut found);
         found.sort();
         candidates.extend(found);
+        searched.push(folder.display().to_string());
     }
-    searched.extend(folders.iter().map(|f| f.display().to_string()));
-    for path in candidates {
-        if try_register(&path) {
-            return Ok(path);
-        }
-    }
-    Err(searched)
+    candidates
+        .into_iter()
+        .find(|path| try_register(path))
+        .ok_or(searched)
 }
 
 /// Collects plain sans-serif `.ttf`/`.otf` files under `dir`, at most `depth` folders deep.
@@ -122,4 +134,37 @@ fn try_register(path: &Path) -> bool {
     // this runs at most once per candidate per process (under the OnceLock above).
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     register_font(FAMILY, FontStyle::Normal, bytes).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_fonts_reports_where_it_looked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A file named like a font that is not one must be skipped, not registered.
+        std::fs::write(dir.path().join("FakeSans.ttf"), b"not a font at all").expect("write");
+        let bogus = dir.path().join("nope.ttf");
+        let result = find_and_register(Some(bogus.clone()), &[], &[dir.path().to_path_buf()]);
+        let searched = result.expect_err("no usable font");
+        assert_eq!(searched[0], format!("${FONT_ENV}={}", bogus.display()));
+        assert_eq!(searched[1], dir.path().display().to_string());
+    }
+
+    #[test]
+    fn a_nested_sans_font_is_found() {
+        let system = Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf");
+        if !system.is_file() {
+            println!("skipped: {} is absent, no real font to copy", system.display());
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nested = dir.path().join("a/b");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        std::fs::copy(system, nested.join("DejaVuSans.ttf")).expect("copy");
+        std::fs::copy(system, nested.join("DejaVuSans-Bold.ttf")).expect("copy");
+        let found = find_and_register(None, &[], &[dir.path().to_path_buf()]).expect("found");
+        assert_eq!(found, nested.join("DejaVuSans.ttf"));
+    }
 }

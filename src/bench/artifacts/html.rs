@@ -72,7 +72,6 @@ fn figure(out: &mut String, fig: &Embedded<'_>, format: FigureFormat) {
 /// The page for `report`, embedding `figures` (in the order given) in `info.figure_format`.
 pub(crate) fn report_html(report: &Report, info: &ArtifactInfo, figures: &[Embedded<'_>]) -> String {
     let e = |s: &str| escape_html(s);
-    let num = |x: f64| escape_html(&format!("{x}"));
     let m = &report.metadata;
     let s = report.summary();
     let mut out = String::new();
@@ -174,7 +173,7 @@ pub(crate) fn report_html(report: &Report, info: &ArtifactInfo, figures: &[Embed
             let cells = [r.block_size.to_string(), r.tokens.to_string()];
             let mut row = vec![e(&r.model), e(&r.cache_kind)];
             row.extend(cells);
-            row.extend([num(r.nll), format::perplexity(r.perplexity)]);
+            row.extend([format!("{:.4}", r.nll), format::perplexity(r.perplexity)]);
             row
         })
         .collect();

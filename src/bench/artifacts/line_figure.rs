@@ -61,7 +61,8 @@ impl Plot for LineFigure {
             .fold(0.0, f64::max);
         let y_top = if y_top > 0.0 { y_top * 1.12 } else { 1.0 };
 
-        let labels: Vec<String> = self.series.iter().map(|s| s.label.clone()).collect();
+        let mut labels: Vec<String> = self.series.iter().map(|s| s.label.clone()).collect();
+        labels.push(self.legend_title.clone());
         let (w, _) = root.dim_in_pixel();
         let legend_w = chart_kit::legend_width(root, &labels, w * 2 / 5);
         let (chart_area, legend_area) = root.split_horizontally(w - legend_w);
@@ -80,6 +81,7 @@ impl Plot for LineFigure {
             .x_label_formatter(&|v| format::grouped(*v, 0))
             .y_label_formatter(&y_format)
             .y_labels(8)
+            .y_max_light_lines(1)
             .label_style((FAMILY, LABEL_PX))
             .axis_desc_style((FAMILY, AXIS_PX))
             .light_line_style(RGBColor(235, 235, 235))

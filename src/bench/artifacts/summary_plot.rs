@@ -37,7 +37,7 @@ impl SummaryPlot {
         let title = format!("{}: {} vs {}", report.metadata.name, baseline, candidate);
         let ppl = Panel {
             caption: match &s.perplexity {
-                Some(p) => format!("Perplexity (lower is better): {}x", format::ratio(p.ratio)),
+                Some(p) => format!("Perplexity: {}x (lower is better)", format::ratio(p.ratio)),
                 None => "Perplexity (lower is better)".into(),
             },
             y_desc: "perplexity",
@@ -115,6 +115,7 @@ impl SummaryPlot {
             .x_label_formatter(&|x| names.get(x.round() as usize).cloned().unwrap_or_default())
             .y_label_formatter(&y_format)
             .y_labels(8)
+            .y_max_light_lines(1)
             .label_style((FAMILY, LABEL_PX))
             .axis_desc_style((FAMILY, AXIS_PX))
             .light_line_style(RGBColor(235, 235, 235))
@@ -140,7 +141,7 @@ impl Plot for SummaryPlot {
     where
         DB::ErrorType: 'static,
     {
-        let body = root.titled(&self.title, (FAMILY, TITLE_PX))?;
+        let body = root.margin(8, 0, 0, 0).titled(&self.title, (FAMILY, TITLE_PX))?;
         let areas = body.split_evenly((1, 3));
         for (area, panel) in areas.iter().zip(&self.panels) {
             self.draw_panel(area, panel)?;
