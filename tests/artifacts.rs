@@ -603,3 +603,26 @@ fn non_finite_numbers_are_refused_with_their_path() {
         "nothing written"
     );
 }
+
+#[test]
+fn an_empty_report_still_writes_every_file() {
+    let mut rng = fresh_rng();
+    let mut report = random_report(&mut rng, "teacher", "student");
+    report.perplexity.clear();
+    report.latency.clear();
+    report.memory.clear();
+    report.accuracy.clear();
+    report.verify = serde_json::Value::Null;
+    let s = report.summary();
+    assert_eq!(
+        (s.baseline, s.perplexity, s.throughput, s.kv_cache),
+        (None, None, None, None)
+    );
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let files = write_all(&report, tmp.path()).expect("artifacts of an empty report");
+    assert_eq!(files.len(), 10);
+    let (header, rows) = read_csv(tmp.path(), "latency.csv");
+    assert_eq!((header.len(), rows.len()), (15, 0));
+    let html = std::fs::read_to_string(tmp.path().join("report.html")).expect("html");
+    assert!(!html.contains("<pre id=\"verify\">") && !html.contains("<table id=\"accuracy\">"));
+}
