@@ -166,6 +166,8 @@ pub struct Metadata {
 
 /// Everything one experiment measured. The artifact writers turn it into files
 /// (see [`crate::bench::artifacts::write_all`]); its summary is computed, never stored as input.
+/// Unknown fields are ignored when reading, so `report.json` (with its computed `summary` and
+/// `artifacts` sections) reads back as a `Report`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Where and how the results were produced.
