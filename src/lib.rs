@@ -23,6 +23,8 @@ pub mod train;
 pub mod upcycle;
 /// Sampler, `Generator` (sessions, streaming, batches), chat templates.
 pub mod infer;
+/// Benchmark result types and the artifact writers (CSV, JSON, PNG/SVG, LaTeX, HTML).
+pub mod bench;
 /// The runner that walks a plan and owns the run directory.
 pub mod experiment;
 /// tracing subscriber + indicatif progress bars that live together.
