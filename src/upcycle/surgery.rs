@@ -169,12 +169,44 @@ pub fn surgery(
         }
         DbaInit::Aligned => {}
     }
-    let sigma = match calibration {
-        Some(x) => {
-            let x = to_mat(x)?;
-            (x.transpose() * &x) / x.nrows().max(1) as f64
+    // Quadratic forms w Σ wᵀ under the input covariance Σ = XᵀX/n. With calibration inputs they
+    // are Gram matrices of the projected activations P = X·Wᵀ (one candle matmul per map), which
+    // keeps the d×d covariance out of the loop; data-free, Σ = I and they are W·Wᵀ.
+    let projected = |w: &Tensor| -> Result<Option<Mat>, SurgeryError> {
+        match calibration {
+            Some(x) => {
+                let x = x.to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
+                let w = w.to_device(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?;
+                let n = x.dim(0)?.max(1) as f64;
+                Ok(Some(to_mat(&x.matmul(&w.t()?)?)? / n.sqrt()))
+            }
+            None => Ok(None),
         }
-        None => Mat::identity(d, d),
+    };
+    let (pq, pk, pv) = (
+        projected(&teacher.wq)?,
+        projected(&teacher.wk)?,
+        projected(&teacher.wv)?,
+    );
+    let quad = |w: &Mat, pw: &Option<Mat>, idx: &[usize]| -> Mat {
+        match pw {
+            Some(p) => {
+                let cols = Mat::from_fn(p.nrows(), idx.len(), |r, c| p[(r, idx[c])]);
+                cols.transpose() * &cols
+            }
+            None => {
+                let r = rows(w, idx);
+                &r * r.transpose()
+            }
+        }
+    };
+    let energies = |w: &Mat, pw: &Option<Mat>| -> Vec<f64> {
+        (0..w.nrows())
+            .map(|r| match pw {
+                Some(p) => p.column(r).norm_squared(),
+                None => w.row(r).norm_squared(),
+            })
+            .collect()
     };
     let p = dh / 2;
     let group = h / g;
@@ -182,14 +214,7 @@ pub fn surgery(
     let (mut q_geo, mut k_geo) = (Mat::zeros(h * gh, d), Mat::zeros(g * gh, d));
     let (mut v_new, mut o_new) = (Mat::zeros(g * vh, d), Mat::zeros(d, h * vh));
     let mut freqs = Vec::with_capacity(g * gh / 2);
-    // Row energies ‖w_r‖²_Σ = w_r Σ w_rᵀ of every q and k row, computed once per layer.
-    let row_energy = |w: &Mat| -> Vec<f64> {
-        let ws = w * &sigma;
-        (0..w.nrows())
-            .map(|r| ws.row(r).dot(&w.row(r)).max(0.0))
-            .collect()
-    };
-    let (eq, ek) = (row_energy(&wq), row_energy(&wk));
+    let (eq, ek) = (energies(&wq, &pq), energies(&wk, &pk));
     for kv in 0..g {
         let k_rows = |dims: &[usize]| rows(&wk, &dims.iter().map(|i| kv * dh + i).collect::<Vec<_>>());
         let q_rows =
@@ -222,7 +247,8 @@ pub fn surgery(
         let rest: Vec<usize> = (0..dh).filter(|i| !geo_dims.contains(i)).collect();
         if sh > 0 && !rest.is_empty() {
             let wk_r = k_rows(&rest);
-            let a = top_directions(&(&wk_r * &sigma * wk_r.transpose()), sh); // (sh, |R|)
+            let k_idx: Vec<usize> = rest.iter().map(|i| kv * dh + i).collect();
+            let a = top_directions(&quad(&wk, &pk, &k_idx), sh); // (sh, |R|)
             k_sem.rows_mut(kv * sh, sh).copy_from(&(&a * &wk_r));
             let c = (sh as f64).sqrt() / (dh as f64).sqrt();
             for &hq in &heads {
@@ -234,7 +260,8 @@ pub fn surgery(
         // 3. Value bottleneck.
         let all: Vec<usize> = (0..dh).collect();
         let wv_g = rows(&wv, &all.iter().map(|i| kv * dh + i).collect::<Vec<_>>());
-        let b = top_directions(&(&wv_g * &sigma * wv_g.transpose()), vh); // (vh, dh)
+        let v_idx: Vec<usize> = (0..dh).map(|i| kv * dh + i).collect();
+        let b = top_directions(&quad(&wv, &pv, &v_idx), vh); // (vh, dh)
         v_new.rows_mut(kv * vh, vh).copy_from(&(&b * &wv_g));
         for &hq in &heads {
             let wo_h = wo.columns(hq * dh, dh).into_owned();
