@@ -220,6 +220,7 @@ fn attention_spec(n_heads: usize, n_kv_heads: usize) -> AttentionSpec {
         is_causal: true,
         dropout_p: 0.0,
         bias: true,
+        ..AttentionSpec::new(16, n_heads)
     }
 }
 
@@ -228,13 +229,9 @@ fn check_attention(what: &str, spec: AttentionSpec) {
     let layer = Attention::build(&spec, 0, vb.pp("self_attn")).expect("build");
     randomise(&vm);
     check(what, &vm, &x, Precision::F32Inside, |x| {
-        let mut ctx = ForwardCtx {
-            pos_offset: 3,
-            train: true,
-            cache: None,
-            rng: None,
-            trace: None,
-        };
+        let mut ctx = ForwardCtx::eval();
+        ctx.pos_offset = 3;
+        ctx.train = true;
         layer.forward(x, &mut ctx)
     });
 }

@@ -472,9 +472,21 @@ fn entrypoints_must_name_targets() {
 fn reserved_features_are_not_supported_yet() {
     expect(
         &edit("    runs:\n", "    trainer: upcycle\n    runs:\n"),
-        "targets[0].trainer",
-        "not supported yet",
+        "targets[0]",
+        "names no teacher",
+        None,
+    );
+    expect(
+        &edit("    runs:\n", "    teacher: smollm2-135m\n    runs:\n"),
+        "targets[0].teacher",
+        "only applies to `trainer: upcycle`",
         Some((24, 5)),
+    );
+    expect(
+        &edit("steps: 10", "steps: 10\n        phase: blockwise"),
+        "targets[0].runs[0].phase",
+        "only applies to `trainer: upcycle`",
+        Some((27, 9)),
     );
     expect(
         &edit("    runs:\n", "    benchmarks: [{id: ppl}]\n    runs:\n"),

@@ -99,6 +99,32 @@ fn rope_base() -> f64 {
 }
 
 impl AttentionSpec {
+    /// Standard attention with every optional field at its default.
+    pub fn new(d_model: usize, n_heads: usize) -> Self {
+        Self {
+            d_model,
+            n_heads,
+            n_kv_heads: None,
+            mode: AttentionMode::Standard,
+            attn_dim: None,
+            head_dim: None,
+            rope_enabled: true,
+            rope_base: rope_base(),
+            rope_scaling: None,
+            is_causal: true,
+            dropout_p: 0.0,
+            bias: false,
+            sem_dim: None,
+            geo_dim: None,
+            v_dim: None,
+            rope_semantic: false,
+            tie_qk: false,
+            null_attn: false,
+            decoupled_gate: false,
+            decoupled_gate_dynamic: false,
+        }
+    }
+
     pub fn kv_heads(&self) -> usize {
         self.n_kv_heads.unwrap_or(self.n_heads)
     }

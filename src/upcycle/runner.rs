@@ -225,7 +225,7 @@ pub fn run_upcycle(
 
 /// Data for an upcycle is tokenized with the teacher's tokenizer unless the manifest names one:
 /// it is written once to the cache as `tokenizer.json` so `prepare` can use it.
-fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<DataSpec, UpcycleError> {
+pub fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<DataSpec, UpcycleError> {
     let mut data = data.clone();
     if data.tokenizer.as_deref().is_some_and(|t| t != "teacher") {
         return Ok(data);

@@ -37,6 +37,7 @@ pub fn tiny_model(
         is_causal: true,
         dropout_p,
         bias: false,
+        ..AttentionSpec::new(d_model, n_heads)
     });
     let mlp = NodeSpec::SwiGlu(SwiGluSpec {
         d_model,
