@@ -40,8 +40,6 @@ pub struct UpcycleSpec {
     /// Distinct batches whose teacher outputs are computed once and reused by every block
     /// (blockwise steps cycle through them). Default: 8.
     pub teacher_batches: usize,
-    /// Global phase trains only attention parameters. Default: false (everything).
-    pub attention_only: bool,
     /// Held-out batches for verification (attention/logit L1, perplexity). Default: 8.
     pub verify_batches: usize,
 }
@@ -53,7 +51,6 @@ impl Default for UpcycleSpec {
             calibration_batches: 2,
             distill_loss: DistillLoss::L1,
             teacher_batches: 8,
-            attention_only: false,
             verify_batches: 8,
         }
     }
