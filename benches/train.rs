@@ -30,18 +30,8 @@ fn model(d_model: usize, n_layers: usize, n_heads: usize) -> ModelSpec {
         })
     };
     let attn = NodeSpec::Attention(AttentionSpec {
-        d_model,
-        n_heads,
-        n_kv_heads: None,
         mode: AttentionMode::Standard,
-        attn_dim: None,
-        head_dim: None,
-        rope_enabled: true,
-        rope_base: 10000.0,
-        rope_scaling: None,
-        is_causal: true,
-        dropout_p: 0.0,
-        bias: false,
+        ..AttentionSpec::new(d_model, n_heads)
     });
     let mlp = NodeSpec::SwiGlu(SwiGluSpec {
         d_model,

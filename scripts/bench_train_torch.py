@@ -1,0 +1,105 @@
+"""PyTorch-eager twin of `benches/train.rs`: the same Llama-style model (tied byte embeddings,
+pre-norm RMSNorm, RoPE half-split attention, SwiGLU d_ff = 8/3·d), AdamW (β 0.9/0.95, wd 0.1,
+decoupled), global-norm clip 1.0, batches of random blocks of the byte-tokenized license texts in
+/usr/share/common-licenses. Prints tokens/s over the timed steps (3 warmup steps excluded).
+
+    python3 scripts/bench_train_torch.py --d-model 128 --layers 4 --heads 4 --block 128 --batch 8 --steps 30
+Run it beside `cargo bench --bench train` on the same machine with the same thread count
+(`OMP_NUM_THREADS`/`torch.set_num_threads` and `RAYON_NUM_THREADS`, under one `taskset`).
+"""
+import argparse, glob, math, time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w
+
+
+def rope(x, cos, sin):
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+class Block(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.h, self.hd = h, d // h
+        self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+        f = d * 8 // 3
+        self.gate, self.up, self.down = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False), nn.Linear(f, d, bias=False)
+
+    def forward(self, x, cos, sin):
+        b, t, d = x.shape
+        y = self.n1(x)
+        q, k, v = (m(y).view(b, t, self.h, self.hd).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
+        y = self.n2(x)
+        return x + self.down(F.silu(self.gate(y)) * self.up(y))
+
+
+class Model(nn.Module):
+    def __init__(self, d, layers, h, block):
+        super().__init__()
+        self.emb = nn.Embedding(256, d)
+        self.blocks = nn.ModuleList(Block(d, h) for _ in range(layers))
+        self.norm = RMSNorm(d)
+        hd = d // h
+        inv = 10000.0 ** (-torch.arange(0, hd // 2) * 2 / hd)
+        ang = torch.arange(block)[:, None] * inv[None]
+        self.register_buffer("cos", ang.cos())
+        self.register_buffer("sin", ang.sin())
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for blk in self.blocks:
+            x = blk(x, self.cos, self.sin)
+        return self.norm(x) @ self.emb.weight.T
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for k, v in [("d-model", 128), ("layers", 4), ("heads", 4), ("block", 128), ("batch", 8), ("steps", 30), ("threads", 2)]:
+        p.add_argument(f"--{k}", type=int, default=v)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    text = b"".join(open(f, "rb").read() for f in sorted(glob.glob("/usr/share/common-licenses/*")) if not f.endswith(".gz"))
+    data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
+    model = Model(a.d_model, a.layers, a.heads, a.block)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    warm, t0, tokens = 3, None, 0
+    for step in range(a.steps):
+        if step == warm:
+            t0 = time.perf_counter()
+        ix = torch.randint(0, len(data) - a.block - 1, (a.batch,))
+        x = torch.stack([data[i : i + a.block] for i in ix])
+        y = torch.stack([data[i + 1 : i + a.block + 1] for i in ix])
+        loss = F.cross_entropy(model(x).view(-1, 256), y.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step >= warm:
+            tokens += a.batch * a.block
+    dt = time.perf_counter() - t0
+    print(f"torch eager (cpu, {a.threads} threads) d_model={a.d_model} layers={a.layers} heads={a.heads} block={a.block} batch={a.batch}: "
+          f"{tokens / dt:.0f} tokens/s over {a.steps - warm} steps ({dt:.2f} s), final loss {loss.item():.3f}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
