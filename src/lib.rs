@@ -3,6 +3,8 @@
 //! The modules are listed in pipeline order; reading them top to bottom is the architecture:
 //! manifest ─► compiler ─► model ─► train ─► experiment, with `infer` and `loader` beside them.
 
+/// KV caches in storage kinds fp32/fp16/bf16/q8_0/q4_0/nf4 and the attention that reads them directly.
+pub mod cache;
 /// clap subcommands (`compile`, `run`, `prepare`, …) and exit codes.
 pub mod cli;
 /// Lowered manifest → ordered plan (targets → runs → verify → benchmarks); `--print-plan`.
