@@ -93,13 +93,17 @@ fn check_against_dequantized(rng: &mut ChaCha8Rng, spec: QuantKvSpec, case: &Cas
     let (k, v) = store.dequantize_all(&Device::Cpu).unwrap();
     let causal = case.t > 1;
     let want = reference(&q, &k, &v, null.as_ref().map(|(a, b)| (a, b)), causal);
-    for parallel in [false, true] {
+    // Serial and split over rayon; the SIMD kernel (where the CPU has it) and the portable one.
+    for (parallel, portable) in [(false, false), (true, false), (false, true), (true, true)] {
         let null = null.as_ref().map(|(k, v)| NullKv { k, v });
-        let got = store
-            .attend(&q, null, DecodeOptions { causal, parallel })
-            .unwrap();
+        let opts = DecodeOptions {
+            causal,
+            parallel,
+            portable,
+        };
+        let got = store.attend(&q, null, opts).unwrap();
         let (err, at) = worst(&got, &want);
-        assert!(err < 2e-5, "{label} parallel={parallel}: worst |Δ| {err} at {at}");
+        assert!(err < 2e-5, "{label} {opts:?}: worst |Δ| {err} at {at}");
     }
 }
 

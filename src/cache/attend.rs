@@ -16,19 +16,16 @@
 use std::ops::Range;
 
 use candle_core::{Result, Tensor};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::error::CacheError;
-use super::kind::{CacheKind, blocks};
-use super::quant::{self, nibble_bytes};
 use super::rotate::hadamard_in_place;
-use super::rows::{Rows, RowsView};
+use super::simd::{self, Lanes, Portable};
 use super::store::{HeadRows, QuantKvStore, host_f32};
 use crate::layer::sdpa::NullKv;
 
 /// Positions per online-softmax chunk (the score buffer is `g · t × CHUNK`).
-const CHUNK: usize = 64;
+const CHUNK: usize = 128;
 /// Smallest piece of positions worth a rayon task.
 const MIN_SPLIT: usize = 256;
 
@@ -39,6 +36,9 @@ pub struct DecodeOptions {
     pub causal: bool,
     /// Split the work over rayon's pool. Default: true.
     pub parallel: bool,
+    /// Use the portable kernel even where the AVX2 + FMA one could run (tests, comparisons).
+    /// Default: false.
+    pub portable: bool,
 }
 
 impl Default for DecodeOptions {
@@ -46,6 +46,7 @@ impl Default for DecodeOptions {
         Self {
             causal: true,
             parallel: true,
+            portable: false,
         }
     }
 }
@@ -168,8 +169,7 @@ impl QuantKvStore {
             .flat_map(|j| (0..splits).map(move |s| (j, (s * piece).min(len)..((s + 1) * piece).min(len))))
             .filter(|(_, r)| !r.is_empty())
             .collect();
-        let run =
-            |(j, range): &(usize, Range<usize>)| self.attend_piece(&jobs[*j], range.clone(), t, opts.causal);
+        let run = |(j, range): &(usize, Range<usize>)| self.attend_piece(&jobs[*j], range.clone(), t, opts);
         let partials: Vec<Partial> = if opts.parallel && tasks.len() > 1 {
             tasks.par_iter().map(run).collect()
         } else {
@@ -203,78 +203,106 @@ impl QuantKvStore {
             .to_device(q.device())
     }
 
-    /// The softmax state of one job's query rows over positions `range`.
-    fn attend_piece(&self, job: &HeadJob, range: Range<usize>, t: usize, causal: bool) -> Partial {
-        let spec = self.spec();
-        let (dk, dv, len) = (spec.k.width(), spec.v.width(), self.len());
-        let nq = job.q.len() / dk;
-        let mut state = Partial::empty(nq, dv);
-        let mut scores = vec![0.0f32; nq * CHUNK];
-        let window_start = len - self.residual_len();
-        let q_stored = job.q_rot.as_deref().unwrap_or(&job.q);
-        for c in range.clone().step_by(CHUNK) {
-            let chunk = c..(c + CHUNK).min(range.end);
-            let n = chunk.len();
-            scores.fill(0.0);
-            let stored = chunk.start..chunk.end.min(window_start);
-            if !stored.is_empty() {
-                for ((off, _), rows) in spec.k.offsets().zip(&job.head.k) {
-                    add_scores(rows, stored.clone(), q_stored, dk, off, &mut scores, 0);
-                }
-            }
-            for (slots, col) in window_runs(chunk.clone(), window_start, spec.residual) {
-                add_scores(&job.head.k_ring, slots, &job.q, dk, 0, &mut scores, col);
-            }
-            if causal && t > 1 {
-                for r in 0..nq {
-                    let last = len - t + r % t;
-                    let first_hidden = (last + 1).saturating_sub(chunk.start).min(n);
-                    scores[r * CHUNK + first_hidden..r * CHUNK + n].fill(f32::NEG_INFINITY);
-                }
-            }
-            for r in 0..nq {
-                let row = &mut scores[r * CHUNK..r * CHUNK + n];
-                let m_new = row.iter().copied().fold(state.m[r], f32::max);
-                if m_new == f32::NEG_INFINITY {
-                    row.fill(0.0);
-                    continue;
-                }
-                let corr = (state.m[r] - m_new).exp();
-                let mut sum = 0.0;
-                for s in row.iter_mut() {
-                    *s = (*s - m_new).exp();
-                    sum += *s;
-                }
-                state.l[r] = state.l[r] * corr + sum;
-                if corr != 1.0 {
-                    state.acc[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr);
-                }
-                state.m[r] = m_new;
-            }
-            if !stored.is_empty() {
-                for ((off, _), rows) in spec.v.offsets().zip(&job.head.v) {
-                    add_values(rows, stored.clone(), &scores, &mut state.acc, dv, off, 0);
-                }
-            }
-            for (slots, col) in window_runs(chunk.clone(), window_start, spec.residual) {
-                add_values(&job.head.v_ring, slots, &scores, &mut state.acc, dv, 0, col);
-            }
+    /// The softmax state of one job's query rows over positions `range`, with the AVX2 + FMA
+    /// build of the kernel when the CPU has it (the same Rust code, compiled twice).
+    fn attend_piece(&self, job: &HeadJob, range: Range<usize>, t: usize, opts: DecodeOptions) -> Partial {
+        #[cfg(target_arch = "x86_64")]
+        if !opts.portable && simd::has_avx2_fma() {
+            // SAFETY: `piece_avx2` requires AVX2, FMA and F16C, which the CPU was just checked to have.
+            return unsafe { piece_avx2(self, job, range, t, opts.causal) };
         }
-        state
+        piece::<Portable>(self, job, range, t, opts.causal)
     }
 }
 
-/// The window positions of `chunk` as runs of ring slots, each with its column in the chunk.
-fn window_runs(chunk: Range<usize>, window_start: usize, residual: usize) -> Vec<(Range<usize>, usize)> {
-    let mut runs = Vec::new();
-    let mut p = chunk.start.max(window_start);
-    while p < chunk.end {
-        let slot = p % residual;
-        let n = (residual - slot).min(chunk.end - p);
-        runs.push((slot..slot + n, p - chunk.start));
-        p += n;
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn piece_avx2(store: &QuantKvStore, job: &HeadJob, range: Range<usize>, t: usize, causal: bool) -> Partial {
+    piece::<simd::Avx2>(store, job, range, t, causal)
+}
+
+/// The kernel: chunks of positions; per position, the K row is decoded into a `dk` scratch (all
+/// segments, scales applied) and dotted with every query row; online softmax per chunk; then the V
+/// row is decoded once and accumulated into every query row's output.
+#[inline(always)]
+fn piece<L: Lanes>(
+    store: &QuantKvStore,
+    job: &HeadJob,
+    range: Range<usize>,
+    t: usize,
+    causal: bool,
+) -> Partial {
+    let spec = store.spec();
+    let (dk, dv, len, residual) = (spec.k.width(), spec.v.width(), store.len(), spec.residual);
+    let nq = job.q.len() / dk;
+    let k_segs: Vec<(usize, usize)> = spec.k.offsets().map(|(off, s)| (off, s.width)).collect();
+    let v_segs: Vec<(usize, usize)> = spec.v.offsets().map(|(off, s)| (off, s.width)).collect();
+    let mut state = Partial::empty(nq, dv);
+    let mut scores = vec![0.0f32; nq * CHUNK];
+    let (mut krow, mut vrow) = (vec![0.0f32; dk], vec![0.0f32; dv]);
+    let window_start = len - store.residual_len();
+    let q_stored = job.q_rot.as_deref().unwrap_or(&job.q);
+    let head = job.head;
+    for c in range.clone().step_by(CHUNK) {
+        let chunk = c..(c + CHUNK).min(range.end);
+        let n = chunk.len();
+        for (j, p) in chunk.clone().enumerate() {
+            let (q, k): (&[f32], &[f32]) = if p >= window_start {
+                (&job.q, head.k_ring.row::<L>(p % residual, &mut krow))
+            } else if let [rows] = &head.k[..] {
+                (q_stored, rows.row::<L>(p, &mut krow))
+            } else {
+                for (&(off, w), rows) in k_segs.iter().zip(&head.k) {
+                    rows.decode_with::<L>(p, &mut krow[off..off + w]);
+                }
+                (q_stored, &krow)
+            };
+            for (r, qr) in q.chunks_exact(dk).enumerate() {
+                scores[r * CHUNK + j] = L::dot(qr, k);
+            }
+        }
+        if causal && t > 1 {
+            for r in 0..nq {
+                let last = len - t + r % t;
+                let first_hidden = (last + 1).saturating_sub(chunk.start).min(n);
+                scores[r * CHUNK + first_hidden..r * CHUNK + n].fill(f32::NEG_INFINITY);
+            }
+        }
+        for r in 0..nq {
+            let row = &mut scores[r * CHUNK..r * CHUNK + n];
+            let m_new = max(row).max(state.m[r]);
+            if m_new == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let corr = (state.m[r] - m_new).exp();
+            row.iter_mut().for_each(|s| *s = exp_fast(*s - m_new));
+            state.l[r] = state.l[r] * corr + sum(row);
+            if corr != 1.0 {
+                state.acc[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr);
+            }
+            state.m[r] = m_new;
+        }
+        for (j, p) in chunk.enumerate() {
+            let v: &[f32] = if p >= window_start {
+                head.v_ring.row::<L>(p % residual, &mut vrow)
+            } else if let [rows] = &head.v[..] {
+                rows.row::<L>(p, &mut vrow)
+            } else {
+                for (&(off, w), rows) in v_segs.iter().zip(&head.v) {
+                    rows.decode_with::<L>(p, &mut vrow[off..off + w]);
+                }
+                &vrow
+            };
+            for r in 0..nq {
+                let pr = scores[r * CHUNK + j];
+                if pr != 0.0 {
+                    L::axpy(pr, v, &mut state.acc[r * dv..][..dv]);
+                }
+            }
+        }
     }
-    runs
+    state
 }
 
 /// The null position as a softmax state: score q·k0 (exact f32), weight 1, value v0.
@@ -282,146 +310,97 @@ fn null_partial(q: &[f32], k0: &[f32], v0: &[f32]) -> Partial {
     let dk = k0.len();
     let nq = q.len() / dk;
     Partial {
-        m: q.chunks_exact(dk).map(|qr| dot(qr, k0)).collect(),
+        m: q.chunks_exact(dk).map(|qr| Portable::dot(qr, k0)).collect(),
         l: vec![1.0; nq],
         acc: (0..nq).flat_map(|_| v0.iter().copied()).collect(),
     }
 }
 
-/// `scores[r·CHUNK + col0 + j] += q_r[off..off + w] · row_{rows.start + j}` for every query row r.
-fn add_scores(
-    rows: &Rows,
-    range: Range<usize>,
-    q: &[f32],
-    dq: usize,
-    off: usize,
-    scores: &mut [f32],
-    col0: usize,
-) {
-    let w = rows.width();
-    let nq = q.len() / dq;
-    let per_row = |j: usize, codes: &[f32], scales: &[f32], bounds: &[(usize, usize)]| {
-        for r in 0..nq {
-            let qr = &q[r * dq + off..][..w];
-            let mut s = 0.0;
-            for (&(start, n), &d) in bounds.iter().zip(scales) {
-                s += d * dot(&qr[start..start + n], &codes[start..start + n]);
-            }
-            scores[r * CHUNK + col0 + j] += s;
-        }
-    };
-    for_each_decoded(rows, range, per_row);
-}
-
-/// `acc[r·dv + off..][..w] += p[r·CHUNK + col0 + j] · row_{rows.start + j}` for every query row r.
-fn add_values(
-    rows: &Rows,
-    range: Range<usize>,
-    p: &[f32],
-    acc: &mut [f32],
-    dv: usize,
-    off: usize,
-    col0: usize,
-) {
-    let w = rows.width();
-    let nq = acc.len() / dv;
-    let per_row = |j: usize, codes: &[f32], scales: &[f32], bounds: &[(usize, usize)]| {
-        for r in 0..nq {
-            let pr = p[r * CHUNK + col0 + j];
-            if pr == 0.0 {
-                continue;
-            }
-            let ar = &mut acc[r * dv + off..][..w];
-            for (&(start, n), &d) in bounds.iter().zip(scales) {
-                axpy(pr * d, &codes[start..start + n], &mut ar[start..start + n]);
-            }
-        }
-    };
-    for_each_decoded(rows, range, per_row);
-}
-
-/// Decode every row of `range` into unscaled f32 codes plus one scale per block and hand it to `f`
-/// with the row's index in the range. Float kinds are one block of scale 1. Dispatches on the kind
-/// once, so every kind gets its own monomorphized loop.
+/// Maximum of a slice (−∞ when empty), 8 lanes.
 #[inline(always)]
-fn for_each_decoded(
-    rows: &Rows,
-    range: Range<usize>,
-    mut f: impl FnMut(usize, &[f32], &[f32], &[(usize, usize)]),
-) {
-    let w = rows.width();
-    let mut codes = vec![0.0f32; w];
-    match rows.view() {
-        RowsView::F32(v) => {
-            for (j, p) in range.enumerate() {
-                f(j, &v[p * w..(p + 1) * w], &[1.0], &[(0, w)]);
-            }
-        }
-        RowsView::F16(v) => {
-            for (j, p) in range.enumerate() {
-                v[p * w..(p + 1) * w].convert_to_f32_slice(&mut codes);
-                f(j, &codes, &[1.0], &[(0, w)]);
-            }
-        }
-        RowsView::Bf16(v) => {
-            for (j, p) in range.enumerate() {
-                v[p * w..(p + 1) * w].convert_to_f32_slice(&mut codes);
-                f(j, &codes, &[1.0], &[(0, w)]);
-            }
-        }
-        RowsView::Quant {
-            kind,
-            scales,
-            codes: bytes,
-        } => {
-            let bounds: Vec<(usize, usize)> = blocks(w).collect();
-            let nb = bounds.len();
-            let cb = rows.code_bytes();
-            let mut sc = vec![0.0f32; nb];
-            let decode: fn(&[u8], &mut [f32]) = match kind {
-                CacheKind::Q8_0 => quant::q8_0_codes,
-                CacheKind::Q4_0 => quant::q4_0_codes,
-                _ => quant::nf4_codes,
-            };
-            let q8 = kind == CacheKind::Q8_0;
-            for (j, p) in range.enumerate() {
-                let mut row = &bytes[p * cb..(p + 1) * cb];
-                for &(start, n) in &bounds {
-                    let used = if q8 { n } else { nibble_bytes(n) };
-                    decode(&row[..used], &mut codes[start..start + n]);
-                    row = &row[used..];
-                }
-                for (s, d) in sc.iter_mut().zip(&scales[p * nb..(p + 1) * nb]) {
-                    *s = d.to_f32();
-                }
-                f(j, &codes, &sc, &bounds);
-            }
+fn max(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
         }
     }
+    rest.iter()
+        .chain(&m)
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
-/// Dot product with 8 independent accumulators (so the compiler vectorizes it).
+/// Sum of a slice, 8 lanes.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
+fn sum(x: &[f32]) -> f32 {
+    let mut s = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            s[l] += c[l];
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
+    s.iter().chain(rest).sum()
 }
 
-/// `y += a · x`.
+/// `e^x` for the softmax (x ≤ 0; −∞ and x < −87 give 0): Cephes' `expf` range reduction and
+/// polynomial (≈ 1 ulp), branch-free so that it vectorizes.
 #[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_375;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer.
+    let xc = x.max(-87.0);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_2e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { y * pow2 }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    #[test]
+    fn exp_fast_is_within_a_few_ulp_of_exp() {
+        let seed: u64 = rand::rng().random();
+        eprintln!("seed {seed}");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for _ in 0..100_000 {
+            let x: f32 = rng.random_range(-87.0..0.0);
+            let (got, want) = (exp_fast(x), x.exp());
+            assert!(
+                (got - want).abs() <= 4.0 * f32::EPSILON * want,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_fast(-1000.0), 0.0);
+    }
+
+    #[test]
+    fn lane_helpers_match_plain_loops() {
+        let seed: u64 = rand::rng().random();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for n in [1usize, 7, 8, 24, 40, 64, 130] {
+            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0..3.0)).collect();
+            assert_eq!(max(&x), x.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            assert!((sum(&x) - x.iter().sum::<f32>()).abs() < 1e-4, "seed {seed}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod kind;
 pub mod quant;
 pub mod rotate;
 pub mod rows;
+mod simd;
 pub mod store;
 
 pub use attend::DecodeOptions;

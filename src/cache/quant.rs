@@ -152,7 +152,7 @@ fn unpack_nibbles(qs: &[u8], out: &mut [f32], value: impl Fn(u8) -> f32) {
 }
 
 /// The codes of one q8_0 block as f32, unscaled (`out[i] = qs[i]`), for the fused dot products.
-#[inline]
+#[inline(always)]
 pub(crate) fn q8_0_codes(qs: &[u8], out: &mut [f32]) {
     for (o, &q) in out.iter_mut().zip(qs) {
         *o = q as i8 as f32;
@@ -160,7 +160,7 @@ pub(crate) fn q8_0_codes(qs: &[u8], out: &mut [f32]) {
 }
 
 /// The codes of one q4_0 block of `out.len()` values as f32, unscaled (`u − 8`).
-#[inline]
+#[inline(always)]
 pub(crate) fn q4_0_codes(qs: &[u8], out: &mut [f32]) {
     let half = nibble_bytes(out.len());
     if out.len() == 2 * half {
@@ -187,7 +187,7 @@ static NF4_PAIRS: [[f32; 2]; 256] = {
 };
 
 /// The codes of one NF4 block of `out.len()` values as f32 levels, unscaled.
-#[inline]
+#[inline(always)]
 pub(crate) fn nf4_codes(qs: &[u8], out: &mut [f32]) {
     let half = nibble_bytes(out.len());
     if out.len() == 2 * half {

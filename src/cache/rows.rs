@@ -10,8 +10,9 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::kind::{CacheKind, blocks, n_blocks};
+use super::kind::{CacheKind, block_len, blocks, n_blocks};
 use super::quant::{self, nibble_bytes};
+use super::simd::{Lanes, Portable};
 
 #[derive(Debug, Clone)]
 enum Data {
@@ -19,19 +20,6 @@ enum Data {
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
     Quant { scales: Vec<f16>, codes: Vec<u8> },
-}
-
-/// A borrowed view of the stored rows, for the attention kernels.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RowsView<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-    Bf16(&'a [bf16]),
-    Quant {
-        kind: CacheKind,
-        scales: &'a [f16],
-        codes: &'a [u8],
-    },
 }
 
 /// Growable rows of `width` values in one [`CacheKind`].
@@ -42,6 +30,9 @@ pub struct Rows {
     len: usize,
     /// Code bytes of one row (quantized kinds).
     code_bytes: usize,
+    /// `block_len(width)` and `n_blocks(width)`, kept to spare the kernel two divisions a row.
+    block_len: usize,
+    n_blocks: usize,
     data: Data,
 }
 
@@ -67,6 +58,8 @@ impl Rows {
             width,
             len: 0,
             code_bytes,
+            block_len: block_len(width),
+            n_blocks: n_blocks(width),
             data,
         }
     }
@@ -86,11 +79,6 @@ impl Rows {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// Code bytes per row of a quantized kind (0 for float kinds).
-    pub(crate) fn code_bytes(&self) -> usize {
-        self.code_bytes
     }
 
     /// Make room for `additional` more rows without reallocating.
@@ -210,50 +198,56 @@ impl Rows {
 
     /// Dequantize row `i` into `out` (`width` values).
     pub fn decode(&self, i: usize, out: &mut [f32]) {
+        self.decode_with::<Portable>(i, out);
+    }
+
+    /// Row `i` as f32: the stored slice itself for `fp32`, else decoded into `scratch`.
+    #[inline(always)]
+    pub(crate) fn row<'a, L: Lanes>(&'a self, i: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+        match &self.data {
+            Data::F32(v) => &v[i * self.width..(i + 1) * self.width],
+            _ => {
+                self.decode_with::<L>(i, scratch);
+                scratch
+            }
+        }
+    }
+
+    /// [`Rows::decode`] with the kernel's vector primitives (inlined into the attention kernel,
+    /// so it is compiled once per instruction set the kernel is built for).
+    #[inline(always)]
+    pub(crate) fn decode_with<L: Lanes>(&self, i: usize, out: &mut [f32]) {
         let w = self.width;
-        match self.view() {
-            RowsView::F32(v) => out.copy_from_slice(&v[i * w..(i + 1) * w]),
-            RowsView::F16(v) => v[i * w..(i + 1) * w].convert_to_f32_slice(out),
-            RowsView::Bf16(v) => v[i * w..(i + 1) * w].convert_to_f32_slice(out),
-            RowsView::Quant { kind, scales, codes } => {
-                let nb = n_blocks(w);
+        match &self.data {
+            Data::F32(v) => out.copy_from_slice(&v[i * w..(i + 1) * w]),
+            Data::F16(v) => L::f16_to_f32(&v[i * w..(i + 1) * w], out),
+            Data::Bf16(v) => L::bf16_to_f32(&v[i * w..(i + 1) * w], out),
+            Data::Quant { scales, codes } => {
+                let nb = self.n_blocks;
+                let scales = &scales[i * nb..(i + 1) * nb];
                 let mut codes = &codes[i * self.code_bytes..(i + 1) * self.code_bytes];
-                for (b, (start, n)) in blocks(w).enumerate() {
-                    let d = scales[i * nb + b];
-                    let o = &mut out[start..start + n];
-                    codes = match kind {
+                for (o, d) in out[..w].chunks_mut(self.block_len).zip(scales) {
+                    let n = o.len();
+                    let d = d.to_f32();
+                    codes = match self.kind {
                         CacheKind::Q8_0 => {
                             let (qs, rest) = codes.split_at(n);
-                            quant::q8_0_codes(qs, o);
-                            o.iter_mut().for_each(|v| *v *= d.to_f32());
+                            L::q8_0_block(qs, d, o);
                             rest
                         }
                         CacheKind::Q4_0 => {
                             let (qs, rest) = codes.split_at(nibble_bytes(n));
-                            quant::dequantize_q4_0(d, qs, o);
+                            L::q4_0_block(qs, d, o);
                             rest
                         }
                         _ => {
                             let (qs, rest) = codes.split_at(nibble_bytes(n));
-                            quant::dequantize_nf4(d, qs, o);
+                            L::nf4_block(qs, d, o);
                             rest
                         }
                     };
                 }
             }
-        }
-    }
-
-    pub(crate) fn view(&self) -> RowsView<'_> {
-        match &self.data {
-            Data::F32(v) => RowsView::F32(v),
-            Data::F16(v) => RowsView::F16(v),
-            Data::Bf16(v) => RowsView::Bf16(v),
-            Data::Quant { scales, codes } => RowsView::Quant {
-                kind: self.kind,
-                scales,
-                codes,
-            },
         }
     }
 }
