@@ -221,9 +221,10 @@ fn piece_avx2(store: &QuantKvStore, job: &HeadJob, range: Range<usize>, t: usize
     piece::<simd::Avx2>(store, job, range, t, causal)
 }
 
-/// The kernel: chunks of positions; per position, the K row is decoded into a `dk` scratch (all
-/// segments, scales applied) and dotted with every query row; online softmax per chunk; then the V
-/// row is decoded once and accumulated into every query row's output.
+/// The kernel, per chunk of positions: decode the chunk's K rows (all segments, scales applied)
+/// into a scratch tile, scores = Q·Kᵀ as a register-tiled micro-GEMM, online softmax, decode the
+/// V rows, acc += P·V likewise. Stored rows and fp16-window rows of a chunk are separate parts (the
+/// stored K rows pair with the rotated query when K is rotated).
 #[inline(always)]
 fn piece<L: Lanes>(
     store: &QuantKvStore,
@@ -233,33 +234,22 @@ fn piece<L: Lanes>(
     causal: bool,
 ) -> Partial {
     let spec = store.spec();
-    let (dk, dv, len, residual) = (spec.k.width(), spec.v.width(), store.len(), spec.residual);
+    let (dk, dv, len) = (spec.k.width(), spec.v.width(), store.len());
     let nq = job.q.len() / dk;
-    let k_segs: Vec<(usize, usize)> = spec.k.offsets().map(|(off, s)| (off, s.width)).collect();
-    let v_segs: Vec<(usize, usize)> = spec.v.offsets().map(|(off, s)| (off, s.width)).collect();
     let mut state = Partial::empty(nq, dv);
     let mut scores = vec![0.0f32; nq * CHUNK];
-    let (mut krow, mut vrow) = (vec![0.0f32; dk], vec![0.0f32; dv]);
+    let (mut ktile, mut vtile) = (vec![0.0f32; CHUNK * dk], vec![0.0f32; CHUNK * dv]);
     let window_start = len - store.residual_len();
     let q_stored = job.q_rot.as_deref().unwrap_or(&job.q);
-    let head = job.head;
     for c in range.clone().step_by(CHUNK) {
         let chunk = c..(c + CHUNK).min(range.end);
         let n = chunk.len();
-        for (j, p) in chunk.clone().enumerate() {
-            let (q, k): (&[f32], &[f32]) = if p >= window_start {
-                (&job.q, head.k_ring.row::<L>(p % residual, &mut krow))
-            } else if let [rows] = &head.k[..] {
-                (q_stored, rows.row::<L>(p, &mut krow))
-            } else {
-                for (&(off, w), rows) in k_segs.iter().zip(&head.k) {
-                    rows.decode_with::<L>(p, &mut krow[off..off + w]);
-                }
-                (q_stored, &krow)
-            };
-            for (r, qr) in q.chunks_exact(dk).enumerate() {
-                scores[r * CHUNK + j] = L::dot(qr, k);
-            }
+        let split = window_start.clamp(chunk.start, chunk.end);
+        let parts = [(chunk.start..split, false), (split..chunk.end, true)];
+        for (part, window) in parts.iter().filter(|(p, _)| !p.is_empty()) {
+            let keys = rows_tile::<L>(store, job.head, part.clone(), *window, Stream::K, &mut ktile);
+            let q = if *window { &job.q[..] } else { q_stored };
+            L::scores(q, dk, keys, &mut scores[part.start - chunk.start..], CHUNK);
         }
         if causal && t > 1 {
             for r in 0..nq {
@@ -283,26 +273,64 @@ fn piece<L: Lanes>(
             }
             state.m[r] = m_new;
         }
-        for (j, p) in chunk.enumerate() {
-            let v: &[f32] = if p >= window_start {
-                head.v_ring.row::<L>(p % residual, &mut vrow)
-            } else if let [rows] = &head.v[..] {
-                rows.row::<L>(p, &mut vrow)
-            } else {
-                for (&(off, w), rows) in v_segs.iter().zip(&head.v) {
-                    rows.decode_with::<L>(p, &mut vrow[off..off + w]);
-                }
-                &vrow
-            };
-            for r in 0..nq {
-                let pr = scores[r * CHUNK + j];
-                if pr != 0.0 {
-                    L::axpy(pr, v, &mut state.acc[r * dv..][..dv]);
-                }
-            }
+        for (part, window) in parts.iter().filter(|(p, _)| !p.is_empty()) {
+            let vals = rows_tile::<L>(store, job.head, part.clone(), *window, Stream::V, &mut vtile);
+            L::accumulate(
+                &scores[part.start - chunk.start..],
+                CHUNK,
+                vals,
+                dv,
+                &mut state.acc,
+            );
         }
     }
     state
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    K,
+    V,
+}
+
+/// Positions `part` of one stream as f32 rows (`part.len() × width`): the stored slice itself for
+/// a single fp32 segment, else decoded into `tile`.
+#[inline(always)]
+fn rows_tile<'a, L: Lanes>(
+    store: &QuantKvStore,
+    head: &'a HeadRows,
+    part: Range<usize>,
+    window: bool,
+    stream: Stream,
+    tile: &'a mut [f32],
+) -> &'a [f32] {
+    let spec = store.spec();
+    let (segs, ring, stream_spec) = match stream {
+        Stream::K => (&head.k, &head.k_ring, &spec.k),
+        Stream::V => (&head.v, &head.v_ring, &spec.v),
+    };
+    let w = stream_spec.width();
+    let n = part.len();
+    if window {
+        for (j, p) in part.enumerate() {
+            ring.decode_with::<L>(p % spec.residual, &mut tile[j * w..(j + 1) * w]);
+        }
+        return &tile[..n * w];
+    }
+    if let [rows] = &segs[..] {
+        if let Some(direct) = rows.f32_rows(part.clone()) {
+            return direct;
+        }
+        rows.decode_range::<L>(part, tile);
+        return &tile[..n * w];
+    }
+    for (j, p) in part.enumerate() {
+        let row = &mut tile[j * w..(j + 1) * w];
+        for ((off, s), rows) in stream_spec.offsets().zip(segs) {
+            rows.decode_with::<L>(p, &mut row[off..off + s.width]);
+        }
+    }
+    &tile[..n * w]
 }
 
 /// The null position as a softmax state: score q·k0 (exact f32), weight 1, value v0.

@@ -10,7 +10,7 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::kind::{CacheKind, block_len, blocks, n_blocks};
+use super::kind::{BLOCK, CacheKind, block_len, blocks, n_blocks};
 use super::quant::{self, nibble_bytes};
 use super::simd::{Lanes, Portable};
 
@@ -201,14 +201,54 @@ impl Rows {
         self.decode_with::<Portable>(i, out);
     }
 
-    /// Row `i` as f32: the stored slice itself for `fp32`, else decoded into `scratch`.
+    /// Rows `range` as one f32 slice (`range.len() × width`), for `fp32` storage only.
     #[inline(always)]
-    pub(crate) fn row<'a, L: Lanes>(&'a self, i: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+    pub(crate) fn f32_rows(&self, range: std::ops::Range<usize>) -> Option<&[f32]> {
         match &self.data {
-            Data::F32(v) => &v[i * self.width..(i + 1) * self.width],
-            _ => {
-                self.decode_with::<L>(i, scratch);
-                scratch
+            Data::F32(v) => Some(&v[range.start * self.width..range.end * self.width]),
+            _ => None,
+        }
+    }
+
+    /// Rows `range` decoded into `out` (`range.len() × width`). Rows are contiguous, so float
+    /// kinds convert in one pass and quantized kinds with whole blocks (width a multiple of 32)
+    /// decode block after block with no per-row bookkeeping.
+    #[inline(always)]
+    pub(crate) fn decode_range<L: Lanes>(&self, range: std::ops::Range<usize>, out: &mut [f32]) {
+        let w = self.width;
+        let out = &mut out[..range.len() * w];
+        let flat = range.start * w..range.end * w;
+        match &self.data {
+            Data::F32(v) => out.copy_from_slice(&v[flat]),
+            Data::F16(v) => L::f16_to_f32(&v[flat], out),
+            Data::Bf16(v) => L::bf16_to_f32(&v[flat], out),
+            Data::Quant { scales, codes } if w % BLOCK == 0 => {
+                let (nb, cb) = (self.n_blocks, self.code_bytes);
+                let scales = &scales[range.start * nb..range.end * nb];
+                let codes = &codes[range.start * cb..range.end * cb];
+                let blocks = out.chunks_exact_mut(BLOCK).zip(scales);
+                match self.kind {
+                    CacheKind::Q8_0 => {
+                        for ((o, d), qs) in blocks.zip(codes.chunks_exact(BLOCK)) {
+                            L::q8_0_block(qs, L::scale(*d), o);
+                        }
+                    }
+                    CacheKind::Q4_0 => {
+                        for ((o, d), qs) in blocks.zip(codes.chunks_exact(BLOCK / 2)) {
+                            L::q4_0_block(qs, L::scale(*d), o);
+                        }
+                    }
+                    _ => {
+                        for ((o, d), qs) in blocks.zip(codes.chunks_exact(BLOCK / 2)) {
+                            L::nf4_block(qs, L::scale(*d), o);
+                        }
+                    }
+                }
+            }
+            Data::Quant { .. } => {
+                for (j, p) in range.enumerate() {
+                    self.decode_with::<L>(p, &mut out[j * w..(j + 1) * w]);
+                }
             }
         }
     }
@@ -228,7 +268,7 @@ impl Rows {
                 let mut codes = &codes[i * self.code_bytes..(i + 1) * self.code_bytes];
                 for (o, d) in out[..w].chunks_mut(self.block_len).zip(scales) {
                     let n = o.len();
-                    let d = d.to_f32();
+                    let d = L::scale(*d);
                     codes = match self.kind {
                         CacheKind::Q8_0 => {
                             let (qs, rest) = codes.split_at(n);

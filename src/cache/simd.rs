@@ -15,6 +15,26 @@ pub(crate) trait Lanes {
     fn dot(a: &[f32], b: &[f32]) -> f32;
     /// `y += a · x` over `min(x.len(), y.len())` values.
     fn axpy(a: f32, x: &[f32], y: &mut [f32]);
+    /// `out[r·stride + j] = q_r · key_j` for the rows of `q` and `keys` (both of width `d`).
+    fn scores(q: &[f32], d: usize, keys: &[f32], out: &mut [f32], stride: usize) {
+        for (j, k) in keys.chunks_exact(d).enumerate() {
+            for (r, qr) in q.chunks_exact(d).enumerate() {
+                out[r * stride + j] = Self::dot(qr, k);
+            }
+        }
+    }
+    /// `acc_r += Σ_j p[r·stride + j] · val_j` for the rows of `acc` and `vals` (both of width `d`).
+    fn accumulate(p: &[f32], stride: usize, vals: &[f32], d: usize, acc: &mut [f32]) {
+        for (j, v) in vals.chunks_exact(d).enumerate() {
+            for (r, ar) in acc.chunks_exact_mut(d).enumerate() {
+                Self::axpy(p[r * stride + j], v, ar);
+            }
+        }
+    }
+    /// One f16 scale as f32.
+    fn scale(d: f16) -> f32 {
+        d.to_f32()
+    }
     /// `out[i] = src[i]` widened from f16.
     fn f16_to_f32(src: &[f16], out: &mut [f32]);
     /// `out[i] = src[i]` widened from bf16.
@@ -146,6 +166,47 @@ impl Lanes for Avx2 {
     }
 
     #[inline(always)]
+    fn scores(q: &[f32], d: usize, keys: &[f32], out: &mut [f32], stride: usize) {
+        let (nq, n) = (q.len() / d.max(1), keys.len() / d.max(1));
+        let mut r = 0;
+        while r < nq {
+            let m = (nq - r).min(4);
+            let (q, out) = (&q[r * d..(r + m) * d], &mut out[r * stride..]);
+            match m {
+                1 => score_rows::<1, 4>(q, d, keys, n, out, stride),
+                2 => score_rows::<2, 4>(q, d, keys, n, out, stride),
+                3 => score_rows::<3, 4>(q, d, keys, n, out, stride),
+                _ => score_rows::<4, 2>(q, d, keys, n, out, stride),
+            }
+            r += m;
+        }
+    }
+
+    #[inline(always)]
+    fn accumulate(p: &[f32], stride: usize, vals: &[f32], d: usize, acc: &mut [f32]) {
+        let (nq, n) = (acc.len() / d.max(1), vals.len() / d.max(1));
+        let mut r = 0;
+        while r < nq {
+            let m = (nq - r).min(4);
+            let (p, acc) = (&p[r * stride..], &mut acc[r * d..(r + m) * d]);
+            match m {
+                1 => acc_rows::<1, 4>(p, stride, vals, d, n, acc),
+                2 => acc_rows::<2, 4>(p, stride, vals, d, n, acc),
+                3 => acc_rows::<3, 4>(p, stride, vals, d, n, acc),
+                _ => acc_rows::<4, 2>(p, stride, vals, d, n, acc),
+            }
+            r += m;
+        }
+    }
+
+    #[inline(always)]
+    fn scale(d: f16) -> f32 {
+        use std::arch::x86_64::*;
+        // SAFETY: F16C is enabled in the kernel (module doc); register-only operations.
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d.to_bits() as i32))) }
+    }
+
+    #[inline(always)]
     fn f16_to_f32(src: &[f16], out: &mut [f32]) {
         use std::arch::x86_64::*;
         let n = src.len().min(out.len());
@@ -244,6 +305,152 @@ impl Lanes for Avx2 {
     }
 }
 
+/// Horizontal sum of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: register-only AVX operations, inside the AVX2 kernel.
+    unsafe {
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+    }
+}
+
+/// Scores of M query rows against the key rows, R keys at a time (M·R accumulators in registers:
+/// each loaded key vector feeds M FMAs, each query vector R).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn score_rows<const M: usize, const R: usize>(
+    q: &[f32],
+    d: usize,
+    keys: &[f32],
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    assert!(q.len() >= M * d && keys.len() >= n * d && (n == 0 || out.len() >= (M - 1) * stride + n));
+    let mut j = 0;
+    while j + R <= n {
+        score_tile::<M, R>(q, d, keys, j, out, stride);
+        j += R;
+    }
+    while j < n {
+        score_tile::<M, 1>(q, d, keys, j, out, stride);
+        j += 1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn score_tile<const M: usize, const R: usize>(
+    q: &[f32],
+    d: usize,
+    keys: &[f32],
+    j: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    use std::arch::x86_64::*;
+    let d8 = d / 8 * 8;
+    // SAFETY: `score_rows` checked q (M rows of d), keys (rows j..j+R < n of d); every load reads
+    // 8 values at column c + 8 ≤ d8 ≤ d of such a row. AVX2+FMA as for `dot`.
+    let acc = unsafe {
+        let (pq, pk) = (q.as_ptr(), keys.as_ptr().add(j * d));
+        let mut acc = [[_mm256_setzero_ps(); R]; M];
+        let mut c = 0;
+        while c < d8 {
+            let kv: [__m256; R] = std::array::from_fn(|i| _mm256_loadu_ps(pk.add(i * d + c)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(pq.add(r * d + c));
+                for (a, k) in row.iter_mut().zip(&kv) {
+                    *a = _mm256_fmadd_ps(qv, *k, *a);
+                }
+            }
+            c += 8;
+        }
+        acc
+    };
+    for (r, row) in acc.iter().enumerate() {
+        for (i, a) in row.iter().enumerate() {
+            let mut s = hsum(*a);
+            for c in d8..d {
+                s += q[r * d + c] * keys[(j + i) * d + c];
+            }
+            out[r * stride + j + i] = s;
+        }
+    }
+}
+
+/// `acc_r += Σ_j p_rj · val_j` for M query rows, 8·G columns at a time (M·G accumulators in
+/// registers across all n rows: each loaded value vector feeds M FMAs).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn acc_rows<const M: usize, const G: usize>(
+    p: &[f32],
+    stride: usize,
+    vals: &[f32],
+    d: usize,
+    n: usize,
+    acc: &mut [f32],
+) {
+    assert!(vals.len() >= n * d && acc.len() >= M * d && (n == 0 || p.len() >= (M - 1) * stride + n));
+    let mut c = 0;
+    while c + 8 * G <= d {
+        acc_tile::<M, G>(p, stride, vals, d, n, acc, c);
+        c += 8 * G;
+    }
+    while c + 8 <= d {
+        acc_tile::<M, 1>(p, stride, vals, d, n, acc, c);
+        c += 8;
+    }
+    for cc in c..d {
+        for r in 0..M {
+            let mut s = acc[r * d + cc];
+            for j in 0..n {
+                s += p[r * stride + j] * vals[j * d + cc];
+            }
+            acc[r * d + cc] = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn acc_tile<const M: usize, const G: usize>(
+    p: &[f32],
+    stride: usize,
+    vals: &[f32],
+    d: usize,
+    n: usize,
+    acc: &mut [f32],
+    c: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: `acc_rows` checked vals (n rows of d), acc (M rows of d), p (M rows at `stride`, n
+    // each); columns c..c + 8G ≤ d. AVX2+FMA as for `dot`.
+    unsafe {
+        let (pp, pv, pa) = (p.as_ptr(), vals.as_ptr(), acc.as_mut_ptr());
+        let mut a: [[__m256; G]; M] =
+            std::array::from_fn(|r| std::array::from_fn(|g| _mm256_loadu_ps(pa.add(r * d + c + 8 * g))));
+        for j in 0..n {
+            let v: [__m256; G] = std::array::from_fn(|g| _mm256_loadu_ps(pv.add(j * d + c + 8 * g)));
+            for (r, row) in a.iter_mut().enumerate() {
+                let pb = _mm256_set1_ps(*pp.add(r * stride + j));
+                for (x, vg) in row.iter_mut().zip(&v) {
+                    *x = _mm256_fmadd_ps(pb, *vg, *x);
+                }
+            }
+        }
+        for (r, row) in a.iter().enumerate() {
+            for (g, x) in row.iter().enumerate() {
+                _mm256_storeu_ps(pa.add(r * d + c + 8 * g), *x);
+            }
+        }
+    }
+}
+
 /// True when the running CPU can take the [`Avx2`] kernel (AVX2, FMA and F16C).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
@@ -281,6 +488,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         check::<Portable>(&mut rng);
         same_decodes::<Portable>(&mut rng);
+        tiles::<Portable>(&mut rng);
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -293,6 +501,46 @@ mod tests {
     fn check_avx2(rng: &mut ChaCha8Rng) {
         check::<Avx2>(rng);
         same_decodes::<Avx2>(rng);
+        tiles::<Avx2>(rng);
+    }
+
+    /// `scores` and `accumulate` against plain f64 loops, for 1..=9 query rows (all tile shapes),
+    /// odd widths and row counts, at an offset stride.
+    fn tiles<L: Lanes>(rng: &mut ChaCha8Rng) {
+        let stride = 37;
+        for nq in 1..=9 {
+            for (d, n) in [(64usize, 33usize), (40, 7), (24, 1), (20, 5), (3, 4)] {
+                let q: Vec<f32> = (0..nq * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let keys: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut out = vec![f32::NAN; nq * stride];
+                L::scores(&q, d, &keys, &mut out, stride);
+                for r in 0..nq {
+                    for j in 0..n {
+                        let want: f64 = (0..d).map(|c| q[r * d + c] as f64 * keys[j * d + c] as f64).sum();
+                        assert!(
+                            (out[r * stride + j] as f64 - want).abs() < 1e-4,
+                            "scores nq={nq} d={d} r={r} j={j}"
+                        );
+                    }
+                }
+                let p: Vec<f32> = (0..nq * stride).map(|_| rng.random_range(0.0..1.0)).collect();
+                let acc0: Vec<f32> = (0..nq * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut acc = acc0.clone();
+                L::accumulate(&p, stride, &keys, d, &mut acc);
+                for r in 0..nq {
+                    for c in 0..d {
+                        let want = acc0[r * d + c] as f64
+                            + (0..n)
+                                .map(|j| p[r * stride + j] as f64 * keys[j * d + c] as f64)
+                                .sum::<f64>();
+                        assert!(
+                            (acc[r * d + c] as f64 - want).abs() < 1e-4,
+                            "accumulate nq={nq} d={d} r={r} c={c}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Every decoder of `L` gives the portable one's values (full and partial blocks; `==`, since the
