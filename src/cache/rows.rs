@@ -22,6 +22,21 @@ enum Data {
     Quant { scales: Vec<f16>, codes: Vec<u8> },
 }
 
+/// Decode whole blocks: `$decode(codes[i], scale[i], out[i])`, the scales widened 8 at a time.
+/// (A macro, not a function taking the decoder: a passed function item loses `inline(always)`
+/// and with it the kernel's instruction set.)
+macro_rules! for_blocks {
+    ($lanes:ty, $scales:expr, $out:expr, $codes:expr, $decode:ident) => {{
+        let mut wide = [0.0f32; 8];
+        for ((sc, o), qs) in $scales.chunks(8).zip($out.chunks_mut(8)).zip($codes.chunks(8)) {
+            <$lanes>::f16_to_f32(sc, &mut wide[..sc.len()]);
+            for ((o, qs), &d) in o.iter_mut().zip(qs).zip(&wide) {
+                <$lanes>::$decode(qs, d, o);
+            }
+        }
+    }};
+}
+
 /// Growable rows of `width` values in one [`CacheKind`].
 #[derive(Debug, Clone)]
 pub struct Rows {
@@ -226,22 +241,21 @@ impl Rows {
                 let (nb, cb) = (self.n_blocks, self.code_bytes);
                 let scales = &scales[range.start * nb..range.end * nb];
                 let codes = &codes[range.start * cb..range.end * cb];
-                let blocks = out.chunks_exact_mut(BLOCK).zip(scales);
+                let (blocks, _) = out.as_chunks_mut::<BLOCK>();
+                // why: whole arrays let the block decoders drop their length checks, and the scales
+                // are widened 8 at a time.
                 match self.kind {
                     CacheKind::Q8_0 => {
-                        for ((o, d), qs) in blocks.zip(codes.chunks_exact(BLOCK)) {
-                            L::q8_0_block(qs, L::scale(*d), o);
-                        }
+                        let (qs, _) = codes.as_chunks::<BLOCK>();
+                        for_blocks!(L, scales, blocks, qs, q8_0_block);
                     }
                     CacheKind::Q4_0 => {
-                        for ((o, d), qs) in blocks.zip(codes.chunks_exact(BLOCK / 2)) {
-                            L::q4_0_block(qs, L::scale(*d), o);
-                        }
+                        let (qs, _) = codes.as_chunks::<{ BLOCK / 2 }>();
+                        for_blocks!(L, scales, blocks, qs, q4_0_block);
                     }
                     _ => {
-                        for ((o, d), qs) in blocks.zip(codes.chunks_exact(BLOCK / 2)) {
-                            L::nf4_block(qs, L::scale(*d), o);
-                        }
+                        let (qs, _) = codes.as_chunks::<{ BLOCK / 2 }>();
+                        for_blocks!(L, scales, blocks, qs, nf4_block);
                     }
                 }
             }
