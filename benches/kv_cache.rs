@@ -4,9 +4,11 @@
 //! against `grouped_attention` on K/V tensors that already exist (today's plain-cache path).
 //!
 //! Run: `cargo bench --bench kv_cache` (context 4096), or `cargo bench --bench kv_cache -- 1024 16384`
-//! for other context lengths. Prints the median time per call and the ratio to the fp16 direct path
-//! measured in the same run with the same threading. `--kind KIND` (repeatable) times only those
-//! kinds' direct path, serially, for profiling (`perf record`).
+//! for other context lengths. Every path is timed in interleaved rounds (so machine noise hits all
+//! of them alike); the table shows the median time per call and the ratio to the fp16 direct path
+//! of the same run and threading. "hot" repeats one layer (its cache stays in the CPU caches);
+//! "30 layers" calls 30 layers in turn, as one decode step of SmolLM2-135M does. `--kind KIND`
+//! (repeatable) times only those kinds' serial direct path, for profiling (`perf record`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -19,21 +21,34 @@ const N_HEADS: usize = 9;
 const N_KV: usize = 3;
 const HEAD_DIM: usize = 64;
 const LAYERS: usize = 30;
+const ROUNDS: usize = 12;
+const SLICE: Duration = Duration::from_millis(60);
 
-/// Median seconds per call over ~`budget` of repeated calls (after a warm-up).
-fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
+type Job<'a> = Box<dyn FnMut() + 'a>;
+
+/// Median seconds per call of each job, timed in `ROUNDS` interleaved slices after a warm-up.
+fn time_all(jobs: &mut [Job]) -> Vec<f64> {
+    let mut samples = vec![Vec::new(); jobs.len()];
+    for job in jobs.iter_mut() {
+        job();
     }
-    let mut samples = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < budget || samples.len() < 10 {
-        let t0 = Instant::now();
-        f();
-        samples.push(t0.elapsed().as_secs_f64());
+    for _ in 0..ROUNDS {
+        for (job, s) in jobs.iter_mut().zip(&mut samples) {
+            let start = Instant::now();
+            while start.elapsed() < SLICE {
+                let t0 = Instant::now();
+                job();
+                s.push(t0.elapsed().as_secs_f64());
+            }
+        }
     }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    samples[samples.len() / 2]
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(|a, b| a.total_cmp(b));
+            s[s.len() / 2]
+        })
+        .collect()
 }
 
 fn reference_opts() -> AttendOptions<'static> {
@@ -45,24 +60,50 @@ fn reference_opts() -> AttendOptions<'static> {
     }
 }
 
-/// `--kind K`: profile only the serial direct path of kind K, in a loop of `iters` calls.
-fn profile(ctx: usize, kinds: &[CacheKind]) -> candle_core::Result<()> {
-    let dev = Device::Cpu;
-    let k = Tensor::randn(0f32, 1.0, (1, N_KV, ctx, HEAD_DIM), &dev)?;
-    let v = Tensor::randn(0f32, 1.0, (1, N_KV, ctx, HEAD_DIM), &dev)?;
-    let q = (Tensor::randn(0f32, 1.0, (1, N_HEADS, 1, HEAD_DIM), &dev)? / (HEAD_DIM as f64).sqrt())?;
-    let serial = DecodeOptions {
+fn opts(parallel: bool) -> DecodeOptions {
+    DecodeOptions {
         causal: false,
-        parallel: false,
+        parallel,
         portable: false,
-    };
-    for &kind in kinds {
-        let mut store = QuantKvStore::new(QuantKvSpec::uniform(1, N_KV, HEAD_DIM, kind, kind))
-            .map_err(candle_core::Error::from)?;
-        store.append(&k, &v)?;
-        let t = time(Duration::from_secs(2), || {
-            black_box(store.attend(&q, None, serial).expect("attend"));
-        });
+    }
+}
+
+struct Inputs {
+    k: Tensor,
+    v: Tensor,
+    q: Tensor,
+}
+
+fn inputs(ctx: usize) -> candle_core::Result<Inputs> {
+    let dev = Device::Cpu;
+    Ok(Inputs {
+        k: Tensor::randn(0f32, 1.0, (1, N_KV, ctx, HEAD_DIM), &dev)?,
+        v: Tensor::randn(0f32, 1.0, (1, N_KV, ctx, HEAD_DIM), &dev)?,
+        q: (Tensor::randn(0f32, 1.0, (1, N_HEADS, 1, HEAD_DIM), &dev)? / (HEAD_DIM as f64).sqrt())?,
+    })
+}
+
+fn store(kind: CacheKind, x: &Inputs) -> candle_core::Result<QuantKvStore> {
+    let mut store = QuantKvStore::new(QuantKvSpec::uniform(1, N_KV, HEAD_DIM, kind, kind))?;
+    store.append(&x.k, &x.v)?;
+    Ok(store)
+}
+
+/// `--kind K`: only the serial direct path of the given kinds.
+fn profile(ctx: usize, kinds: &[CacheKind]) -> candle_core::Result<()> {
+    let x = inputs(ctx)?;
+    let stores = kinds
+        .iter()
+        .map(|&k| store(k, &x))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let q = &x.q;
+    let mut jobs: Vec<Job> = stores
+        .iter()
+        .map(|s| -> Job {
+            Box::new(move || drop(black_box(s.attend(q, None, opts(false)).expect("attend"))))
+        })
+        .collect();
+    for (kind, t) in kinds.iter().zip(time_all(&mut jobs)) {
         let ns_per_row = t * 1e9 / (N_KV * ctx) as f64;
         println!(
             "{kind}: {:.1} µs per call, {ns_per_row:.2} ns per (KV head, position)",
@@ -73,118 +114,93 @@ fn profile(ctx: usize, kinds: &[CacheKind]) -> candle_core::Result<()> {
 }
 
 fn bench_context(ctx: usize) -> candle_core::Result<()> {
-    let dev = Device::Cpu;
-    let k = Tensor::randn(0f32, 1.0, (1, N_KV, ctx, HEAD_DIM), &dev)?;
-    let v = Tensor::randn(0f32, 1.0, (1, N_KV, ctx, HEAD_DIM), &dev)?;
-    let q = (Tensor::randn(0f32, 1.0, (1, N_HEADS, 1, HEAD_DIM), &dev)? / (HEAD_DIM as f64).sqrt())?;
-    let budget = Duration::from_millis(700);
+    let x = inputs(ctx)?;
     let threads = rayon::current_num_threads();
     println!(
-        "\ncontext {ctx}, b 1, {N_HEADS} query / {N_KV} KV heads, head_dim {HEAD_DIM}, t 1, {threads} rayon threads"
+        "\ncontext {ctx}, b 1, {N_HEADS} query / {N_KV} KV heads, head_dim {HEAD_DIM}, t 1, \
+         {threads} rayon threads; µs per layer call (median), × = ratio to direct fp16"
     );
+    let kinds = CacheKind::ALL;
+    let stores = kinds
+        .iter()
+        .map(|&k| store(k, &x))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let layers: Vec<Vec<QuantKvStore>> = stores.iter().map(|s| vec![s.clone(); LAYERS]).collect();
+    let dense: Vec<(DType, Tensor, Tensor, Tensor)> = [DType::F32, DType::F16]
+        .into_iter()
+        .map(|dt| Ok((dt, x.k.to_dtype(dt)?, x.v.to_dtype(dt)?, x.q.to_dtype(dt)?)))
+        .collect::<candle_core::Result<_>>()?;
 
-    let kinds = [
-        CacheKind::Fp32,
-        CacheKind::Fp16,
-        CacheKind::Bf16,
-        CacheKind::Q8_0,
-        CacheKind::Q4_0,
-        CacheKind::Nf4,
-    ];
-    let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
-    let mut stores = Vec::new();
-    let mut cold_rows: Vec<(String, f64)> = Vec::new();
-    for kind in kinds {
-        let mut store = QuantKvStore::new(QuantKvSpec::uniform(1, N_KV, HEAD_DIM, kind, kind))
-            .map_err(candle_core::Error::from)?;
-        store.append(&k, &v)?;
-        let serial = DecodeOptions {
-            causal: false,
-            parallel: false,
-            portable: false,
-        };
-        let par = DecodeOptions {
-            parallel: true,
-            ..serial
-        };
-        let t1 = time(budget, || {
-            black_box(store.attend(&q, None, serial).expect("attend"));
-        });
-        let tp = time(budget, || {
-            black_box(store.attend(&q, None, par).expect("attend"));
-        });
-        rows.push((format!("direct {kind}"), store.bytes(), t1, tp));
-        // Cold: one call per layer of a 30-layer model (as one decode step of SmolLM2-135M), so
-        // the caches do not stay in the CPU caches between calls of the same layer.
-        let layers: Vec<QuantKvStore> = (0..LAYERS).map(|_| store.clone()).collect();
-        let tc = time(budget, || {
-            for layer in &layers {
-                black_box(layer.attend(&q, None, par).expect("attend"));
+    // Direct path: serial, rayon, and 30 layers over rayon (per-layer time).
+    let q = &x.q;
+    let mut names = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    for (kind, s) in kinds.iter().zip(&stores) {
+        names.push((format!("direct {kind}"), s.bytes()));
+        jobs.push(Box::new(move || {
+            drop(black_box(s.attend(q, None, opts(false)).expect("attend")))
+        }));
+    }
+    for s in &stores {
+        jobs.push(Box::new(move || {
+            drop(black_box(s.attend(q, None, opts(true)).expect("attend")))
+        }));
+    }
+    for ls in &layers {
+        jobs.push(Box::new(move || {
+            for l in ls {
+                black_box(l.attend(q, None, opts(true)).expect("attend"));
             }
-        }) / LAYERS as f64;
-        cold_rows.push((format!("direct {kind}"), tc));
-        stores.push((kind, store));
+        }));
     }
-    for (kind, store) in &stores {
-        if !matches!(kind, CacheKind::Fp16 | CacheKind::Q4_0) {
-            continue;
+    // References: candle on the dequantized cache, and on dense tensors.
+    for (kind, s) in kinds.iter().zip(&stores) {
+        if matches!(kind, CacheKind::Fp16 | CacheKind::Q4_0) {
+            names.push((
+                format!("candle: dequantize-all {kind} + grouped_attention"),
+                s.bytes(),
+            ));
+            jobs.push(Box::new(move || {
+                let (kd, vd) = s.dequantize_all(&Device::Cpu).expect("dequantize");
+                black_box(grouped_attention(q, &kd, &vd, None, reference_opts()).expect("attention"));
+            }));
         }
-        let t = time(budget, || {
-            let (kd, vd) = store.dequantize_all(&dev).expect("dequantize");
-            black_box(grouped_attention(&q, &kd, &vd, None, reference_opts()).expect("attention"));
-        });
-        rows.push((
-            format!("candle dequantize-all {kind} + grouped_attention"),
-            store.bytes(),
-            t,
-            f64::NAN,
-        ));
     }
-    for dtype in [DType::F32, DType::F16] {
-        let (kt, vt, qt) = (k.to_dtype(dtype)?, v.to_dtype(dtype)?, q.to_dtype(dtype)?);
-        let t = time(budget, || {
-            black_box(grouped_attention(&qt, &kt, &vt, None, reference_opts()).expect("attention"));
-        });
-        let bytes = 2 * N_KV * ctx * HEAD_DIM * dtype.size_in_bytes();
-        rows.push((
-            format!("candle grouped_attention on {dtype:?} tensors"),
-            bytes,
-            t,
-            f64::NAN,
+    for (dt, k, v, qd) in &dense {
+        names.push((
+            format!("candle: grouped_attention on {dt:?} K/V"),
+            2 * k.elem_count() * dt.size_in_bytes(),
         ));
+        jobs.push(Box::new(move || {
+            black_box(grouped_attention(qd, k, v, None, reference_opts()).expect("attention"));
+        }));
     }
-
-    let fp16 = rows.iter().find(|r| r.0 == "direct fp16").expect("fp16 row");
-    let (base1, basep) = (fp16.2, fp16.3);
+    let t = time_all(&mut jobs);
+    let n = kinds.len();
+    let (serial, par, multi, refs) = (&t[..n], &t[n..2 * n], &t[2 * n..3 * n], &t[3 * n..]);
+    let fp16 = kinds
+        .iter()
+        .position(|&k| k == CacheKind::Fp16)
+        .expect("fp16 is a kind");
     println!(
-        "{:<48} {:>10} {:>12} {:>8} {:>12} {:>8}",
-        "path", "KV bytes", "serial µs", "× fp16", "rayon µs", "× fp16"
+        "{:<46} {:>9} {:>9} {:>6} {:>9} {:>6} {:>10} {:>6}",
+        "path", "KV bytes", "serial", "×", "rayon", "×", "30 layers", "×"
     );
-    for (name, bytes, t1, tp) in &rows {
-        let par = if tp.is_nan() {
-            "—".to_string()
-        } else {
-            format!("{:.1}", tp * 1e6)
-        };
-        let parx = if tp.is_nan() {
-            "—".to_string()
-        } else {
-            format!("{:.2}", tp / basep)
-        };
+    for i in 0..n {
+        let (name, bytes) = &names[i];
         println!(
-            "{name:<48} {bytes:>10} {:>12.1} {:>8.2} {par:>12} {parx:>8}",
-            t1 * 1e6,
-            t1 / base1
+            "{name:<46} {bytes:>9} {:>9.1} {:>6.2} {:>9.1} {:>6.2} {:>10.1} {:>6.2}",
+            serial[i] * 1e6,
+            serial[i] / serial[fp16],
+            par[i] * 1e6,
+            par[i] / par[fp16],
+            multi[i] * 1e6 / LAYERS as f64,
+            multi[i] / multi[fp16],
         );
     }
-    let cold_fp16 = cold_rows
-        .iter()
-        .find(|r| r.0 == "direct fp16")
-        .expect("fp16 row")
-        .1;
-    println!("\ncold ({LAYERS} layers per step, rayon): µs per layer call");
-    for (name, t) in &cold_rows {
-        println!("{name:<48} {:>12.1} {:>8.2}", t * 1e6, t / cold_fp16);
+    for (i, r) in refs.iter().enumerate() {
+        let (name, bytes) = &names[n + i];
+        println!("{name:<46} {bytes:>9} {:>9.1} {:>6.2}", r * 1e6, r / serial[fp16]);
     }
     Ok(())
 }
