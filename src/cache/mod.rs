@@ -6,11 +6,13 @@
 //! - [`quant`]: one block's quantize / dequantize formulas;
 //! - [`Rows`]: the growable rows of one (batch, KV head, segment);
 //! - [`QuantKvStore`]: one attention layer's K/V (segments, fp16 window, Hadamard rotation), with
-//!   [`QuantKvStore::attend`] for decode.
+//!   [`QuantKvStore::attend`] for decode;
+//! - [`QuantKvCache`]: one store per attention slot of a model.
 
 pub mod attend;
 pub mod error;
 pub mod kind;
+pub mod model_cache;
 pub mod quant;
 pub mod rotate;
 pub mod rows;
@@ -20,5 +22,6 @@ pub mod store;
 pub use attend::DecodeOptions;
 pub use error::CacheError;
 pub use kind::CacheKind;
+pub use model_cache::QuantKvCache;
 pub use rows::Rows;
 pub use store::{QuantKvSpec, QuantKvStore, Segment, StreamSpec};
