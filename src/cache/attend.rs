@@ -377,6 +377,7 @@ fn sum(x: &[f32]) -> f32 {
 /// `e^x` for the softmax (x ≤ 0; −∞ and x < −87 give 0): Cephes' `expf` range reduction and
 /// polynomial (≈ 1 ulp), branch-free so that it vectorizes.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // why: Cephes' constants, kept verbatim.
 fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_375;

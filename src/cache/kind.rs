@@ -188,7 +188,7 @@ mod tests {
             let mut next = 0;
             for (start, len) in bs {
                 assert_eq!(start, next);
-                assert!(len >= 1 && len <= 32);
+                assert!((1..=32).contains(&len));
                 next += len;
             }
         }

@@ -23,6 +23,7 @@
 use half::f16;
 
 /// bitsandbytes' NF4 code book (normal-float quantiles, exactly as in `dDequantizeNF4`).
+#[allow(clippy::excessive_precision)] // why: bitsandbytes' literals, kept verbatim.
 pub const NF4_LEVELS: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
@@ -322,7 +323,7 @@ mod tests {
         x[17] = 3.9;
         let mut qs = vec![0u8; 16];
         assert_eq!(quantize_q4_0(&x, &mut qs), f16::from_f32(0.5));
-        assert_eq!(qs[0], (9 << 4) | 0);
+        assert_eq!(qs[0], 9 << 4, "0 → nibble 0 (low), 0.25 → 9 (high)");
         assert_eq!(qs[1], (15 << 4) | 10);
         assert!(qs[2..].iter().all(|&b| b == 0x88));
     }

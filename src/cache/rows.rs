@@ -237,7 +237,7 @@ impl Rows {
             Data::F32(v) => out.copy_from_slice(&v[flat]),
             Data::F16(v) => L::f16_to_f32(&v[flat], out),
             Data::Bf16(v) => L::bf16_to_f32(&v[flat], out),
-            Data::Quant { scales, codes } if w % BLOCK == 0 => {
+            Data::Quant { scales, codes } if w.is_multiple_of(BLOCK) => {
                 let (nb, cb) = (self.n_blocks, self.code_bytes);
                 let scales = &scales[range.start * nb..range.end * nb];
                 let codes = &codes[range.start * cb..range.end * cb];
