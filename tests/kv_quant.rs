@@ -199,6 +199,7 @@ fn quantized_attention_stays_close_to_full_precision() {
         store.append(&k, &v).unwrap();
         let got = store.attend(&q, None, DecodeOptions::default()).unwrap();
         let (err, at) = worst(&got, &exact);
+        eprintln!("{kind}: worst |Δ| against fp32 attention {err:e}");
         assert!(err < tol, "{kind}: worst |Δ| {err} at {at} (tolerance {tol})");
     }
 }
@@ -367,6 +368,10 @@ fn rotation_keeps_scores_and_cuts_q4_0_key_error_on_outlier_channels() {
             .unwrap();
         key_err.push(mse);
     }
+    eprintln!(
+        "key MSE: fp32+rotation {:e}, q4_0 {:e}, q4_0+rotation {:e}",
+        key_err[0], key_err[1], key_err[2]
+    );
     assert!(key_err[0] < 1e-10, "fp32 rotation round trip: {}", key_err[0]);
     assert!(
         key_err[2] < 0.5 * key_err[1],
