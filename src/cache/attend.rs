@@ -1,12 +1,13 @@
 //! Grouped attention that reads the stored rows directly (no dequantized copy of the cache).
 //!
-//! For every (batch, KV head) and the `g · t` query rows of its group: scores `s_j = q · k_j` are
-//! computed block by block as `scale × Σ q_i · code_i` (codes decoded to f32 in a 32-value
-//! scratch), an online softmax in f32 runs over chunks of positions (a per-chunk score buffer, never
-//! the full score matrix), and `Σ p_j v_j` is accumulated with per-block scales. Long caches are
-//! split along positions into independent pieces (rayon) whose softmax states are merged with the
-//! log-sum-exp rule (flash-decoding). The optional null key/value is one more, always visible,
-//! exact f32 position.
+//! For every (batch, KV head) and the `g · t` query rows of its group, over chunks of 128
+//! positions: the chunk's K rows are decoded block by block (`code × scale`) into an L1 tile and
+//! scores `s_j = q · k_j` come from a register-tiled Q·Kᵀ; an online softmax in f32 runs over the
+//! chunk (a per-chunk score buffer, never the full score matrix); the V rows are decoded likewise and
+//! `Σ p_j v_j` accumulates as a register-tiled P·V. Long caches are split along positions into
+//! independent pieces (rayon) whose softmax states are merged with the log-sum-exp rule
+//! (flash-decoding). The optional null key/value is one more, always visible, exact f32 position.
+//! The kernel is generic over `simd::Lanes`: AVX2+FMA+F16C where the CPU has it, else portable.
 //!
 //! Shapes: q (b, n_heads, t, dk), pre-scaled by the caller (as [`crate::layer::sdpa`]); the store
 //! holds n_kv heads; query head h uses KV head h / (n_heads / n_kv). Output (b, n_heads, t, dv) in

@@ -1,4 +1,4 @@
-//! Quantize / dequantize one block (≤ 32 values of one head) for each quantized [`CacheKind`].
+//! Quantize / dequantize one block (≤ 32 values of one head) for each quantized [`CacheKind`](super::CacheKind).
 //!
 //! Formulas (the public anchors are llama.cpp's `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref`
 //! and bitsandbytes' `dQuantizeNF4`), all in f32, the scale stored as f16:
