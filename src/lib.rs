@@ -21,6 +21,8 @@ pub mod data;
 pub mod train;
 /// Llama → DBA surgery and distillation.
 pub mod upcycle;
+/// KV caches beyond the plain one: fp32/fp16/bf16/q8_0/q4_0/nf4 storage and decode attention that reads it directly.
+pub mod cache;
 /// Sampler, `Generator` (sessions, streaming, batches), chat templates.
 pub mod infer;
 /// Benchmark result types and the artifact writers (CSV, JSON, PNG/SVG, LaTeX, HTML).
