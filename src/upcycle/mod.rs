@@ -2,6 +2,7 @@
 //! is trained back by blockwise distillation and a global fine-tune, and is verified against the
 //! teacher. `runner` drives it for `trainer: upcycle` targets.
 
+pub mod artifacts;
 pub mod blockwise;
 pub mod pairing;
 pub mod runner;

@@ -214,13 +214,76 @@ pub fn run_upcycle(
         verify: fin,
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
-    let path = target_dir.join("artifacts").join("report.json");
-    write_json(&path, &report).map_err(|e| UpcycleError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
+    let artifacts_dir = target_dir.join("artifacts");
+    let record = serde_json::to_value(&report).map_err(|e| UpcycleError::Mismatch(e.to_string()))?;
+    let bench = bench_report(compiled, target, &teacher, &model, &report, &device)?;
+    super::artifacts::write(&bench, &record, &artifacts_dir)?;
+    let path = artifacts_dir.join("report.json");
     print_summary(&report, &path);
     Ok(path)
+}
+
+/// Perplexity, latency (teacher and student interleaved, both dense f32) and exact KV bytes.
+fn bench_report(
+    compiled: &Compiled,
+    target: &TargetPlan,
+    teacher: &Teacher,
+    student: &LanguageModel,
+    report: &Report,
+    device: &candle_core::Device,
+) -> Result<crate::bench::Report, UpcycleError> {
+    use super::artifacts::{LatencyGrid, measure_latency, memory_rows, metadata, perplexity_rows};
+    let cfg = &target.upcycle;
+    let latency = if cfg.latency_prompt_lens.is_empty() {
+        Vec::new()
+    } else {
+        // why: the running teacher may compute on quantized blocks; time it dense like the student.
+        let opts = crate::loader::LoadOptions {
+            dtype: DType::F32,
+            device: device.clone(),
+            dequantize: true,
+        };
+        let dense = crate::loader::load_source(&teacher.source, &opts)?;
+        let vocab = dense.model.vocab_size().unwrap_or(2);
+        tracing::info!(prompts = ?cfg.latency_prompt_lens, "measuring decode latency");
+        let grid = LatencyGrid {
+            prompt_lens: cfg.latency_prompt_lens.clone(),
+            gen_len: cfg.latency_gen_len.max(1),
+            warmup: 1,
+            timed: cfg.latency_runs.max(1),
+        };
+        measure_latency(
+            &[("teacher", &dense.model, vocab), ("student", student, vocab)],
+            &grid,
+            device,
+        )?
+    };
+    let params = |spec: &crate::model::ModelSpec| -> u64 { crate::compiler::ModelStats::of(spec).params * 4 };
+    let memory = memory_rows(
+        &[
+            ("teacher", &teacher.loaded.spec, params(&teacher.loaded.spec)),
+            ("student", &target.model, params(&target.model)),
+        ],
+        &[512, 1024, 2048, 4096, 8192],
+    );
+    let mut meta = metadata(
+        &compiled.plan.name,
+        &compiled.manifest_path.display().to_string(),
+        &target.name,
+        &report.device,
+    );
+    if let Some(rss) = super::artifacts::process_peak_rss() {
+        meta.versions
+            .insert("process_peak_rss_bytes".into(), rss.to_string());
+    }
+    Ok(crate::bench::Report {
+        metadata: meta,
+        perplexity: perplexity_rows(&report.verify, target.data.block_size),
+        latency,
+        memory,
+        accuracy: Vec::new(),
+        verify: serde_json::to_value(&report.verify).unwrap_or_default(),
+    })
 }
 
 /// Data for an upcycle is tokenized with the teacher's tokenizer unless the manifest names one:

@@ -42,6 +42,13 @@ pub struct UpcycleSpec {
     pub teacher_batches: usize,
     /// Held-out batches for verification (attention/logit L1, perplexity). Default: 8.
     pub verify_batches: usize,
+    /// Prompt lengths of the decode-latency benchmark (teacher and student, interleaved); empty
+    /// skips it. Default: [64, 256].
+    pub latency_prompt_lens: Vec<usize>,
+    /// Greedy tokens generated per latency run. Default: 16.
+    pub latency_gen_len: usize,
+    /// Timed runs per latency point (after one warm-up run). Default: 3.
+    pub latency_runs: usize,
 }
 
 impl Default for UpcycleSpec {
@@ -52,6 +59,9 @@ impl Default for UpcycleSpec {
             distill_loss: DistillLoss::L1,
             teacher_batches: 8,
             verify_batches: 8,
+            latency_prompt_lens: vec![64, 256],
+            latency_gen_len: 16,
+            latency_runs: 3,
         }
     }
 }
