@@ -71,6 +71,25 @@ fn render_model(out: &mut String, m: &ModelSpec, path: &str, t: &TargetPlan) {
         grouped(s.kv_bytes_per_token_f16),
         s.attention_layers
     );
+    let per_kind: Vec<String> = [
+        crate::cache::CacheKind::Fp16,
+        crate::cache::CacheKind::Q8_0,
+        crate::cache::CacheKind::Q4_0,
+    ]
+    .into_iter()
+    .map(|k| {
+        format!(
+            "{} B {}",
+            grouped(super::stats::kv_bytes(&m.topology, k)),
+            k.name()
+        )
+    })
+    .collect();
+    let _ = writeln!(
+        out,
+        "  kv cache per token, exact with scales: {}",
+        per_kind.join(", ")
+    );
 }
 
 /// One line for `node`, then its children two spaces deeper.
@@ -86,6 +105,15 @@ pub fn render_node(out: &mut String, node: &NodeSpec, path: &str, depth: usize) 
                 a.head_dim(),
                 name_of(&a.mode)
             );
+            if a.mode == crate::layer::AttentionMode::Decoupled {
+                let d = crate::layer::DecoupledDims::of(a);
+                let _ = write!(
+                    s,
+                    " sem_head_dim={} geo_head_dim={} v_head_dim={}",
+                    d.sem_head_dim, d.geo_head_dim, d.v_head_dim
+                );
+            }
+            let _ = write!(s, " kv_values_per_token={}", a.cache_values_per_token());
             if a.rope_enabled {
                 let _ = write!(s, " rope_base={}", a.rope_base);
                 if let Some(sc) = &a.rope_scaling {

@@ -52,6 +52,27 @@ fn mul(a: usize, b: usize) -> u64 {
 /// Parameters of `node` and its subtree (children counted `repeat` times).
 pub fn params(node: &NodeSpec) -> u64 {
     match node {
+        NodeSpec::Attention(a) if a.mode == crate::layer::AttentionMode::Decoupled => {
+            let dims = crate::layer::DecoupledDims::of(a);
+            let (d, nh, nkv) = (a.d_model, dims.n_heads, dims.n_kv_heads);
+            let (sh, gh, vh) = (dims.sem_head_dim, dims.geo_head_dim, dims.v_head_dim);
+            let k_sem = if a.tie_qk { 0 } else { nkv * sh };
+            let outs = nh * sh + k_sem + nh * gh + nkv * gh + nkv * vh;
+            let mut n = mul(d, outs).saturating_add(mul(nh * vh, d));
+            if a.bias {
+                n = n.saturating_add((outs + d) as u64);
+            }
+            if a.decoupled_gate {
+                n = n.saturating_add(nh as u64);
+                if a.decoupled_gate_dynamic {
+                    n = n.saturating_add(mul(d, nh));
+                }
+            }
+            if a.null_attn {
+                n = n.saturating_add((nkv * (sh + gh + vh)) as u64);
+            }
+            n
+        }
         NodeSpec::Attention(a) => {
             let (d, q, kv) = (a.d_model, a.n_heads * a.head_dim(), a.kv_heads() * a.head_dim());
             let weights = mul(d, q)
@@ -85,8 +106,42 @@ pub fn params(node: &NodeSpec) -> u64 {
 /// K and V elements per token in `node`'s attention layers.
 fn kv_elements(node: &NodeSpec) -> u64 {
     match node {
-        NodeSpec::Attention(a) => mul(a.kv_heads(), a.head_dim()).saturating_mul(2),
+        NodeSpec::Attention(a) => a.cache_values_per_token() as u64,
         _ => subtree(node, kv_elements),
+    }
+}
+
+/// Exact cached bytes per token of `node`'s attention layers with K and V stored as `kind`
+/// (block scales included; blocks never straddle heads or DBA's sem/geo segments).
+pub fn kv_bytes(node: &NodeSpec, kind: crate::cache::CacheKind) -> u64 {
+    match node {
+        NodeSpec::Attention(a) => {
+            let kv = a.kv_heads();
+            let bytes = match a.mode {
+                crate::layer::AttentionMode::Decoupled => {
+                    let d = crate::layer::DecoupledDims::of(a);
+                    kv * (kind.row_bytes(d.sem_head_dim)
+                        + kind.row_bytes(d.geo_head_dim)
+                        + kind.row_bytes(d.v_head_dim))
+                }
+                _ => 2 * kv * kind.row_bytes(a.head_dim()),
+            };
+            bytes as u64
+        }
+        NodeSpec::Stacked(_)
+        | NodeSpec::Sequential(_)
+        | NodeSpec::Nested(_)
+        | NodeSpec::Residual(_)
+        | NodeSpec::Parallel(_)
+        | NodeSpec::Branching(_)
+        | NodeSpec::Cyclic(_)
+        | NodeSpec::Recurrent(_) => match node.children() {
+            Some((children, repeat)) => {
+                (repeat as u64).saturating_mul(children.iter().map(|c| kv_bytes(c, kind)).sum::<u64>())
+            }
+            None => 0,
+        },
+        _ => 0,
     }
 }
 

@@ -14,31 +14,11 @@ use super::verify::Verification;
 use crate::bench::{LatencyResult, MemoryResult, Metadata, PerplexityResult, Report, Stat};
 use crate::cache::CacheKind;
 use crate::infer::Generator;
-use crate::layer::decoupled::DecoupledDims;
-use crate::layer::{AttentionMode, AttentionSpec};
 use crate::model::{LanguageModel, ModelSpec};
 
-/// Exact cached bytes per token of `spec` when K and V are stored as `kind` (scales included;
-/// blocks never straddle heads).
+/// Exact cached bytes per token of `spec` when K and V are stored as `kind`.
 pub fn kv_bytes_per_token(spec: &ModelSpec, kind: CacheKind) -> usize {
-    spec.topology
-        .attention_specs()
-        .iter()
-        .map(|a| layer_bytes(a, kind))
-        .sum()
-}
-
-fn layer_bytes(a: &AttentionSpec, kind: CacheKind) -> usize {
-    let kv = a.kv_heads();
-    match a.mode {
-        AttentionMode::Decoupled => {
-            let d = DecoupledDims::of(a);
-            kv * (kind.row_bytes(d.sem_head_dim)
-                + kind.row_bytes(d.geo_head_dim)
-                + kind.row_bytes(d.v_head_dim))
-        }
-        _ => 2 * kv * kind.row_bytes(a.head_dim()),
-    }
+    crate::compiler::stats::kv_bytes(&spec.topology, kind) as usize
 }
 
 /// Settings of the latency grid.
