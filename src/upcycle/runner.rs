@@ -128,7 +128,21 @@ pub fn run_upcycle(
     let target_dir = runs_root.join(&compiled.plan.name).join(&target.name);
     let mut phases = Vec::new();
     let mut pool = None;
+    // A global phase with a checkpoint resumes from it (the student's weights live there), so
+    // redoing the blockwise phases before it would be thrown away.
+    let resumable_global = !fresh
+        && target.runs.iter().any(|r| {
+            r.phase == Phase::Global
+                && crate::train::latest_complete(
+                    &RunDir::for_run(runs_root, &compiled.plan.name, &target.name, &r.id).checkpoints(),
+                )
+                .is_some()
+        });
     for run in &target.runs {
+        if run.phase == Phase::Blockwise && resumable_global {
+            tracing::info!(run = %run.id, "skipping blockwise: a later global phase resumes from its checkpoint (use --fresh to redo)");
+            continue;
+        }
         let mut train = run.train.clone();
         train.device = device_name.clone();
         let dir = RunDir::for_run(runs_root, &compiled.plan.name, &target.name, &run.id);
