@@ -41,7 +41,7 @@ fn print_plan_shows_the_lowered_tree_then_the_ordered_plan() {
         "      - topology=NestedTopology path=model.topology.layers[0]",
         "        - topology=ResidualTopology path=model.topology.layers[0].layers[2]",
         "          - layer=AttentionLayer path=model.topology.layers[0].layers[2].layers[1] d_model=64 n_heads=4 \
-         n_kv_heads=4 head_dim=16 mode=standard rope_base=10000",
+         n_kv_heads=4 head_dim=16 mode=standard kv_values_per_token=128 rope_base=10000",
         "      - layer=LinearLayer path=model.topology.layers[2] d_in=64 d_out=256 bias=false",
         "  parameters: 139,584 (139.6K)",
         "  kv cache per token: 1,024 B f32, 512 B f16 (2 attention layers)",
