@@ -133,7 +133,8 @@ impl<'m> Generator<'m> {
         self.history = vec![Vec::new()];
     }
 
-    /// Forget the last `n` tokens of every row.
+    /// Forget the last `n` tokens of every row. The session can continue with an empty prompt
+    /// (the last kept token is re-fed to get the next logits).
     pub fn rollback(&mut self, n: usize) -> Result<(), GenerateError> {
         let len = self.history.iter().map(Vec::len).min().unwrap_or(0);
         if n > len {
@@ -142,7 +143,8 @@ impl<'m> Generator<'m> {
         let pad = self.cache.left_pad.clone();
         for (r, h) in self.history.iter_mut().enumerate() {
             h.truncate(h.len() - n);
-            let keep = h.len() + pad.get(r).copied().unwrap_or(0);
+            // why: the last kept token is fed again by the next call, which needs its logits.
+            let keep = (h.len() + pad.get(r).copied().unwrap_or(0)).saturating_sub(1);
             if self.cache.len() > keep {
                 self.cache.truncate(keep)?;
             }
