@@ -55,3 +55,30 @@ fn smollm2_knows_the_capital_of_france_and_speaks_chatml() {
     assert_eq!(tok.decode(&ids, false).unwrap(), rendered);
     assert!(tok.eos_token_ids.contains(&tok.token_id("<|im_end|>").unwrap()));
 }
+
+#[test]
+fn smollm2_gguf_tokenizer_matches_transformers() {
+    let Some(m) = smollm2() else { return };
+    let tok = m.tokenizer.as_ref().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/smollm2_tokens.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in v["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(text, false).unwrap();
+        let first = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            got == want,
+            "{:?}…: first difference at {first:?} ({} vs {} tokens)",
+            &text[..40.min(text.len())],
+            got.len(),
+            want.len()
+        );
+        assert_eq!(tok.decode(&got, false).unwrap(), text);
+    }
+}

@@ -20,12 +20,31 @@ pub struct ModelArgs {
     /// Expand GGUF quantized weights to f32 instead of computing on the quantized blocks.
     #[arg(long)]
     pub dequantize: bool,
+    /// GGUF matrices in block types without fast kernels (Q4_1, Q5_0, Q5_1) are re-quantized to
+    /// this type at load (q8_0, q4_0, q4k, q6k), or kept as stored (`native`).
+    #[arg(long, default_value = "q8_0")]
+    pub requantize: String,
 }
 
 impl ModelArgs {
     fn load(&self) -> Result<LoadedModel, CliError> {
+        use candle_core::quantized::GgmlDType;
+        let requantize = match self.requantize.to_ascii_lowercase().as_str() {
+            "native" | "none" => None,
+            "q8_0" => Some(GgmlDType::Q8_0),
+            "q4_0" => Some(GgmlDType::Q4_0),
+            "q4k" | "q4_k" => Some(GgmlDType::Q4K),
+            "q6k" | "q6_k" => Some(GgmlDType::Q6K),
+            other => {
+                return Err(CliError::usage(miette::miette!(
+                    help = "one of: native, q8_0, q4_0, q4k, q6k",
+                    "--requantize {other}: unknown block type"
+                )));
+            }
+        };
         let opts = LoadOptions {
             dequantize: self.dequantize,
+            requantize,
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();
