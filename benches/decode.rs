@@ -3,7 +3,7 @@
 //! `cargo bench --bench decode` loads `$CARAMBA_BENCH_MODEL` (default: `smollm2-135m`, fetched into
 //! the cache on first use) and prints one JSON line per configuration: prefill tokens/s over a
 //! 512-token prompt and greedy decode tokens/s over 128 new tokens (eos ignored), best of 3.
-//! `$CARAMBA_BENCH_REQUANTIZE` = `q8_0` (default), `native` or `f32` picks how GGUF blocks are kept.
+//! `$CARAMBA_BENCH_REQUANTIZE` = `native` (default), `q8_0`, `q4_0` or `f32` picks how GGUF blocks are kept.
 
 use std::time::Instant;
 
@@ -19,10 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         ModelSource::parse(&model)?
     };
-    let mode = std::env::var("CARAMBA_BENCH_REQUANTIZE").unwrap_or_else(|_| "q8_0".into());
+    let mode = std::env::var("CARAMBA_BENCH_REQUANTIZE").unwrap_or_else(|_| "native".into());
     let opts = match mode.as_str() {
-        "native" => LoadOptions {
-            requantize: None,
+        "q8_0" => LoadOptions {
+            requantize: Some(GgmlDType::Q8_0),
             ..LoadOptions::default()
         },
         "f32" => LoadOptions {

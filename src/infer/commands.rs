@@ -20,9 +20,10 @@ pub struct ModelArgs {
     /// Expand GGUF quantized weights to f32 instead of computing on the quantized blocks.
     #[arg(long)]
     pub dequantize: bool,
-    /// GGUF matrices in block types without fast kernels (Q4_1, Q5_0, Q5_1) are re-quantized to
-    /// this type at load (q8_0, q4_0, q4k, q6k), or kept as stored (`native`).
-    #[arg(long, default_value = "q8_0")]
+    /// Re-quantize GGUF matrices stored as Q4_1/Q5_0/Q5_1 (no candle SIMD kernel) at load to this
+    /// type (q8_0, q4_0, q4k, q6k), or keep them as stored (`native`; Q4_1 then runs on caramba's
+    /// own AVX-512 VNNI kernel where the CPU has one).
+    #[arg(long, default_value = "native")]
     pub requantize: String,
 }
 

@@ -116,6 +116,9 @@ pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor) -> Result<Tensor> {
         return weight.forward(&xs);
     };
     if rows < DENSE_GEMM_MIN_ROWS || xs.dtype() != DType::F32 {
+        if let Some(ys) = super::qmatvec::quantized_matvec(q, &xs)? {
+            return Ok(ys);
+        }
         return weight.forward(&xs);
     }
     let (n, k) = q.shape().dims2()?;

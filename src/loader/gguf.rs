@@ -251,8 +251,13 @@ fn tensor_bytes(info: &TensorInfo) -> usize {
 }
 
 /// Block types candle 0.11 computes with a scalar loop only (no AVX/NEON dot product): a matmul
-/// on them is several times slower than on Q8_0, Q4_0 or the K-quants.
+/// on them is several times slower than on Q8_0, Q4_0 or the K-quants. (Q4_1 also has caramba's
+/// own kernel, [`crate::layer::qmatvec`], where the CPU has AVX-512 VNNI.)
 pub const SLOW_BLOCKS: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1, GgmlDType::Q8_1];
+
+fn is_slow(t: GgmlDType) -> bool {
+    SLOW_BLOCKS.contains(&t)
+}
 
 fn is_float(t: GgmlDType) -> bool {
     matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
@@ -302,7 +307,7 @@ impl GgufBackend {
     fn served(&self, p: &ParamName) -> Result<(GgmlDType, Vec<u8>)> {
         let (ggml, data) = self.raw(p)?;
         match self.requantize {
-            Some(target) if target != ggml && SLOW_BLOCKS.contains(&ggml) => {
+            Some(target) if target != ggml && is_slow(ggml) => {
                 let storage = QStorage::from_data(Cow::Owned(data), &Device::Cpu, ggml)?;
                 let q = QTensor::new(storage, p.shape.clone())?;
                 let r = QTensor::quantize(&q.dequantize(&Device::Cpu)?, target)?;
@@ -352,7 +357,7 @@ impl SimpleBackend for GgufBackend {
             let p = self.param(path)?;
             let info = self.gguf.info(p).map_err(candle_core::Error::wrap)?;
             let served = match self.requantize {
-                Some(target) if SLOW_BLOCKS.contains(&info.ggml_dtype) => target,
+                Some(target) if target != info.ggml_dtype && is_slow(info.ggml_dtype) => target,
                 _ => info.ggml_dtype,
             };
             return Tensor::new(ggml_type_id(served), dev);

@@ -22,10 +22,10 @@ pub struct LoadOptions {
     /// Expand GGUF quantized matrices to dense `dtype` instead of computing on the blocks.
     /// Default: false.
     pub dequantize: bool,
-    /// Re-quantize GGUF matrices stored in block types candle has no SIMD kernel for (Q4_1, Q5_0,
+    /// Re-quantize GGUF matrices stored in block types without a candle SIMD kernel (Q4_1, Q5_0,
     /// Q5_1, Q8_1; see [`super::gguf::SLOW_BLOCKS`]) to this type at load; `None` keeps the file's
-    /// blocks. Default: Q8_0 (the file's values to within half a Q8_0 step, and several times
-    /// faster; docs/inference.md has the measurements).
+    /// blocks. Default: none (Q4_1 runs on caramba's own kernel, `layer::qmatvec`, on CPUs with
+    /// AVX-512 VNNI; elsewhere `Some(Q8_0)` is the faster choice; docs/inference.md measures both).
     pub requantize: Option<GgmlDType>,
 }
 
@@ -35,7 +35,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             device: Device::Cpu,
             dequantize: false,
-            requantize: Some(GgmlDType::Q8_0),
+            requantize: None,
         }
     }
 }
