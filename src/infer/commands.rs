@@ -298,6 +298,9 @@ pub fn chat(args: &ChatArgs) -> Result<(), CliError> {
         messages.push(Message::new("user", line));
         let text = template.render(&messages, true).map_err(failed)?;
         let ids = tok.encode(&text, false).map_err(failed)?;
+        if ids.is_empty() {
+            continue;
+        }
         // Keep the cached prefix the new rendering shares; feed only the rest.
         let common = generator
             .tokens()

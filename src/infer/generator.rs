@@ -27,6 +27,8 @@ pub enum GenerateError {
     Rollback { n: usize, len: usize },
     #[error("{what} needs a single-row session (this one has {rows} rows)")]
     NotSingleRow { what: &'static str, rows: usize },
+    #[error("decode_step got {got} tokens for a session of {rows} rows")]
+    RowMismatch { got: usize, rows: usize },
     #[error("model forward failed: {0}")]
     Model(#[from] candle_core::Error),
 }
@@ -253,8 +255,8 @@ impl<'m> Generator<'m> {
     /// Append one token per row and run it; logits (rows, vocab).
     pub fn decode_step(&mut self, tokens: &[u32]) -> Result<Tensor, GenerateError> {
         if tokens.len() != self.rows() {
-            return Err(GenerateError::NotSingleRow {
-                what: "decode_step with this many tokens",
+            return Err(GenerateError::RowMismatch {
+                got: tokens.len(),
                 rows: self.rows(),
             });
         }
