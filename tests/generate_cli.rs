@@ -180,3 +180,75 @@ fn perplexity_of_a_text_file() {
     assert!((ppl - nll.exp()).abs() < 1e-6 * ppl);
     assert!(ppl > 1.0 && tokens > 32);
 }
+
+#[test]
+fn an_offline_hub_model_not_in_the_cache_says_how_to_pass_a_local_path() {
+    let home = tempfile::tempdir().unwrap();
+    let out = caramba()
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "generate",
+            "-q",
+            "--model",
+            "hf:HuggingFaceTB/SmolLM2-135M-Instruct",
+            "--prompt",
+            "hi",
+        ])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8_lossy(&out);
+    // why: miette wraps the report at 80 columns.
+    let flat = err
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains("HuggingFaceTB/SmolLM2-135M") && flat.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+    assert!(flat.contains("pass its local path"), "{err}");
+}
+
+#[test]
+fn hub_models_in_the_cache_load_without_the_network() {
+    // Lay the golden directory out as the hub cache does: refs/main → snapshots/<commit>/files.
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--caramba--tiny-llama");
+    let snapshot = repo.join("snapshots/0123456789abcdef");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef").unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(fixture().join(f), snapshot.join(f)).unwrap();
+    }
+    let out = caramba()
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "generate",
+            "-q",
+            "--model",
+            "hf:caramba/tiny-llama",
+            "--prompt",
+            "Once upon a time",
+            "--json",
+        ])
+        .args(["--max-new-tokens", "3"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 3);
+}
