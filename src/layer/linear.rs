@@ -208,7 +208,7 @@ pub fn quantized_weight(vb: &VarBuilder, name: &str, shape: (usize, usize)) -> R
     };
     let raw = vb.get_unchecked_dtype(&blocks, DType::U8)?.to_vec1::<u8>()?;
     let expected = shape.0 * shape.1 / dtype.block_size() * dtype.type_size();
-    if raw.len() != expected || shape.1 % dtype.block_size() != 0 {
+    if raw.len() != expected || !shape.1.is_multiple_of(dtype.block_size()) {
         candle_core::bail!(
             "{}.{name}: {} bytes of {dtype:?} blocks do not hold a {shape:?} matrix ({expected} bytes)",
             vb.prefix(),

@@ -103,13 +103,13 @@ impl GgufFile {
             self.meta_usize(&format!("llama.{key}"))?
                 .ok_or_else(|| self.config_error(format!("missing metadata `llama.{key}`")))
         };
-        if let Some(kind) = self.meta_str("llama.rope.scaling.type") {
-            if kind != "none" {
-                return Err(LoadError::UnsupportedRope {
-                    path: self.path.clone(),
-                    found: kind.into(),
-                });
-            }
+        if let Some(kind) = self.meta_str("llama.rope.scaling.type")
+            && kind != "none"
+        {
+            return Err(LoadError::UnsupportedRope {
+                path: self.path.clone(),
+                found: kind.into(),
+            });
         }
         if self.content.tensor_infos.contains_key("rope_freqs.weight") {
             return Err(LoadError::UnsupportedRope {
@@ -153,13 +153,13 @@ impl GgufFile {
             attention_bias: self.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
             mlp_bias: self.content.tensor_infos.contains_key("blk.0.ffn_gate.bias"),
         };
-        if let Some(rot) = self.meta_usize("llama.rope.dimension_count")? {
-            if rot != cfg.head_dim {
-                return Err(self.config_error(format!(
-                    "partial RoPE (rope.dimension_count {rot} < head dim {}) is not supported",
-                    cfg.head_dim
-                )));
-            }
+        if let Some(rot) = self.meta_usize("llama.rope.dimension_count")?
+            && rot != cfg.head_dim
+        {
+            return Err(self.config_error(format!(
+                "partial RoPE (rope.dimension_count {rot} < head dim {}) is not supported",
+                cfg.head_dim
+            )));
         }
         cfg.validate(&self.path)?;
         Ok(cfg)

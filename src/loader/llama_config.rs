@@ -151,13 +151,13 @@ impl LlamaConfig {
 
     /// Resolve a parsed HF config (`path` names the file in errors).
     pub fn from_hf(hf: &HfLlamaConfig, path: &Path) -> Result<Self, LoadError> {
-        if let Some(act) = hf.hidden_act.as_deref() {
-            if act != "silu" {
-                return Err(LoadError::Config {
-                    path: path.into(),
-                    message: format!("hidden_act `{act}` is not supported (Llama uses silu)"),
-                });
-            }
+        if let Some(act) = hf.hidden_act.as_deref()
+            && act != "silu"
+        {
+            return Err(LoadError::Config {
+                path: path.into(),
+                message: format!("hidden_act `{act}` is not supported (Llama uses silu)"),
+            });
         }
         let scaling = hf.rope_parameters.as_ref().or(hf.rope_scaling.as_ref());
         let rope_scaling = match scaling {
@@ -204,13 +204,13 @@ impl LlamaConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_layers == 0 || self.d_model == 0 {
             return bad("heads, layers and hidden size must be at least 1".into());
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} is odd; RoPE rotates pairs", self.head_dim));
         }
         let spec = self.attention_spec();
