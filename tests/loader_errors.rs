@@ -1,4 +1,5 @@
-//! Bad inputs give clear errors that name the file (and the tensor), never a panic.
+//! Bad inputs give clear errors that name the file (and the tensor), never a panic; and a caramba
+//! checkpoint or run directory loads to the same model as the HF directory it was made from.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -151,4 +152,64 @@ fn a_directory_that_is_no_model_says_what_it_expected() {
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
     let err = load_err(dir.path());
     assert!(matches!(err, LoadError::UnknownSource { .. }), "{err}");
+}
+
+/// A caramba checkpoint (`model_spec.json` + `model.safetensors` named by topology path, as the
+/// runner writes) loads to the same model as the HF directory it was made from; a run directory
+/// resolves to its latest step.
+#[test]
+fn caramba_checkpoints_and_run_directories_load() {
+    use caramba::loader::{LlamaConfig, names::llama_params};
+    use caramba::model::ForwardCtx;
+
+    let cfg = LlamaConfig::from_hf_file(&fixture().join("config.json")).unwrap();
+    let hf = candle_core::safetensors::load(fixture().join("model.safetensors"), &Device::Cpu).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let step = run.path().join("checkpoints/step_20");
+    std::fs::create_dir_all(&step).unwrap();
+    let renamed: HashMap<String, Tensor> = llama_params(&cfg)
+        .into_iter()
+        .map(|p| (p.path.clone(), hf[&p.hf].clone()))
+        .collect();
+    candle_core::safetensors::save(&renamed, step.join("model.safetensors")).unwrap();
+    std::fs::write(
+        step.join("model_spec.json"),
+        serde_json::to_string(&cfg.model_spec()).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture().join("tokenizer.json"),
+        run.path().join("tokenizer.json"),
+    )
+    .unwrap();
+
+    let from_hf = load(fixture().to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let from_run = load(run.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
+    assert_eq!(from_run.path, step);
+    assert!(
+        from_run.tokenizer.is_some(),
+        "the run directory's tokenizer.json is found"
+    );
+    let ids = Tensor::new(&[[5u32, 17, 42, 9, 100, 3]], &Device::Cpu).unwrap();
+    let a = from_hf.model.forward(&ids, &mut ForwardCtx::eval()).unwrap();
+    let b = from_run.model.forward(&ids, &mut ForwardCtx::eval()).unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+
+    // A checkpoint missing a tensor names it.
+    let mut partial = renamed.clone();
+    partial.remove("topology.layers.1.layers.0.layers.1.v_proj.weight");
+    candle_core::safetensors::save(&partial, step.join("model.safetensors")).unwrap();
+    let msg = load_err(&step).to_string();
+    assert!(
+        msg.contains("v_proj") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
 }
