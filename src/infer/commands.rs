@@ -20,12 +20,32 @@ pub struct ModelArgs {
     /// Expand GGUF quantized weights to f32 instead of computing on the quantized blocks.
     #[arg(long)]
     pub dequantize: bool,
+    /// Re-quantize GGUF matrices stored as Q4_1/Q5_0/Q5_1 (no candle SIMD kernel) at load to this
+    /// type (q8_0, q4_0, q4k, q6k), or keep them as stored (`native`; Q4_1 then runs on caramba's
+    /// own AVX-512 VNNI kernel where the CPU has one).
+    #[arg(long, default_value = "native")]
+    pub requantize: String,
 }
 
 impl ModelArgs {
     fn load(&self) -> Result<LoadedModel, CliError> {
+        use candle_core::quantized::GgmlDType;
+        let requantize = match self.requantize.to_ascii_lowercase().as_str() {
+            "native" | "none" => None,
+            "q8_0" => Some(GgmlDType::Q8_0),
+            "q4_0" => Some(GgmlDType::Q4_0),
+            "q4k" | "q4_k" => Some(GgmlDType::Q4K),
+            "q6k" | "q6_k" => Some(GgmlDType::Q6K),
+            other => {
+                return Err(CliError::usage(miette::miette!(
+                    help = "one of: native, q8_0, q4_0, q4k, q6k",
+                    "--requantize {other}: unknown block type"
+                )));
+            }
+        };
         let opts = LoadOptions {
             dequantize: self.dequantize,
+            requantize,
             ..LoadOptions::default()
         };
         let started = std::time::Instant::now();
@@ -278,6 +298,9 @@ pub fn chat(args: &ChatArgs) -> Result<(), CliError> {
         messages.push(Message::new("user", line));
         let text = template.render(&messages, true).map_err(failed)?;
         let ids = tok.encode(&text, false).map_err(failed)?;
+        if ids.is_empty() {
+            continue;
+        }
         // Keep the cached prefix the new rendering shares; feed only the rest.
         let common = generator
             .tokens()

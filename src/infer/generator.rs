@@ -27,6 +27,8 @@ pub enum GenerateError {
     Rollback { n: usize, len: usize },
     #[error("{what} needs a single-row session (this one has {rows} rows)")]
     NotSingleRow { what: &'static str, rows: usize },
+    #[error("decode_step got {got} tokens for a session of {rows} rows")]
+    RowMismatch { got: usize, rows: usize },
     #[error("model forward failed: {0}")]
     Model(#[from] candle_core::Error),
 }
@@ -133,7 +135,8 @@ impl<'m> Generator<'m> {
         self.history = vec![Vec::new()];
     }
 
-    /// Forget the last `n` tokens of every row.
+    /// Forget the last `n` tokens of every row. The session can continue with an empty prompt
+    /// (the last kept token is re-fed to get the next logits).
     pub fn rollback(&mut self, n: usize) -> Result<(), GenerateError> {
         let len = self.history.iter().map(Vec::len).min().unwrap_or(0);
         if n > len {
@@ -142,7 +145,8 @@ impl<'m> Generator<'m> {
         let pad = self.cache.left_pad.clone();
         for (r, h) in self.history.iter_mut().enumerate() {
             h.truncate(h.len() - n);
-            let keep = h.len() + pad.get(r).copied().unwrap_or(0);
+            // why: the last kept token is fed again by the next call, which needs its logits.
+            let keep = (h.len() + pad.get(r).copied().unwrap_or(0)).saturating_sub(1);
             if self.cache.len() > keep {
                 self.cache.truncate(keep)?;
             }
@@ -251,8 +255,8 @@ impl<'m> Generator<'m> {
     /// Append one token per row and run it; logits (rows, vocab).
     pub fn decode_step(&mut self, tokens: &[u32]) -> Result<Tensor, GenerateError> {
         if tokens.len() != self.rows() {
-            return Err(GenerateError::NotSingleRow {
-                what: "decode_step with this many tokens",
+            return Err(GenerateError::RowMismatch {
+                got: tokens.len(),
                 rows: self.rows(),
             });
         }

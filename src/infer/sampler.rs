@@ -234,7 +234,8 @@ mod tests {
 
     #[test]
     fn repetition_penalty_pushes_seen_tokens_down() {
-        let mut logits = random_logits(50, 5);
+        // Random logits in [-1, 1], then a clear best (3.0) and runner-up (2.0).
+        let mut logits: Vec<f32> = random_logits(50, 5).iter().map(|x| x.clamp(-1.0, 1.0)).collect();
         let best = argmax(&logits);
         logits[best as usize] = 3.0;
         let runner_up = {

@@ -41,12 +41,13 @@ impl<'t> TextStream<'t> {
         self.ids.push(id);
         let before = self.tokenizer.decode(&self.ids[self.prefix..self.read], false)?;
         let now = self.tokenizer.decode(&self.ids[self.prefix..], false)?;
-        if now.len() > before.len() && !now.ends_with('\u{fffd}') {
-            if let Some(delta) = now.get(before.len()..) {
-                self.text.push_str(delta);
-                self.prefix = self.read;
-                self.read = self.ids.len();
-            }
+        if now.len() > before.len()
+            && !now.ends_with('\u{fffd}')
+            && let Some(delta) = now.get(before.len()..)
+        {
+            self.text.push_str(delta);
+            self.prefix = self.read;
+            self.read = self.ids.len();
         }
         Ok(self.release())
     }

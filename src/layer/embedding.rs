@@ -88,7 +88,7 @@ impl Embedder {
                     .matmul(&e.embeddings().t()?)?
                     .reshape((b, t, vocab))
             }
-            Table::Quantized { head, .. } => head.forward(&xs.contiguous()?),
+            Table::Quantized { head, .. } => super::linear::quantized_matmul(head, xs),
         }
     }
 }

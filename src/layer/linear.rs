@@ -88,7 +88,7 @@ impl Module for Projection {
         match self {
             Self::Dense(l) => l.forward(xs),
             Self::Quantized { weight, bias } => {
-                let ys = weight.forward(&xs.contiguous()?)?;
+                let ys = quantized_matmul(weight, xs)?;
                 match bias {
                     Some(b) => ys.broadcast_add(b),
                     None => Ok(ys),
@@ -96,6 +96,62 @@ impl Module for Projection {
             }
         }
     }
+}
+
+/// Rows of `xs` from which a quantized matmul dequantizes the weight and runs a dense f32 GEMM
+/// instead of the block dot products (candle's quantized kernels are GEMVs: for a prefill of
+/// hundreds of tokens the GEMM is several times faster).
+pub const DENSE_GEMM_MIN_ROWS: usize = 32;
+
+/// Weight rows dequantized at a time by the dense path (bounds its scratch memory to ~16 MB for
+/// a 576-wide matrix, whatever the vocabulary of a tied head).
+const DENSE_GEMM_CHUNK_ROWS: usize = 8192;
+
+/// `xs (…, k) · Wᵀ` for a quantized `W (n, k)`: block dot products for a few rows (decoding), a
+/// dense GEMM over dequantized row chunks for many (prefill, perplexity).
+pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor) -> Result<Tensor> {
+    let xs = xs.contiguous()?;
+    let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
+    let QMatMul::QTensor(q) = weight else {
+        return weight.forward(&xs);
+    };
+    if rows < DENSE_GEMM_MIN_ROWS || xs.dtype() != DType::F32 {
+        if let Some(ys) = super::qmatvec::quantized_matvec(q, &xs)? {
+            return Ok(ys);
+        }
+        return weight.forward(&xs);
+    }
+    let (n, k) = q.shape().dims2()?;
+    let mut out_dims = xs.dims().to_vec();
+    *out_dims.last_mut().expect("xs has a last dim") = n;
+    let flat = xs.reshape((rows, k))?;
+    let device = xs.device().clone();
+    let parts = if n <= DENSE_GEMM_CHUNK_ROWS {
+        vec![flat.matmul(&q.dequantize(&device)?.t()?)?]
+    } else {
+        // why: a tied head (vocab × d) dequantized whole would double the model's memory.
+        let dtype = q.dtype();
+        let row_bytes = k / dtype.block_size() * dtype.type_size();
+        let data = q.data()?;
+        (0..n)
+            .step_by(DENSE_GEMM_CHUNK_ROWS)
+            .map(|start| {
+                let len = DENSE_GEMM_CHUNK_ROWS.min(n - start);
+                let bytes = &data[start * row_bytes..(start + len) * row_bytes];
+                let chunk = QTensor::new(
+                    QStorage::from_data(Cow::Borrowed(bytes), &device, dtype)?,
+                    (len, k),
+                )?;
+                flat.matmul(&chunk.dequantize(&device)?.t()?)
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let ys = if parts.len() == 1 {
+        parts.into_iter().next().expect("one part")
+    } else {
+        Tensor::cat(&parts, 1)?
+    };
+    ys.reshape(out_dims)
 }
 
 /// Suffix under which a weight source offers a quantized tensor `<name>` as its raw GGML blocks:
@@ -152,7 +208,7 @@ pub fn quantized_weight(vb: &VarBuilder, name: &str, shape: (usize, usize)) -> R
     };
     let raw = vb.get_unchecked_dtype(&blocks, DType::U8)?.to_vec1::<u8>()?;
     let expected = shape.0 * shape.1 / dtype.block_size() * dtype.type_size();
-    if raw.len() != expected || shape.1 % dtype.block_size() != 0 {
+    if raw.len() != expected || !shape.1.is_multiple_of(dtype.block_size()) {
         candle_core::bail!(
             "{}.{name}: {} bytes of {dtype:?} blocks do not hold a {shape:?} matrix ({expected} bytes)",
             vb.prefix(),

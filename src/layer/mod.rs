@@ -8,6 +8,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
+pub mod qmatvec;
 pub mod rms_norm;
 pub mod rope;
 pub mod sdpa;

@@ -103,13 +103,13 @@ impl GgufFile {
             self.meta_usize(&format!("llama.{key}"))?
                 .ok_or_else(|| self.config_error(format!("missing metadata `llama.{key}`")))
         };
-        if let Some(kind) = self.meta_str("llama.rope.scaling.type") {
-            if kind != "none" {
-                return Err(LoadError::UnsupportedRope {
-                    path: self.path.clone(),
-                    found: kind.into(),
-                });
-            }
+        if let Some(kind) = self.meta_str("llama.rope.scaling.type")
+            && kind != "none"
+        {
+            return Err(LoadError::UnsupportedRope {
+                path: self.path.clone(),
+                found: kind.into(),
+            });
         }
         if self.content.tensor_infos.contains_key("rope_freqs.weight") {
             return Err(LoadError::UnsupportedRope {
@@ -153,13 +153,13 @@ impl GgufFile {
             attention_bias: self.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
             mlp_bias: self.content.tensor_infos.contains_key("blk.0.ffn_gate.bias"),
         };
-        if let Some(rot) = self.meta_usize("llama.rope.dimension_count")? {
-            if rot != cfg.head_dim {
-                return Err(self.config_error(format!(
-                    "partial RoPE (rope.dimension_count {rot} < head dim {}) is not supported",
-                    cfg.head_dim
-                )));
-            }
+        if let Some(rot) = self.meta_usize("llama.rope.dimension_count")?
+            && rot != cfg.head_dim
+        {
+            return Err(self.config_error(format!(
+                "partial RoPE (rope.dimension_count {rot} < head dim {}) is not supported",
+                cfg.head_dim
+            )));
         }
         cfg.validate(&self.path)?;
         Ok(cfg)
@@ -224,7 +224,14 @@ impl GgufFile {
 
     /// A var-builder backend over this file for the model `cfg` describes. With `dequantize`,
     /// every matrix is expanded to f32 (slower, 4–8× the memory; for comparisons).
-    pub fn backend(self, cfg: &LlamaConfig, dequantize: bool) -> std::result::Result<GgufBackend, LoadError> {
+    /// Matrices in block types candle has no SIMD kernel for ([`SLOW_BLOCKS`]) are re-quantized to
+    /// `requantize` when given.
+    pub fn backend(
+        self,
+        cfg: &LlamaConfig,
+        dequantize: bool,
+        requantize: Option<GgmlDType>,
+    ) -> std::result::Result<GgufBackend, LoadError> {
         let params = llama_params(cfg);
         self.check(&params)?;
         let file = File::open(&self.path).map_err(|e| LoadError::io(&self.path, e))?;
@@ -234,12 +241,22 @@ impl GgufFile {
             file: Mutex::new(file),
             by_path,
             dequantize,
+            requantize,
         })
     }
 }
 
 fn tensor_bytes(info: &TensorInfo) -> usize {
     info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
+}
+
+/// Block types candle 0.11 computes with a scalar loop only (no AVX/NEON dot product): a matmul
+/// on them is several times slower than on Q8_0, Q4_0 or the K-quants. (Q4_1 also has caramba's
+/// own kernel, [`crate::layer::qmatvec`], where the CPU has AVX-512 VNNI.)
+pub const SLOW_BLOCKS: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1, GgmlDType::Q8_1];
+
+fn is_slow(t: GgmlDType) -> bool {
+    SLOW_BLOCKS.contains(&t)
 }
 
 fn is_float(t: GgmlDType) -> bool {
@@ -252,6 +269,7 @@ pub struct GgufBackend {
     file: Mutex<File>,
     by_path: HashMap<String, ParamName>,
     dequantize: bool,
+    requantize: Option<GgmlDType>,
 }
 
 impl GgufBackend {
@@ -282,6 +300,21 @@ impl GgufBackend {
             data = unpermute_rows(&data, n_heads, rows, data.len() / rows);
         }
         Ok((info.ggml_dtype, data))
+    }
+
+    /// The block type and bytes handed to the model: the file's, or re-quantized (see
+    /// [`GgufFile::backend`]).
+    fn served(&self, p: &ParamName) -> Result<(GgmlDType, Vec<u8>)> {
+        let (ggml, data) = self.raw(p)?;
+        match self.requantize {
+            Some(target) if target != ggml && is_slow(ggml) => {
+                let storage = QStorage::from_data(Cow::Owned(data), &Device::Cpu, ggml)?;
+                let q = QTensor::new(storage, p.shape.clone())?;
+                let r = QTensor::quantize(&q.dequantize(&Device::Cpu)?, target)?;
+                Ok((target, r.data()?.into_owned()))
+            }
+            _ => Ok((ggml, data)),
+        }
     }
 
     fn quantized_here(&self, path: &str) -> Option<&ParamName> {
@@ -316,14 +349,18 @@ impl SimpleBackend for GgufBackend {
             let p = self
                 .quantized_here(path)
                 .ok_or_else(|| candle_core::Error::Msg(format!("`{path}` is not quantized")))?;
-            let (_, data) = self.raw(p)?;
+            let (_, data) = self.served(p)?;
             let n = data.len();
             return Tensor::from_vec(data, n, dev);
         }
         if let Some(path) = name.strip_suffix(&format!(".{GGML_TYPE}")) {
             let p = self.param(path)?;
             let info = self.gguf.info(p).map_err(candle_core::Error::wrap)?;
-            return Tensor::new(ggml_type_id(info.ggml_dtype), dev);
+            let served = match self.requantize {
+                Some(target) if target != info.ggml_dtype && is_slow(info.ggml_dtype) => target,
+                _ => info.ggml_dtype,
+            };
+            return Tensor::new(ggml_type_id(served), dev);
         }
         let p = self.param(name)?;
         let shape = Shape::from(p.shape.clone());

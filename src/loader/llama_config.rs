@@ -56,8 +56,12 @@ pub struct HfLlamaConfig {
     /// Default: 10000.
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
+    /// HF ≤ 4.x: `{rope_type: llama3, factor, …}`.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// HF ≥ 5: `{rope_type, rope_theta, factor, …}` (replaces `rope_scaling` and `rope_theta`).
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
     /// Default: false.
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -147,18 +151,25 @@ impl LlamaConfig {
 
     /// Resolve a parsed HF config (`path` names the file in errors).
     pub fn from_hf(hf: &HfLlamaConfig, path: &Path) -> Result<Self, LoadError> {
-        if let Some(act) = hf.hidden_act.as_deref() {
-            if act != "silu" {
-                return Err(LoadError::Config {
-                    path: path.into(),
-                    message: format!("hidden_act `{act}` is not supported (Llama uses silu)"),
-                });
-            }
+        if let Some(act) = hf.hidden_act.as_deref()
+            && act != "silu"
+        {
+            return Err(LoadError::Config {
+                path: path.into(),
+                message: format!("hidden_act `{act}` is not supported (Llama uses silu)"),
+            });
         }
-        let rope_scaling = match &hf.rope_scaling {
+        let scaling = hf.rope_parameters.as_ref().or(hf.rope_scaling.as_ref());
+        let rope_scaling = match scaling {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => parse_rope_scaling(v, path)?,
         };
+        let rope_theta = hf
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|t| t.as_f64())
+            .unwrap_or(hf.rope_theta);
         let n_heads = hf.num_attention_heads;
         let cfg = Self {
             d_model: hf.hidden_size,
@@ -168,7 +179,7 @@ impl LlamaConfig {
             n_kv_heads: hf.num_key_value_heads.unwrap_or(n_heads),
             head_dim: hf.head_dim.unwrap_or(hf.hidden_size / n_heads.max(1)),
             rms_norm_eps: hf.rms_norm_eps,
-            rope_theta: hf.rope_theta,
+            rope_theta,
             rope_scaling,
             tied_embeddings: hf.tie_word_embeddings,
             vocab_size: hf.vocab_size,
@@ -193,13 +204,13 @@ impl LlamaConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_layers == 0 || self.d_model == 0 {
             return bad("heads, layers and hidden size must be at least 1".into());
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} is odd; RoPE rotates pairs", self.head_dim));
         }
         let spec = self.attention_spec();
@@ -307,4 +318,63 @@ fn parse_rope_scaling(v: &serde_json::Value, path: &Path) -> Result<Option<RopeS
         high_freq_factor: num("high_freq_factor", 4.0),
         original_max_position_embeddings: num("original_max_position_embeddings", 8192.0) as usize,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<LlamaConfig, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        LlamaConfig::from_hf_file(&path)
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
+        })
+    }
+
+    #[test]
+    fn transformers_4_rope_scaling_and_5_rope_parameters_agree() {
+        let mut v4 = base();
+        v4["rope_theta"] = 500000.0.into();
+        v4["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 32.0, "original_max_position_embeddings": 8192});
+        let mut v5 = base();
+        v5["rope_parameters"] = serde_json::json!({
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "original_max_position_embeddings": 8192
+        });
+        let (a, b) = (parse(v4).unwrap(), parse(v5).unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a.rope_theta, 500000.0);
+        assert_eq!(a.rope_scaling.as_ref().map(|s| s.factor), Some(32.0));
+        assert_eq!(a.head_dim, 16);
+        assert_eq!(a.n_kv_heads, 2);
+    }
+
+    #[test]
+    fn unsupported_architecture_and_rope_type_are_named() {
+        let mut v = base();
+        v["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+        assert!(
+            matches!(parse(v), Err(LoadError::UnsupportedArchitecture { found, .. }) if found == "MistralForCausalLM")
+        );
+        let mut v = base();
+        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+        assert!(matches!(parse(v), Err(LoadError::UnsupportedRope { found, .. }) if found == "yarn"));
+    }
+
+    #[test]
+    fn bad_head_counts_are_config_errors() {
+        let mut v = base();
+        v["num_key_value_heads"] = 3.into();
+        assert!(matches!(parse(v), Err(LoadError::Config { .. })));
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("vocab_size");
+        let err = parse(v).unwrap_err().to_string();
+        assert!(err.contains("vocab_size"), "{err}");
+    }
 }

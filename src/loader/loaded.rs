@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
@@ -21,6 +22,11 @@ pub struct LoadOptions {
     /// Expand GGUF quantized matrices to dense `dtype` instead of computing on the blocks.
     /// Default: false.
     pub dequantize: bool,
+    /// Re-quantize GGUF matrices stored in block types without a candle SIMD kernel (Q4_1, Q5_0,
+    /// Q5_1, Q8_1; see [`super::gguf::SLOW_BLOCKS`]) to this type at load; `None` keeps the file's
+    /// blocks. Default: none (Q4_1 runs on caramba's own kernel, `layer::qmatvec`, on CPUs with
+    /// AVX-512 VNNI; elsewhere `Some(Q8_0)` is the faster choice; docs/inference.md measures both).
+    pub requantize: Option<GgmlDType>,
 }
 
 impl Default for LoadOptions {
@@ -29,6 +35,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             device: Device::Cpu,
             dequantize: false,
+            requantize: None,
         }
     }
 }
@@ -106,7 +113,7 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
     let tokenizer = TextTokenizer::from_gguf(&gguf)?;
     let weight_bytes = gguf.weight_bytes(&super::names::llama_params(&cfg));
     let spec = cfg.model_spec();
-    let backend = gguf.backend(&cfg, opts.dequantize)?;
+    let backend = gguf.backend(&cfg, opts.dequantize, opts.requantize)?;
     let vb = VarBuilder::from_backend(Box::new(backend), opts.dtype, opts.device.clone());
     let model = build(&spec, vb, path)?;
     Ok(LoadedModel {

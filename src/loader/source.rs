@@ -123,10 +123,11 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>, LoadError> {
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("step_"))
             .and_then(|n| n.parse().ok());
-        if let Some(step) = step {
-            if p.join("model.safetensors").exists() && best.as_ref().is_none_or(|(b, _)| step > *b) {
-                best = Some((step, p));
-            }
+        if let Some(step) = step
+            && p.join("model.safetensors").exists()
+            && best.as_ref().is_none_or(|(b, _)| step > *b)
+        {
+            best = Some((step, p));
         }
     }
     Ok(best.map(|(_, p)| p))

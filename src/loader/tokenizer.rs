@@ -66,15 +66,15 @@ impl TextTokenizer {
                 eos_ids.push(id);
             }
         }
-        if let Some(gen_cfg) = read_json(&dir.join("generation_config.json"))? {
-            if let Some(v) = gen_cfg.get("eos_token_id") {
-                match v {
-                    serde_json::Value::Number(n) => eos_ids.extend(n.as_u64().map(|x| x as u32)),
-                    serde_json::Value::Array(a) => {
-                        eos_ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
-                    }
-                    _ => {}
+        if let Some(gen_cfg) = read_json(&dir.join("generation_config.json"))?
+            && let Some(v) = gen_cfg.get("eos_token_id")
+        {
+            match v {
+                serde_json::Value::Number(n) => eos_ids.extend(n.as_u64().map(|x| x as u32)),
+                serde_json::Value::Array(a) => {
+                    eos_ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
                 }
+                _ => {}
             }
         }
         eos_ids.sort_unstable();
@@ -186,12 +186,12 @@ impl TextTokenizer {
             .encode(text, add_special)
             .map_err(|e| TokenizeError(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
-        if add_special && self.add_bos {
-            if let Some(bos) = self.bos_token_id {
-                if ids.first() != Some(&bos) {
-                    ids.insert(0, bos);
-                }
-            }
+        if add_special
+            && self.add_bos
+            && let Some(bos) = self.bos_token_id
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
         }
         Ok(ids)
     }

@@ -256,6 +256,7 @@ fn bench_report(
             dtype: DType::F32,
             device: device.clone(),
             dequantize: true,
+            requantize: None,
         };
         let dense = crate::loader::load_source(&teacher.source, &opts)?;
         let vocab = dense.model.vocab_size().unwrap_or(2);

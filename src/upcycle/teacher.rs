@@ -29,6 +29,7 @@ pub fn load_teacher(source: &str, device: &Device) -> Result<Teacher, LoadError>
         dtype: DType::F32,
         device: device.clone(),
         dequantize: false,
+        requantize: None,
     };
     let loaded = load_source(&resolved, &opts)?;
     let weights = dense_weights(&resolved)?;
@@ -45,7 +46,7 @@ fn dense_weights(source: &ModelSource) -> Result<VarBuilder<'static>, LoadError>
         ModelSource::Gguf(path) => {
             let gguf = GgufFile::open(path)?;
             let cfg = gguf.llama_config()?;
-            VarBuilder::from_backend(Box::new(gguf.backend(&cfg, true)?), DType::F32, cpu)
+            VarBuilder::from_backend(Box::new(gguf.backend(&cfg, true, None)?), DType::F32, cpu)
         }
         ModelSource::HfDir(dir) => hf_weights(dir)?,
         ModelSource::Hub { repo, revision } => hf_weights(&hub::snapshot(repo, revision.as_deref())?)?,
