@@ -230,3 +230,40 @@ fn fused_and_differentiable_paths_agree() -> Result<()> {
     assert!(max_abs_diff(&train, &eval) < 1e-5);
     Ok(())
 }
+
+#[test]
+fn quantized_cache_decoding_matches_the_full_forward() -> Result<()> {
+    use caramba::cache::CacheKind;
+    use caramba::layer::DecoupledAttention;
+    use caramba::model::QuantKinds;
+    let dev = Device::Cpu;
+    let vars = SeededVarMap::new(fresh_seed());
+    let att = Attention::build(&spec(64, 4, 2), 0, vars.var_builder(DType::F32, &dev).pp("std"))?;
+    let dba_spec: AttentionSpec = serde_json::from_value(serde_json::json!({
+        "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "mode": "decoupled",
+        "sem_dim": 32, "geo_dim": 64, "v_dim": 64, "null_attn": true
+    }))
+    .expect("valid");
+    let dba = DecoupledAttention::build(&dba_spec, 0, vars.var_builder(DType::F32, &dev).pp("dba"))?;
+    let xs = Tensor::randn(0f32, 1.0, (1, 13, 64), &dev)?;
+    type Fwd<'a> = Box<dyn Fn(&Tensor, &mut ForwardCtx) -> Result<Tensor> + 'a>;
+    let layers: Vec<(&str, Fwd)> =
+        vec![("standard", Box::new(|x, c| att.forward(x, c))), ("decoupled", Box::new(|x, c| dba.forward(x, c)))];
+    for (name, fwd) in &layers {
+        let full = fwd(&xs, &mut ForwardCtx::eval())?;
+        let scale = full.abs()?.max_all()?.to_scalar::<f32>()?;
+        for (kind, tol) in [(CacheKind::Fp32, 1e-5), (CacheKind::Q8_0, 2e-2), (CacheKind::Q4_0, 2e-1)] {
+            let mut cache = KvCache::quantized(1, QuantKinds::uniform(kind));
+            let mut outs = vec![fwd(&xs.narrow(1, 0, 7)?, &mut ForwardCtx::cached(&mut cache, 0))?];
+            for p in 7..13 {
+                outs.push(fwd(&xs.narrow(1, p, 1)?, &mut ForwardCtx::cached(&mut cache, p))?);
+            }
+            let rel = max_abs_diff(&full, &Tensor::cat(&outs, 1)?) / scale;
+            assert!(rel < tol, "{name} {kind:?}: relative error {rel}");
+            assert_eq!(cache.len(), 13);
+            cache.truncate(9)?;
+            assert_eq!(cache.len(), 9);
+        }
+    }
+    Ok(())
+}

@@ -344,6 +344,22 @@ impl Attention {
             q = rope.apply(&q, ctx.pos_offset, ctx.train)?;
             k = rope.apply(&k, ctx.pos_offset, ctx.train)?;
         }
+        if let Some(cache) = ctx.cache.as_deref_mut()
+            && let Some(kinds) = cache.quant
+        {
+            // Quantized cache: append, then attend over the stored rows without dequantizing them all.
+            let store = cache.quant_store(self.slot, || crate::cache::QuantKvSpec {
+                rotate_k: kinds.rotate_k,
+                ..crate::cache::QuantKvSpec::uniform(b, nkv, hd, kinds.k, kinds.v)
+            })?;
+            store.append(&k, &v)?;
+            let q = (q * (1.0 / (hd as f64).sqrt()))?;
+            let out = store.attend(&q, None, crate::cache::DecodeOptions::default())?; // (b, nh, t, hd)
+            let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * hd))?)?;
+            ctx.record(TraceKind::Attention, &self.path, &out);
+            ctx.finished_slot(self.slot);
+            return Ok(out);
+        }
         let mut pad_mask = None;
         let (k, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {

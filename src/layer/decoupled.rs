@@ -193,6 +193,26 @@ impl DecoupledAttention {
         let s_geo = if gh > 0 { 1.0 / (gh as f64).sqrt() } else { 0.0 };
         let q_cat = Tensor::cat(&[(qs * s_sem)?, (qg * s_geo)?], 3)?;
         let k_cat = Tensor::cat(&[ks, kg], 3)?;
+        if let Some(cache) = ctx.cache.as_deref_mut()
+            && let Some(kinds) = cache.quant
+        {
+            // Quantized cache: K is [k_sem ‖ k_geo] as two segments (geo may use its own kind).
+            let store = cache.quant_store(self.slot, || crate::cache::QuantKvSpec {
+                batch: b,
+                n_kv_heads: nkv,
+                k: crate::cache::StreamSpec::segmented(&[(sh, kinds.k), (gh, kinds.k_geo.unwrap_or(kinds.k))]),
+                v: crate::cache::StreamSpec::uniform(vh, kinds.v),
+                residual: 0,
+                rotate_k: false,
+            })?;
+            store.append(&k_cat, &v)?;
+            let null = self.null.as_ref().map(|(k, v)| NullKv { k, v });
+            let out = store.attend(&q_cat, null, crate::cache::DecodeOptions::default())?;
+            let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * vh))?)?;
+            ctx.record(TraceKind::Attention, &self.path, &out);
+            ctx.finished_slot(self.slot);
+            return Ok(out);
+        }
         let (k_cat, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
                 let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {

@@ -5,6 +5,8 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use crate::cache::{CacheKind, QuantKvSpec, QuantKvStore};
+
 /// Keys and values of one attention layer.
 #[derive(Debug, Default, Clone)]
 pub struct LayerKv {
@@ -91,6 +93,27 @@ pub struct KvCache {
     /// Per batch row, how many leading positions are left padding (attention never looks at
     /// them from a real token). Empty: no padding.
     pub left_pad: Vec<usize>,
+    /// Quantized storage: when set, attention layers keep K/V in one [`QuantKvStore`] per slot
+    /// (created on first use with the layer's shapes) and attend over the stored rows directly.
+    pub quant: Option<QuantKinds>,
+    stores: Vec<Option<QuantKvStore>>,
+}
+
+/// Storage kinds of a quantized cache (`--k-cache`, `--v-cache`, `--cache-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantKinds {
+    pub k: CacheKind,
+    pub v: CacheKind,
+    /// DBA's geometric keys. Default: `k`.
+    pub k_geo: Option<CacheKind>,
+    /// Orthogonal (Hadamard) rotation of keys before quantization.
+    pub rotate_k: bool,
+}
+
+impl QuantKinds {
+    pub fn uniform(kind: CacheKind) -> Self {
+        Self { k: kind, v: kind, k_geo: None, rotate_k: false }
+    }
 }
 
 impl KvCache {
@@ -99,7 +122,29 @@ impl KvCache {
             layers: vec![LayerKv::default(); n_slots],
             dtype,
             left_pad: Vec::new(),
+            quant: None,
+            stores: (0..n_slots).map(|_| None).collect(),
         }
+    }
+
+    /// A cache whose K/V are stored as `kinds` (quantized kinds are read directly by attention).
+    pub fn quantized(n_slots: usize, kinds: QuantKinds) -> Self {
+        Self { quant: Some(kinds), ..Self::new(n_slots, DType::F32) }
+    }
+
+    /// The quantized store of `slot`, created by `spec` on first use.
+    pub fn quant_store(&mut self, slot: usize, spec: impl FnOnce() -> QuantKvSpec) -> Result<&mut QuantKvStore> {
+        if !self.left_pad.iter().all(|&p| p == 0) {
+            candle_core::bail!("batched prompts with left padding cannot use a quantized KV cache yet");
+        }
+        let cell = self
+            .stores
+            .get_mut(slot)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no KV cache slot {slot}")))?;
+        if cell.is_none() {
+            *cell = Some(QuantKvStore::new(spec()).map_err(candle_core::Error::wrap)?);
+        }
+        Ok(cell.as_mut().expect("filled above"))
     }
 
     /// Additive (b, 1, 1, t, kt) mask for `t` new queries over `kt` keys that hides future keys and,
@@ -129,6 +174,9 @@ impl KvCache {
 
     /// Cached length (all slots advance together).
     pub fn len(&self) -> usize {
+        if self.quant.is_some() {
+            return self.stores.first().and_then(|s| s.as_ref()).map_or(0, |s| s.len());
+        }
         self.layers.first().map_or(0, |l| l.len())
     }
 
@@ -138,16 +186,28 @@ impl KvCache {
 
     /// Keep the first `len` positions in every slot.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if self.quant.is_some() {
+            if len > self.len() {
+                candle_core::bail!("cannot truncate a KV cache of {} positions to {len}", self.len());
+            }
+            return self
+                .stores
+                .iter_mut()
+                .flatten()
+                .try_for_each(|s| s.truncate(len).map_err(candle_core::Error::wrap));
+        }
         self.layers.iter_mut().try_for_each(|l| l.truncate(len))
     }
 
     /// Drop every entry (and the padding).
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = LayerKv::default());
+        self.stores.iter_mut().for_each(|s| *s = None);
         self.left_pad.clear();
     }
 
+    /// Bytes of live entries (quantized: data and scales).
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.bytes()).sum()
+        self.layers.iter().map(|l| l.bytes()).sum::<usize>() + self.stores.iter().flatten().map(|s| s.bytes()).sum::<usize>()
     }
 }

@@ -7,5 +7,5 @@ pub mod lm;
 
 pub use context::{ForwardCtx, Trace, TraceKind};
 pub use init::SeededVarMap;
-pub use kv_cache::{KvCache, LayerKv};
+pub use kv_cache::{KvCache, LayerKv, QuantKinds};
 pub use lm::{LanguageModel, ModelKind, ModelSpec};
