@@ -247,12 +247,18 @@ fn quantized_cache_decoding_matches_the_full_forward() -> Result<()> {
     let dba = DecoupledAttention::build(&dba_spec, 0, vars.var_builder(DType::F32, &dev).pp("dba"))?;
     let xs = Tensor::randn(0f32, 1.0, (1, 13, 64), &dev)?;
     type Fwd<'a> = Box<dyn Fn(&Tensor, &mut ForwardCtx) -> Result<Tensor> + 'a>;
-    let layers: Vec<(&str, Fwd)> =
-        vec![("standard", Box::new(|x, c| att.forward(x, c))), ("decoupled", Box::new(|x, c| dba.forward(x, c)))];
+    let layers: Vec<(&str, Fwd)> = vec![
+        ("standard", Box::new(|x, c| att.forward(x, c))),
+        ("decoupled", Box::new(|x, c| dba.forward(x, c))),
+    ];
     for (name, fwd) in &layers {
         let full = fwd(&xs, &mut ForwardCtx::eval())?;
         let scale = full.abs()?.max_all()?.to_scalar::<f32>()?;
-        for (kind, tol) in [(CacheKind::Fp32, 1e-5), (CacheKind::Q8_0, 2e-2), (CacheKind::Q4_0, 2e-1)] {
+        for (kind, tol) in [
+            (CacheKind::Fp32, 1e-5),
+            (CacheKind::Q8_0, 2e-2),
+            (CacheKind::Q4_0, 2e-1),
+        ] {
             let mut cache = KvCache::quantized(1, QuantKinds::uniform(kind));
             let mut outs = vec![fwd(&xs.narrow(1, 0, 7)?, &mut ForwardCtx::cached(&mut cache, 0))?];
             for p in 7..13 {

@@ -10,6 +10,45 @@ use super::{ChatTemplate, GenerateConfig, Generator, Message, SamplingParams, St
 use crate::cli::CliError;
 use crate::loader::{LoadOptions, LoadedModel, TextTokenizer, fetch, load};
 
+/// KV cache storage options of `generate`, `chat` and `bench perplexity`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// KV cache storage for K and V: fp32, fp16, bf16, q8_0, q4_0, nf4. Default: the plain f32 cache.
+    #[arg(long)]
+    pub cache_kind: Option<crate::cache::CacheKind>,
+    /// Storage of keys only (overrides --cache-kind for K).
+    #[arg(long)]
+    pub k_cache: Option<crate::cache::CacheKind>,
+    /// Storage of values only (overrides --cache-kind for V).
+    #[arg(long)]
+    pub v_cache: Option<crate::cache::CacheKind>,
+    /// Rotate keys by an orthogonal Hadamard transform before quantizing (undone on the query side).
+    #[arg(long)]
+    pub rotate_k: bool,
+}
+
+impl CacheArgs {
+    /// `None`: the plain cache; otherwise the storage kinds.
+    pub fn kinds(&self) -> Option<crate::model::QuantKinds> {
+        use crate::cache::CacheKind;
+        if self.cache_kind.is_none() && self.k_cache.is_none() && self.v_cache.is_none() && !self.rotate_k {
+            return None;
+        }
+        let base = self.cache_kind.unwrap_or(CacheKind::Fp16);
+        Some(crate::model::QuantKinds {
+            k: self.k_cache.unwrap_or(base),
+            v: self.v_cache.unwrap_or(base),
+            k_geo: None,
+            rotate_k: self.rotate_k,
+        })
+    }
+
+    fn cache_for(&self, model: &crate::model::LanguageModel) -> Option<crate::model::KvCache> {
+        self.kinds()
+            .map(|k| crate::model::KvCache::quantized(model.n_slots(), k))
+    }
+}
+
 /// Options shared by every command that loads a model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
@@ -107,6 +146,8 @@ impl SamplingArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// The prompt text.
     #[arg(long, short = 'p')]
     pub prompt: String,
@@ -122,6 +163,8 @@ pub struct GenerateArgs {
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// A system message opening the conversation.
     #[arg(long)]
     pub system: Option<String>,
@@ -140,6 +183,8 @@ pub enum BenchCommand {
 pub struct PerplexityArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// A UTF-8 text file (tokenized with the model's tokenizer) or a 1-D .npy of token ids.
     #[arg(long)]
     pub data: PathBuf,
@@ -199,6 +244,9 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
     let pad = tok.eos_token_ids.first().copied().unwrap_or(0);
     let mut generator =
         Generator::new(&loaded.model, loaded.max_seq_len, DType::F32, &loaded.device).with_pad_id(pad);
+    if let Some(cache) = args.cache.cache_for(&loaded.model) {
+        generator = generator.with_cache(cache);
+    }
     let mut text = TextStream::new(tok, args.sampling.stop.clone());
     let mut out = std::io::stdout().lock();
     let mut ids = Vec::new();
@@ -268,6 +316,9 @@ pub fn chat(args: &ChatArgs) -> Result<(), CliError> {
     .map_err(CliError::usage)?;
     let cfg = args.sampling.config(tok);
     let mut generator = Generator::new(&loaded.model, loaded.max_seq_len, DType::F32, &loaded.device);
+    if let Some(cache) = args.cache.cache_for(&loaded.model) {
+        generator = generator.with_cache(cache);
+    }
     let opening: Vec<Message> = args
         .system
         .iter()
@@ -339,12 +390,13 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
     let BenchCommand::Perplexity(args) = cmd;
     let loaded = args.model.load()?;
     let tokens = read_tokens(&args.data, &loaded)?;
-    let result = super::perplexity(
+    let result = super::perplexity::perplexity_through_cache(
         &loaded.model,
         &tokens,
         args.block_size.min(loaded.max_seq_len),
         args.max_blocks,
         &loaded.device,
+        args.cache.kinds(),
     )
     .map_err(failed)?;
     let mut out = std::io::stdout().lock();
@@ -353,6 +405,12 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
         v["model"] = serde_json::json!(loaded.path);
         v["data"] = serde_json::json!(args.data);
         v["block_size"] = serde_json::json!(args.block_size);
+        v["cache"] = serde_json::json!(
+            args.cache
+                .kinds()
+                .map(|k| format!("k={} v={}{}", k.k, k.v, if k.rotate_k { " rotate_k" } else { "" }))
+                .unwrap_or_else(|| "none (full forward)".into())
+        );
         emit(&mut out, &format!("{v}\n"))?;
     } else {
         emit(

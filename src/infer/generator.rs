@@ -115,6 +115,12 @@ impl<'m> Generator<'m> {
         self
     }
 
+    /// Replace the (empty) plain cache, e.g. with [`KvCache::quantized`] storage.
+    pub fn with_cache(mut self, cache: KvCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
     /// Positions cached (per row, padding included).
     pub fn pos(&self) -> usize {
         self.cache.len()

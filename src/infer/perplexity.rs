@@ -31,6 +31,20 @@ pub fn perplexity(
     max_blocks: Option<usize>,
     device: &Device,
 ) -> candle_core::Result<Perplexity> {
+    perplexity_through_cache(model, tokens, block_size, max_blocks, device, None)
+}
+
+/// [`perplexity`] with every window pushed through a KV cache stored as `cache` (when given):
+/// each window is appended to a fresh cache and every position attends over the stored
+/// (quantized) keys and values, so the number shows the storage's real effect.
+pub fn perplexity_through_cache(
+    model: &LanguageModel,
+    tokens: &[u32],
+    block_size: usize,
+    max_blocks: Option<usize>,
+    device: &Device,
+    cache: Option<crate::model::QuantKinds>,
+) -> candle_core::Result<Perplexity> {
     if block_size < 2 {
         candle_core::bail!("block size must be at least 2 (got {block_size})");
     }
@@ -42,9 +56,14 @@ pub fn perplexity(
         }
         let t = window.len();
         let ids = Tensor::from_slice(window, (1, t), device)?;
-        let logits = model
-            .forward(&ids, &mut ForwardCtx::eval())?
-            .to_dtype(DType::F32)?;
+        let logits = match cache {
+            Some(kinds) => {
+                let mut kv = crate::model::KvCache::quantized(model.n_slots(), kinds);
+                model.forward(&ids, &mut ForwardCtx::cached(&mut kv, 0))?
+            }
+            None => model.forward(&ids, &mut ForwardCtx::eval())?,
+        }
+        .to_dtype(DType::F32)?;
         let logp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, D::Minus1)?;
         let targets = ids.narrow(1, 1, t - 1)?.unsqueeze(2)?.contiguous()?;
         let picked = logp.gather(&targets, 2)?.sum_all()?.to_scalar::<f32>()?;

@@ -200,7 +200,10 @@ impl DecoupledAttention {
             let store = cache.quant_store(self.slot, || crate::cache::QuantKvSpec {
                 batch: b,
                 n_kv_heads: nkv,
-                k: crate::cache::StreamSpec::segmented(&[(sh, kinds.k), (gh, kinds.k_geo.unwrap_or(kinds.k))]),
+                k: crate::cache::StreamSpec::segmented(&[
+                    (sh, kinds.k),
+                    (gh, kinds.k_geo.unwrap_or(kinds.k)),
+                ]),
                 v: crate::cache::StreamSpec::uniform(vh, kinds.v),
                 residual: 0,
                 rotate_k: false,

@@ -112,7 +112,12 @@ pub struct QuantKinds {
 
 impl QuantKinds {
     pub fn uniform(kind: CacheKind) -> Self {
-        Self { k: kind, v: kind, k_geo: None, rotate_k: false }
+        Self {
+            k: kind,
+            v: kind,
+            k_geo: None,
+            rotate_k: false,
+        }
     }
 }
 
@@ -129,11 +134,18 @@ impl KvCache {
 
     /// A cache whose K/V are stored as `kinds` (quantized kinds are read directly by attention).
     pub fn quantized(n_slots: usize, kinds: QuantKinds) -> Self {
-        Self { quant: Some(kinds), ..Self::new(n_slots, DType::F32) }
+        Self {
+            quant: Some(kinds),
+            ..Self::new(n_slots, DType::F32)
+        }
     }
 
     /// The quantized store of `slot`, created by `spec` on first use.
-    pub fn quant_store(&mut self, slot: usize, spec: impl FnOnce() -> QuantKvSpec) -> Result<&mut QuantKvStore> {
+    pub fn quant_store(
+        &mut self,
+        slot: usize,
+        spec: impl FnOnce() -> QuantKvSpec,
+    ) -> Result<&mut QuantKvStore> {
         if !self.left_pad.iter().all(|&p| p == 0) {
             candle_core::bail!("batched prompts with left padding cannot use a quantized KV cache yet");
         }
@@ -175,7 +187,11 @@ impl KvCache {
     /// Cached length (all slots advance together).
     pub fn len(&self) -> usize {
         if self.quant.is_some() {
-            return self.stores.first().and_then(|s| s.as_ref()).map_or(0, |s| s.len());
+            return self
+                .stores
+                .first()
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| s.len());
         }
         self.layers.first().map_or(0, |l| l.len())
     }
@@ -208,6 +224,7 @@ impl KvCache {
 
     /// Bytes of live entries (quantized: data and scales).
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.bytes()).sum::<usize>() + self.stores.iter().flatten().map(|s| s.bytes()).sum::<usize>()
+        self.layers.iter().map(|l| l.bytes()).sum::<usize>()
+            + self.stores.iter().flatten().map(|s| s.bytes()).sum::<usize>()
     }
 }
