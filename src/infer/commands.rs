@@ -53,7 +53,7 @@ impl CacheArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// The model: a .gguf file, an HF directory (config.json + safetensors + tokenizer.json),
-    /// hf:org/name[@rev], a caramba run/checkpoint directory, or a fetched name (smollm2-135m).
+    /// `hf:org/name[@rev]`, a caramba run/checkpoint directory, or a fetched name (smollm2-135m).
     #[arg(long, short = 'm')]
     pub model: String,
     /// Expand GGUF quantized weights to f32 instead of computing on the quantized blocks.

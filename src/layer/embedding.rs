@@ -78,7 +78,9 @@ impl Embedder {
         }
     }
 
-    /// Tied output head: features (b, t, d_model) · tableᵀ -> logits (b, t, vocab).
+    /// Tied output head: features (b, t, d_model) · tableᵀ -> logits (b, t, vocab). A quantized
+    /// table multiplies the f32 features as they are (a greedy choice can hinge on a few
+    /// hundredths of a logit).
     pub fn tied_logits(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, t, d) = xs.dims3()?;
         match &self.table {
@@ -88,7 +90,7 @@ impl Embedder {
                     .matmul(&e.embeddings().t()?)?
                     .reshape((b, t, vocab))
             }
-            Table::Quantized { head, .. } => super::linear::quantized_matmul(head, xs),
+            Table::Quantized { head, .. } => super::linear::quantized_matmul(head, xs, true),
         }
     }
 }

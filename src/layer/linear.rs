@@ -88,7 +88,7 @@ impl Module for Projection {
         match self {
             Self::Dense(l) => l.forward(xs),
             Self::Quantized { weight, bias } => {
-                let ys = quantized_matmul(weight, xs)?;
+                let ys = quantized_matmul(weight, xs, false)?;
                 match bias {
                     Some(b) => ys.broadcast_add(b),
                     None => Ok(ys),
@@ -109,14 +109,15 @@ const DENSE_GEMM_CHUNK_ROWS: usize = 8192;
 
 /// `xs (…, k) · Wᵀ` for a quantized `W (n, k)`: block dot products for a few rows (decoding), a
 /// dense GEMM over dequantized row chunks for many (prefill, perplexity).
-pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor) -> Result<Tensor> {
+/// `exact_activations`: see [`super::qmatvec::quantized_matvec`] (output heads).
+pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor, exact_activations: bool) -> Result<Tensor> {
     let xs = xs.contiguous()?;
     let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
     let QMatMul::QTensor(q) = weight else {
         return weight.forward(&xs);
     };
     if rows < DENSE_GEMM_MIN_ROWS || xs.dtype() != DType::F32 {
-        if let Some(ys) = super::qmatvec::quantized_matvec(q, &xs)? {
+        if let Some(ys) = super::qmatvec::quantized_matvec(q, &xs, exact_activations)? {
             return Ok(ys);
         }
         return weight.forward(&xs);

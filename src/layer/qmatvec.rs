@@ -76,14 +76,18 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     out
 }
 
-/// `xs · Wᵀ` with the quantized kernels, or `None` when they do not apply here.
-pub fn quantized_matvec(w: &QTensor, xs: &Tensor) -> Result<Option<Tensor>> {
+/// `xs · Wᵀ` with the quantized kernels, or `None` when they do not apply here. With
+/// `exact_activations`, Q8_0 weights multiply the f32 activations as they are (no 8-bit rounding
+/// of `xs`): the result is the dequantized matmul's to f32 rounding. Output heads use it — an
+/// argmax can hinge on a few hundredths of a logit — at about twice the cost per block.
+pub fn quantized_matvec(w: &QTensor, xs: &Tensor, exact_activations: bool) -> Result<Option<Tensor>> {
     let dtype = w.dtype();
     if !available() || !xs.device().is_cpu() || xs.dtype() != DType::F32 {
         return Ok(None);
     }
+    let exact = exact_activations && dtype == GgmlDType::Q8_0;
     let block_bytes = match dtype {
-        GgmlDType::Q4_1 => 20,
+        GgmlDType::Q4_1 if !exact_activations => 20,
         GgmlDType::Q8_0 => 34,
         _ => return Ok(None),
     };
@@ -93,7 +97,12 @@ pub fn quantized_matvec(w: &QTensor, xs: &Tensor) -> Result<Option<Tensor>> {
     }
     let rows = xs.elem_count() / k;
     let x: Vec<f32> = xs.flatten_all()?.to_vec1()?;
-    let qrows: Vec<QuantRow> = x.chunks(k).map(quantize_row).collect();
+    let qrows: Vec<QuantRow> = if exact {
+        Vec::new()
+    } else {
+        x.chunks(k).map(quantize_row).collect()
+    };
+    let frows: Vec<&[f32]> = x.chunks(k).collect();
     let data = w.data()?;
     let row_bytes = k / QK * block_bytes;
     if data.len() != n * row_bytes {
@@ -105,8 +114,14 @@ pub fn quantized_matvec(w: &QTensor, xs: &Tensor) -> Result<Option<Tensor>> {
         let j0 = task * ROWS_PER_TASK;
         for (jj, outs) in chunk.chunks_mut(rows).enumerate() {
             let wrow = &data[(j0 + jj) * row_bytes..(j0 + jj + 1) * row_bytes];
-            for (o, xr) in outs.iter_mut().zip(&qrows) {
-                *o = dot(dtype, wrow, xr);
+            if exact {
+                for (o, xr) in outs.iter_mut().zip(&frows) {
+                    *o = dot_exact(wrow, xr);
+                }
+            } else {
+                for (o, xr) in outs.iter_mut().zip(&qrows) {
+                    *o = dot(dtype, wrow, xr);
+                }
             }
         }
     };
@@ -150,6 +165,19 @@ fn dot(dtype: GgmlDType, wrow: &[u8], x: &QuantRow) -> f32 {
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (dtype, wrow, x);
+        unreachable!("quantized_matvec returns None before reaching here")
+    }
+}
+
+fn dot_exact(wrow: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `dot`; `x` holds n_blocks · 32 values.
+        unsafe { x86::dot_q8_0_f32(wrow, x) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (wrow, x);
         unreachable!("quantized_matvec returns None before reaching here")
     }
 }
@@ -288,6 +316,29 @@ mod x86 {
         total
     }
 
+    /// Q8_0 weights · f32 activations, 16 lanes at a time.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn dot_q8_0_f32(w: &[u8], x: &[f32]) -> f32 {
+        let nb = x.len() / QK;
+        debug_assert_eq!(w.len(), nb * 34);
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let mut acc = _mm512_setzero_ps();
+        for b in 0..nb {
+            // SAFETY: block b lies inside `w` (34 bytes each) and `x` (32 values each).
+            unsafe {
+                let p = wp.add(b * 34);
+                let w0 =
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i)));
+                let w1 =
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18) as *const __m128i)));
+                let s = _mm512_mul_ps(w0, _mm512_loadu_ps(xp.add(b * QK)));
+                let s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(b * QK + 16)), s);
+                acc = _mm512_fmadd_ps(s, _mm512_set1_ps(f16(p)), acc);
+            }
+        }
+        _mm512_reduce_add_ps(acc)
+    }
+
     /// The (d, m) f16 pair at the start of a Q4_1 block, as f32.
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
@@ -328,13 +379,43 @@ mod tests {
                 let q = QTensor::quantize(&w, dtype)?;
                 let xs = Tensor::randn(0f32, 1.0, (1, rows, k), &Device::Cpu)?;
                 let want = xs.broadcast_matmul(&q.dequantize(&Device::Cpu)?.t()?)?;
-                let got = quantized_matvec(&q, &xs)?.expect("the kernel applies");
+                let got = quantized_matvec(&q, &xs, false)?.expect("the kernel applies");
                 assert_eq!(got.dims(), want.dims());
                 // why: the activations are quantized to 8 bits per block of 32.
                 let err = rel_err(&got, &want);
+                if (k / 32) % 2 == 0 {
+                    // candle's own Q4_1/Q8_0 kernels quantize the activations the same way.
+                    let candle =
+                        candle_core::quantized::QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?;
+                    let theirs = candle_core::Module::forward(&candle, &xs)?;
+                    let diff = rel_err(&got, &theirs);
+                    assert!(diff < 2e-3, "{dtype:?} rows={rows}: {diff} from candle's kernel");
+                }
                 assert!(err < 2e-2, "{dtype:?} rows={rows}: relative error {err}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn exact_activations_match_the_dequantized_matmul_to_f32_rounding() -> Result<()> {
+        if !available() {
+            eprintln!("skipping: this CPU lacks AVX-512 VNNI");
+            return Ok(());
+        }
+        let w = Tensor::randn(0f32, 1.0, (300, 576), &Device::Cpu)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        // Outliers in a few channels, as in real hidden states.
+        let scale: Vec<f32> = (0..576).map(|i| if i % 97 == 5 { 40.0 } else { 1.0 }).collect();
+        let xs = Tensor::randn(0f32, 1.0, (1, 2, 576), &Device::Cpu)?
+            .broadcast_mul(&Tensor::new(scale, &Device::Cpu)?)?;
+        let want = xs.broadcast_matmul(&q.dequantize(&Device::Cpu)?.t()?)?;
+        let got = quantized_matvec(&q, &xs, true)?.expect("the kernel applies");
+        let err = rel_err(&got, &want);
+        assert!(err < 1e-5, "relative error {err}");
+        // Q4_1 has no exact kernel: the caller falls back.
+        let q41 = QTensor::quantize(&w, GgmlDType::Q4_1)?;
+        assert!(quantized_matvec(&q41, &xs, true)?.is_none());
         Ok(())
     }
 }
