@@ -118,6 +118,12 @@ fn train_target(
                 report: e.into(),
             })?;
         publish_final_weights(&dir, &summary)?;
+        if let Some(tok) = target.data.tokenizer.as_deref().filter(|t| t.ends_with(".json")) {
+            let dst = dir.root.join("tokenizer.json");
+            std::fs::copy(tok, &dst).map_err(|e| {
+                CliError::failed(miette::miette!("cannot copy {tok} to {}: {e}", dst.display()))
+            })?;
+        }
         let record = RunRecord {
             run_id: &run.id,
             steps: summary.steps,

@@ -206,6 +206,14 @@ pub fn run_upcycle(
         &held_out,
     )?;
     save_student(&student, &target.model, &target_dir.join("student"))?;
+    if let Some(tok) = data_spec.tokenizer.as_deref().filter(|t| t.ends_with(".json")) {
+        // The student speaks the teacher's tokenizer: keep it beside the weights for `generate`.
+        let dst = target_dir.join("student").join("tokenizer.json");
+        std::fs::copy(tok, &dst).map_err(|e| UpcycleError::Io {
+            path: dst.clone(),
+            source: e,
+        })?;
+    }
     let report = Report {
         manifest: compiled.manifest_path.display().to_string(),
         target: target.name.clone(),
