@@ -497,7 +497,7 @@ fn reserved_features_are_not_supported_yet() {
     expect(
         &edit("steps: 10", "steps: 10\n        verify: {type: compare}"),
         "targets[0].runs[0].verify",
-        "not supported yet",
+        "only applies to `trainer: upcycle`",
         Some((27, 9)),
     );
     compile_str(

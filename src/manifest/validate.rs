@@ -262,7 +262,7 @@ impl Validator<'_> {
         let mut ids: HashMap<String, String> = HashMap::new();
         for (j, run) in t.runs.iter().enumerate() {
             let rpath = join_index(&join_key(path, "runs"), j);
-            self.run(m, run, &rpath);
+            self.run(m, run, &rpath, t.trainer == TrainerKind::Upcycle);
             for id in expanded_ids(run) {
                 if let Some(first) = ids.insert(id.clone(), rpath.clone()) {
                     self.err_help(
@@ -285,7 +285,7 @@ impl Validator<'_> {
         }
     }
 
-    fn run(&mut self, m: &Manifest, run: &Run, path: &str) {
+    fn run(&mut self, m: &Manifest, run: &Run, path: &str, upcycle: bool) {
         self.dir_name(&join_key(path, "id"), &run.id, "a run id");
         if run.steps == 0 {
             self.err(&join_key(path, "steps"), "must be at least 1");
@@ -300,12 +300,23 @@ impl Validator<'_> {
                 );
             }
         }
-        if run.verify.is_some() {
-            self.err_help(
+        match (&run.verify, upcycle) {
+            (Some(_), false) => self.err_help(
                 &join_key(path, "verify"),
-                "`verify` is not supported yet",
+                "`verify` only applies to `trainer: upcycle` (a student checked against its teacher)",
                 "remove the `verify:` block",
-            );
+            ),
+            (Some(v), true) => {
+                if let Err(e) = crate::upcycle::spec::parse_verify(v) {
+                    self.err_help(
+                        &join_key(path, "verify"),
+                        e,
+                        "checks: {type: compare, attention: {max_mean_l1, max_max_l1}, logits: {…}, fail_fast}, \
+                         {type: fidelity, max_ppl_ratio, max_delta_nll}, {type: kvcache, min_reduction}",
+                    );
+                }
+            }
+            (None, _) => {}
         }
         self.train(m, &run.train, run.steps, &join_key(path, "train"));
     }

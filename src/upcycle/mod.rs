@@ -33,6 +33,9 @@ pub enum UpcycleError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Train(#[from] crate::train::TrainError),
+    #[error("verify after run `{run}` failed: {detail}")]
+    #[diagnostic(help("loosen the limits, train longer, or set `fail_fast: false` to record and go on"))]
+    VerifyFailed { run: String, detail: String },
     #[error("{what} is not finite; stopped")]
     NonFinite { what: String },
     #[error("tensor error: {0}")]

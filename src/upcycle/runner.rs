@@ -9,6 +9,7 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use super::blockwise::{BlockRecord, distill, teacher_outputs};
+use super::spec::{VerifySpec, parse_verify};
 use super::student::{Student, build_student};
 use super::teacher::{Teacher, load_teacher};
 use super::verify::{Verification, verify};
@@ -62,6 +63,8 @@ struct Report {
     summary: Summary,
     initial: Verification,
     phases: Vec<PhaseRecord>,
+    /// Checks of the runs' `verify:` blocks, in order.
+    checks: Vec<CheckResult>,
     verify: Verification,
     wall_time_s: f64,
 }
@@ -127,6 +130,7 @@ pub fn run_upcycle(
     );
     let target_dir = runs_root.join(&compiled.plan.name).join(&target.name);
     let mut phases = Vec::new();
+    let mut checks = Vec::new();
     let mut pool = None;
     // A global phase with a checkpoint resumes from it (the student's weights live there), so
     // redoing the blockwise phases before it would be thrown away.
@@ -196,6 +200,38 @@ pub fn run_upcycle(
                 });
             }
         }
+        if !run.verify.is_empty() {
+            let specs: Vec<VerifySpec> = run
+                .verify
+                .iter()
+                .map(parse_verify)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(UpcycleError::Mismatch)?
+                .into_iter()
+                .flatten()
+                .collect();
+            let model = LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
+            let v = verify(
+                &teacher.loaded.model,
+                &teacher.loaded.spec,
+                &model,
+                &target.model,
+                &held_out,
+            )?;
+            for spec in &specs {
+                let result = check(&run.id, spec, &v);
+                tracing::info!(run = %run.id, check = %result.check, passed = result.passed, "{}", result.detail);
+                let stop = !result.passed && result.fail_fast;
+                checks.push(result);
+                if stop {
+                    let last = checks.last().expect("just pushed");
+                    return Err(UpcycleError::VerifyFailed {
+                        run: run.id.clone(),
+                        detail: last.detail.clone(),
+                    });
+                }
+            }
+        }
     }
     let model = LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
     let fin = verify(
@@ -233,6 +269,7 @@ pub fn run_upcycle(
         },
         initial,
         phases,
+        checks,
         verify: fin,
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
@@ -390,4 +427,84 @@ fn print_summary(r: &Report, path: &Path) {
         s.kvcache_reduction
     );
     println!("report: {}", path.display());
+}
+
+/// The outcome of one `verify:` check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub run_id: String,
+    pub check: String,
+    pub passed: bool,
+    pub fail_fast: bool,
+    pub detail: String,
+}
+
+fn check(run_id: &str, spec: &VerifySpec, v: &Verification) -> CheckResult {
+    let mut failures: Vec<String> = Vec::new();
+    let mut limit = |what: &str, value: f64, max: Option<f64>| {
+        if let Some(max) = max
+            && !(value <= max)
+        {
+            failures.push(format!("{what} {value:.4} > {max}"));
+        }
+    };
+    let (name, fail_fast) = match spec {
+        VerifySpec::Compare {
+            attention,
+            logits,
+            fail_fast,
+        } => {
+            if let Some(l) = attention {
+                for layer in &v.attention {
+                    limit(
+                        &format!("attention[{}] mean L1", layer.slot),
+                        layer.mean_l1,
+                        l.max_mean_l1,
+                    );
+                    limit(
+                        &format!("attention[{}] max L1", layer.slot),
+                        layer.max_l1,
+                        l.max_max_l1,
+                    );
+                }
+            }
+            if let Some(l) = logits {
+                limit("logits mean L1", v.logits_mean_l1, l.max_mean_l1);
+                limit("logits max L1", v.logits_max_l1, l.max_max_l1);
+            }
+            ("compare", *fail_fast)
+        }
+        VerifySpec::Fidelity {
+            max_ppl_ratio,
+            max_delta_nll,
+            fail_fast,
+        } => {
+            limit("perplexity ratio", v.perplexity_ratio, *max_ppl_ratio);
+            limit("delta nll", v.student_nll - v.teacher_nll, *max_delta_nll);
+            ("fidelity", *fail_fast)
+        }
+        VerifySpec::Kvcache {
+            min_reduction,
+            fail_fast,
+        } => {
+            if !(v.kvcache_reduction >= *min_reduction) {
+                failures.push(format!(
+                    "KV reduction {:.3}x < {min_reduction}x",
+                    v.kvcache_reduction
+                ));
+            }
+            ("kvcache", *fail_fast)
+        }
+    };
+    CheckResult {
+        run_id: run_id.into(),
+        check: name.into(),
+        passed: failures.is_empty(),
+        fail_fast,
+        detail: if failures.is_empty() {
+            format!("{name}: all limits met")
+        } else {
+            format!("{name}: {}", failures.join("; "))
+        },
+    }
 }

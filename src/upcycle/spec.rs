@@ -65,3 +65,60 @@ impl Default for UpcycleSpec {
         }
     }
 }
+
+/// L1 limits of a `compare` check. Unset limits are not checked.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct L1Limits {
+    /// Largest allowed mean |teacher − student| (per layer for attention).
+    #[serde(default)]
+    pub max_mean_l1: Option<f64>,
+    /// Largest allowed max |teacher − student|.
+    #[serde(default)]
+    pub max_max_l1: Option<f64>,
+}
+
+/// A check after a run of an upcycle target (`verify:` on the run: one mapping or a list).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum VerifySpec {
+    /// Per-layer attention outputs and final logits of teacher and student on held-out batches.
+    Compare {
+        #[serde(default)]
+        attention: Option<L1Limits>,
+        #[serde(default)]
+        logits: Option<L1Limits>,
+        /// Stop the target (exit 1) when a limit is exceeded. Default: false (record and go on).
+        #[serde(default)]
+        fail_fast: bool,
+    },
+    /// Held-out next-token quality of the student relative to the teacher.
+    Fidelity {
+        /// Largest allowed student/teacher perplexity ratio.
+        #[serde(default)]
+        max_ppl_ratio: Option<f64>,
+        /// Largest allowed student − teacher mean NLL (nats).
+        #[serde(default)]
+        max_delta_nll: Option<f64>,
+        #[serde(default)]
+        fail_fast: bool,
+    },
+    /// KV-cache bytes per token, teacher / student, at equal precision.
+    Kvcache {
+        min_reduction: f64,
+        #[serde(default)]
+        fail_fast: bool,
+    },
+}
+
+/// Parse a run's `verify:` value (one mapping or a list of them).
+pub fn parse_verify(value: &serde_json::Value) -> Result<Vec<VerifySpec>, String> {
+    let list = match value {
+        serde_json::Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::from_value(v).map_err(|e| format!("check {i}: {e}")))
+        .collect()
+}
