@@ -508,3 +508,84 @@ fn check(run_id: &str, spec: &VerifySpec, v: &Verification) -> CheckResult {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upcycle::spec::L1Limits;
+    use crate::upcycle::verify::LayerDiff;
+
+    fn verification(ppl_ratio: f64, layer_l1: f64, reduction: f64) -> Verification {
+        Verification {
+            batches: 1,
+            tokens: 10,
+            teacher_nll: 2.0,
+            student_nll: 2.0 + ppl_ratio.ln(),
+            teacher_perplexity: 2f64.exp(),
+            student_perplexity: 2f64.exp() * ppl_ratio,
+            perplexity_ratio: ppl_ratio,
+            attention: vec![LayerDiff {
+                slot: 0,
+                mean_l1: layer_l1,
+                max_l1: 4.0 * layer_l1,
+            }],
+            logits_mean_l1: 1.0,
+            logits_max_l1: 9.0,
+            teacher_kvcache_bytes_per_token: 200,
+            student_kvcache_bytes_per_token: (200.0 / reduction) as usize,
+            kvcache_reduction: reduction,
+        }
+    }
+
+    #[test]
+    fn checks_pass_and_fail_on_their_limits() {
+        let v = verification(1.5, 0.2, 2.0);
+        let fid = |max: f64| VerifySpec::Fidelity {
+            max_ppl_ratio: Some(max),
+            max_delta_nll: None,
+            fail_fast: false,
+        };
+        assert!(check("r", &fid(1.6), &v).passed);
+        let failed = check("r", &fid(1.4), &v);
+        assert!(
+            !failed.passed && failed.detail.contains("perplexity ratio"),
+            "{}",
+            failed.detail
+        );
+        let cmp = |mean: f64| VerifySpec::Compare {
+            attention: Some(L1Limits {
+                max_mean_l1: Some(mean),
+                max_max_l1: None,
+            }),
+            logits: None,
+            fail_fast: true,
+        };
+        assert!(check("r", &cmp(0.3), &v).passed);
+        let failed = check("r", &cmp(0.1), &v);
+        assert!(!failed.passed && failed.fail_fast && failed.detail.contains("attention[0]"));
+        assert!(
+            check(
+                "r",
+                &VerifySpec::Kvcache {
+                    min_reduction: 2.0,
+                    fail_fast: true
+                },
+                &v
+            )
+            .passed
+        );
+        assert!(
+            !check(
+                "r",
+                &VerifySpec::Kvcache {
+                    min_reduction: 2.5,
+                    fail_fast: true
+                },
+                &v
+            )
+            .passed
+        );
+        // A NaN never passes a limit.
+        assert!(!check("r", &fid(10.0), &verification(f64::NAN, 0.2, 2.0)).passed);
+    }
+}
