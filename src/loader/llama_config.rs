@@ -222,8 +222,6 @@ impl LlamaConfig {
 
     fn attention_spec(&self) -> AttentionSpec {
         AttentionSpec {
-            d_model: self.d_model,
-            n_heads: self.n_heads,
             n_kv_heads: Some(self.n_kv_heads),
             mode: if self.n_kv_heads == self.n_heads {
                 AttentionMode::Standard
@@ -232,20 +230,10 @@ impl LlamaConfig {
             },
             attn_dim: Some(self.n_heads * self.head_dim),
             head_dim: Some(self.head_dim),
-            rope_enabled: true,
             rope_base: self.rope_theta,
             rope_scaling: self.rope_scaling.clone(),
-            is_causal: true,
-            dropout_p: 0.0,
             bias: self.attention_bias,
-            sem_dim: None,
-            geo_dim: None,
-            v_dim: None,
-            rope_semantic: false,
-            tie_qk: false,
-            null_attn: false,
-            decoupled_gate: false,
-            decoupled_gate_dynamic: false,
+            ..AttentionSpec::new(self.d_model, self.n_heads)
         }
     }
 
