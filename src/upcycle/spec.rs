@@ -33,7 +33,7 @@ pub struct UpcycleSpec {
     /// `svd` (the original's version B), `random`, `fresh`.
     pub dba_init: DbaInit,
     /// Batches of training data whose attention inputs make the surgery activation-aware
-    /// (0: data-free). Default: 2.
+    /// (0: data-free, with the pre-norm gains standing in for the input covariance). Default: 2.
     pub calibration_batches: usize,
     /// Blockwise loss between student and teacher attention outputs. Default: l1.
     pub distill_loss: DistillLoss,

@@ -120,6 +120,32 @@ fn copy_non_surgery_weights(
     Ok(())
 }
 
+/// Data-free stand-in for calibration inputs: the pre-norm's gain g as rows diag(g), so that the
+/// surgery's input covariance is diag(g²) instead of the identity (an RMSNorm output's channels
+/// are scaled by g; ranking by raw weight norms ignores that). Layers without an RMSNorm right
+/// before them get none (identity).
+fn norm_gain_inputs(
+    teacher: &Teacher,
+    pairs: &[Pair],
+    all: &[super::pairing::Leaf],
+) -> HashMap<String, Tensor> {
+    let mut out = HashMap::new();
+    for w in all.windows(2) {
+        let is_site = pairs
+            .iter()
+            .any(|p| p.teacher.path == w[1].path && p.surgery_site().is_some());
+        if let (true, NodeSpec::RmsNorm(n)) = (is_site, w[0].spec)
+            && n.elementwise_affine
+            && let Ok(g) = teacher.weights.get(n.d_model, &format!("{}.weight", w[0].path))
+            && let Ok(diag) = Tensor::eye(n.d_model, DType::F32, &Device::Cpu)
+                .and_then(|e| e.broadcast_mul(&g.unsqueeze(0)?))
+        {
+            out.insert(w[1].path.clone(), diag);
+        }
+    }
+    out
+}
+
 /// For each teacher attention layer (by path): its inputs over the calibration batches, (n, d).
 fn attention_inputs(
     teacher: &Teacher,
@@ -127,10 +153,10 @@ fn attention_inputs(
     calibration: &[Tensor],
 ) -> Result<HashMap<String, Tensor>, UpcycleError> {
     let mut out: HashMap<String, Vec<Tensor>> = HashMap::new();
-    if calibration.is_empty() {
-        return Ok(HashMap::new());
-    }
     let all = leaves(&teacher.loaded.spec);
+    if calibration.is_empty() {
+        return Ok(norm_gain_inputs(teacher, pairs, &all));
+    }
     // The input of attention leaf k is the output of leaf k − 1 (its pre-norm).
     let wanted: HashMap<String, String> = all
         .windows(2)
