@@ -52,10 +52,11 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
         .map_err(CliError::usage)?;
     if args.dry_run {
         println!("{}", compiler::render_plan(&compiled));
+        let n = target.runs.len();
         println!(
-            "dry run: would run target `{}` ({} runs); nothing was written",
+            "dry run: would run target `{}` ({n} run{}); nothing was written",
             target.name,
-            target.runs.len()
+            if n == 1 { "" } else { "s" }
         );
         return Ok(());
     }
