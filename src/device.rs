@@ -152,7 +152,10 @@ mod tests {
         assert!(d.is_cpu());
         assert_eq!(resolve_dtype("auto", &d).expect("auto"), DType::F32);
         assert_eq!(resolve_dtype("bf16", &d).expect("bf16"), DType::BF16);
-        assert!(matches!(resolve_dtype("f8", &d), Err(DeviceError::UnknownDtype(_))));
+        assert!(matches!(
+            resolve_dtype("f8", &d),
+            Err(DeviceError::UnknownDtype(_))
+        ));
     }
 
     #[test]

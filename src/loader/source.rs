@@ -53,8 +53,9 @@ impl ModelSource {
             if !path.is_file() {
                 return Err(LoadError::UnknownSource {
                     path: path.into(),
-                    reason: "random:PATH needs an HF config.json file (e.g. presets/configs/llama-3.2-1b.json)"
-                        .into(),
+                    reason:
+                        "random:PATH needs an HF config.json file (e.g. presets/configs/llama-3.2-1b.json)"
+                            .into(),
                 });
             }
             return Ok(Self::Random(path.into()));
