@@ -86,6 +86,14 @@ __device__ __forceinline__ void load8(const uint8_t* row, int c, float x[8]) {
     }
 }
 
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// Rows in flight per lane group in the score and value loops: several independent loads before
+// the first use keep enough bytes in flight to approach the memory bandwidth.
+#define UNROLL 4
+
 struct Segment {
     const uint8_t* base;
     long long head_stride;  // bytes
@@ -101,8 +109,8 @@ __device__ __forceinline__ int pow2_at_least(int n) {
 
 // grid: (kv heads × batch × sub-groups, splits); block: THREADS.
 // q: (B·H, sem_dim + geo_dim) f32. part_acc: (B·H, splits, dv); part_ml: (B·H, splits, 2).
-template <int KS, int KG, int KV>
-__device__ void partial_impl(const float* __restrict__ q, Segment ks, Segment kg, Segment vs, int n_kv,
+template <typename QT, int KS, int KG, int KV>
+__device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, Segment vs, int n_kv,
                              int group, int n_sub, int len, int split_len, float s_sem, float s_geo,
                              float* __restrict__ part_acc, float* __restrict__ part_ml) {
     // [MAXG][2] (max, sum) per head, then the scores [MAXG][split_len], whose space the final
@@ -138,36 +146,39 @@ __device__ void partial_impl(const float* __restrict__ q, Segment ks, Segment kg
             if (h < gq && lg < cs + cg) {
                 int col = lg * 8 + e;
                 float s = lg < cs ? s_sem : s_geo;
-                v = s * q[(size_t)(b * n_heads + h0 + h) * dk + col];
+                v = s * to_f32(q[(size_t)(b * n_heads + h0 + h) * dk + col]);
             }
             qr[h][e] = v;
         }
     }
     const uint8_t* kbase_s = ks.base + hk * ks.head_stride;
     const uint8_t* kbase_g = kg.base + hk * kg.head_stride;
-    for (int j0 = warp * tpw; j0 < n; j0 += WARPS * tpw) {
-        int j = j0 + lane / lpt;
-        float part[MAXG];
+    for (int j0 = warp * tpw * UNROLL; j0 < n; j0 += WARPS * tpw * UNROLL) {
+        float x[UNROLL][8];
 #pragma unroll
-        for (int h = 0; h < MAXG; ++h) part[h] = 0.f;
-        if (j < n && lg < cs + cg) {
-            float x[8];
-            if (lg < cs) load8<KS>(kbase_s + (size_t)(start + j) * ks.row_stride, lg, x);
-            else load8<KG>(kbase_g + (size_t)(start + j) * kg.row_stride, lg - cs, x);
+        for (int u = 0; u < UNROLL; ++u) {
+            int j = j0 + u * tpw + lane / lpt;
+            if (j < n && lg < cs + cg) {
+                if (lg < cs) load8<KS>(kbase_s + (size_t)(start + j) * ks.row_stride, lg, x[u]);
+                else load8<KG>(kbase_g + (size_t)(start + j) * kg.row_stride, lg - cs, x[u]);
+            } else {
 #pragma unroll
-            for (int h = 0; h < MAXG; ++h) {
-#pragma unroll
-                for (int e = 0; e < 8; ++e) part[h] += qr[h][e] * x[e];
+                for (int e = 0; e < 8; ++e) x[u][e] = 0.f;
             }
         }
 #pragma unroll
-        for (int h = 0; h < MAXG; ++h) {
-            for (int off = lpt / 2; off > 0; off >>= 1) part[h] += __shfl_xor_sync(0xffffffffu, part[h], off);
-        }
-        if (j < n && lg == 0) {
+        for (int u = 0; u < UNROLL; ++u) {
+            int j = j0 + u * tpw + lane / lpt;
 #pragma unroll
-            for (int h = 0; h < MAXG; ++h)
-                if (h < gq) smem[h * split_len + j] = part[h];
+            for (int h = 0; h < MAXG; ++h) {
+                if (h < gq) {
+                    float part = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) part += qr[h][e] * x[u][e];
+                    for (int off = lpt / 2; off > 0; off >>= 1) part += __shfl_xor_sync(0xffffffffu, part, off);
+                    if (j < n && lg == 0) smem[h * split_len + j] = part;
+                }
+            }
         }
     }
     __syncthreads();
@@ -203,17 +214,29 @@ __device__ void partial_impl(const float* __restrict__ q, Segment ks, Segment kg
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
     const uint8_t* vbase = vs.base + hk * vs.head_stride;
-    for (int j0 = warp * tpv; j0 < n; j0 += WARPS * tpv) {
-        int j = j0 + lane / lpv;
-        if (j < n && lv < cv) {
-            float x[8];
-            load8<KV>(vbase + (size_t)(start + j) * vs.row_stride, lv, x);
+    for (int j0 = warp * tpv * UNROLL; j0 < n; j0 += WARPS * tpv * UNROLL) {
+        float x[UNROLL][8];
 #pragma unroll
-            for (int h = 0; h < MAXG; ++h) {
-                if (h < gq) {
-                    float p = smem[h * split_len + j];
+        for (int u = 0; u < UNROLL; ++u) {
+            int j = j0 + u * tpv + lane / lpv;
+            if (j < n && lv < cv) {
+                load8<KV>(vbase + (size_t)(start + j) * vs.row_stride, lv, x[u]);
+            } else {
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) acc[h][e] += p * x[e];
+                for (int e = 0; e < 8; ++e) x[u][e] = 0.f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            int j = j0 + u * tpv + lane / lpv;
+            if (j < n) {
+#pragma unroll
+                for (int h = 0; h < MAXG; ++h) {
+                    if (h < gq) {
+                        float p = smem[h * split_len + j];
+#pragma unroll
+                        for (int e = 0; e < 8; ++e) acc[h][e] += p * x[u][e];
+                    }
                 }
             }
         }
@@ -253,7 +276,7 @@ __device__ void partial_impl(const float* __restrict__ q, Segment ks, Segment kg
 // (n_kv, dk) f32, v_null: (n_kv, dv) f32) into out (B·H, dv) of type OUT.
 template <typename OUT>
 __device__ void combine_impl(const float* __restrict__ part_acc, const float* __restrict__ part_ml, int splits,
-                             int dv, const float* __restrict__ q, int sem_dim, int geo_dim, float s_sem,
+                             int dv, const OUT* __restrict__ q, int sem_dim, int geo_dim, float s_sem,
                              float s_geo, const float* __restrict__ k_null, const float* __restrict__ v_null,
                              int group, int n_kv, OUT* __restrict__ out) {
     __shared__ float red[WARPS];
@@ -264,7 +287,7 @@ __device__ void combine_impl(const float* __restrict__ part_acc, const float* __
     if (k_null != nullptr) {
         float s = 0.f;
         for (int c = threadIdx.x; c < dk; c += THREADS)
-            s += (c < sem_dim ? s_sem : s_geo) * q[(size_t)bh * dk + c] * k_null[(size_t)kvh * dk + c];
+            s += (c < sem_dim ? s_sem : s_geo) * to_f32(q[(size_t)bh * dk + c]) * k_null[(size_t)kvh * dk + c];
         for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
         if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = s;
         __syncthreads();
@@ -290,31 +313,37 @@ __device__ void combine_impl(const float* __restrict__ part_acc, const float* __
     }
 }
 
-#define PARTIAL(NAME, KS, KG, KV)                                                                          \
+#define PARTIAL(NAME, QT, KS, KG, KV)                                                                      \
     extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                              \
-        const float* q, const uint8_t* ks_base, long long ks_head, long long ks_row, int ks_dim,           \
+        const QT* q, const uint8_t* ks_base, long long ks_head, long long ks_row, int ks_dim,           \
         const uint8_t* kg_base, long long kg_head, long long kg_row, int kg_dim, const uint8_t* v_base,   \
         long long v_head, long long v_row, int v_dim, int n_kv, int group, int n_sub, int len,              \
         int split_len, float s_sem, float s_geo, float* part_acc, float* part_ml) {                          \
         Segment ks{ks_base, ks_head, ks_row, ks_dim};                                                       \
         Segment kg{kg_base, kg_head, kg_row, kg_dim};                                                       \
         Segment vs{v_base, v_head, v_row, v_dim};                                                           \
-        partial_impl<KS, KG, KV>(q, ks, kg, vs, n_kv, group, n_sub, len, split_len, s_sem, s_geo, part_acc, \
+        partial_impl<QT, KS, KG, KV>(q, ks, kg, vs, n_kv, group, n_sub, len, split_len, s_sem, s_geo, part_acc, \
                                  part_ml);                                                                  \
     }
 
-PARTIAL(decode_partial_f32, F32, F32, F32)
-PARTIAL(decode_partial_f16, F16, F16, F16)
-PARTIAL(decode_partial_bf16, BF16, BF16, BF16)
-PARTIAL(decode_partial_q8_0, Q8_0, Q8_0, Q8_0)
-PARTIAL(decode_partial_q4_0, Q4_0, Q4_0, Q4_0)
-// K q8_0 / V q4_0 (standard attention's best quality per byte) and DBA's sem q4_0 / geo q8_0 / v q4_0.
-PARTIAL(decode_partial_q8_0_q8_0_q4_0, Q8_0, Q8_0, Q4_0)
-PARTIAL(decode_partial_q4_0_q8_0_q4_0, Q4_0, Q8_0, Q4_0)
+// Plain caches: q has the cache's dtype.
+PARTIAL(decode_partial_f32, float, F32, F32, F32)
+PARTIAL(decode_partial_f16, __half, F16, F16, F16)
+PARTIAL(decode_partial_bf16, __nv_bfloat16, BF16, BF16, BF16)
+// Quantized caches, for each query dtype: all q8_0, all q4_0, K q8_0 / V q4_0 (standard
+// attention's best quality per byte) and DBA's sem q4_0 / geo q8_0 / v q4_0.
+#define QUANTIZED(SUFFIX, QT)                                                          \
+    PARTIAL(decode_partial_q8_0_##SUFFIX, QT, Q8_0, Q8_0, Q8_0)                        \
+    PARTIAL(decode_partial_q4_0_##SUFFIX, QT, Q4_0, Q4_0, Q4_0)                        \
+    PARTIAL(decode_partial_q8_0_q8_0_q4_0_##SUFFIX, QT, Q8_0, Q8_0, Q4_0)              \
+    PARTIAL(decode_partial_q4_0_q8_0_q4_0_##SUFFIX, QT, Q4_0, Q8_0, Q4_0)
+QUANTIZED(f32, float)
+QUANTIZED(f16, __half)
+QUANTIZED(bf16, __nv_bfloat16)
 
 #define COMBINE(NAME, OUT)                                                                                \
     extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                             \
-        const float* part_acc, const float* part_ml, int splits, int dv, const float* q, int sem_dim,     \
+        const float* part_acc, const float* part_ml, int splits, int dv, const OUT* q, int sem_dim,       \
         int geo_dim, float s_sem, float s_geo, const float* k_null, const float* v_null, int group,        \
         int n_kv, OUT* out) {                                                                             \
         combine_impl<OUT>(part_acc, part_ml, splits, dv, q, sem_dim, geo_dim, s_sem, s_geo, k_null, v_null, \

@@ -71,16 +71,35 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
             }
             // candle's own message for a missing driver or GPU is a raw driver error code; say
             // what it means for the user.
-            Device::new_cuda(ordinal).map_err(|e| DeviceError::Unavailable {
+            let device = Device::new_cuda(ordinal).map_err(|e| DeviceError::Unavailable {
                 name: name.to_string(),
                 reason: format!(
                     "{} (no NVIDIA driver or no GPU {ordinal}: check `nvidia-smi`, or run with --device cpu)",
                     first_line(&e.to_string())
                 ),
-            })
+            })?;
+            single_stream(&device);
+            Ok(device)
         }
     }
 }
+
+/// caramba runs all of a device's work on candle's one stream, so stream order alone orders every
+/// read and write; candle's per-tensor CUDA events (driver calls for every operand of every op)
+/// only matter across streams. `CARAMBA_CUDA_EVENTS=1` keeps them (to measure what they cost).
+#[cfg(feature = "cuda")]
+fn single_stream(device: &Device) {
+    if std::env::var_os("CARAMBA_CUDA_EVENTS").is_some_and(|v| v == "1") {
+        return;
+    }
+    if let Device::Cuda(dev) = device {
+        // SAFETY: see above: no second stream ever touches these tensors.
+        unsafe { dev.disable_event_tracking() }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn single_stream(_device: &Device) {}
 
 /// `auto` is bf16 on CUDA (every GPU candle's CUDA kernels target has bf16 arithmetic) and f32
 /// on CPU and Metal, where bf16 matmuls are emulated and slower than f32.

@@ -387,9 +387,14 @@ fn model_decode_on_gpu_matches_cpu() {
         .expect("load");
         let mut g = Generator::new(&m.model, m.max_seq_len, DType::F32, &device);
         let prompt: Vec<u32> = (0..37).map(|i| (i * 7919 % 250) as u32).collect();
-        let mut rows = vec![g.prefill(&prompt).expect("prefill")];
+        let mut rows = vec![g.prefill(&prompt).expect("prefill").flatten_all().expect("flat")];
         for step in 0..5u32 {
-            rows.push(g.decode_step(&[step * 13 % 250]).expect("decode"));
+            rows.push(
+                g.decode_step(&[step * 13 % 250])
+                    .expect("decode")
+                    .flatten_all()
+                    .expect("flat"),
+            );
         }
         logits.push(
             Tensor::stack(&rows, 0)

@@ -67,7 +67,9 @@ impl RunDir {
         let dtype = device
             .as_ref()
             .and_then(|d| crate::device::resolve_dtype(&run.train.dtype, d).ok())
-            .map_or(run.train.dtype.clone(), |t| crate::device::dtype_name(t).to_string());
+            .map_or(run.train.dtype.clone(), |t| {
+                crate::device::dtype_name(t).to_string()
+            });
         let meta = RunMetadata {
             manifest: compiled.manifest_path.display().to_string(),
             target: target.name.clone(),

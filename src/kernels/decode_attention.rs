@@ -113,7 +113,9 @@ pub fn decode_attention(
         len,
         scales,
     };
-    launch.run(q, null).map(Some)
+    // The plain kernels read q in the cache's dtype.
+    let out = launch.run(&q.to_dtype(k.dtype())?, null)?;
+    out.to_dtype(q.dtype()).map(Some)
 }
 
 /// Fused decode over quantized streams: k_sem (absent for standard attention), k_geo, v, each
@@ -132,13 +134,20 @@ pub fn decode_attention_quantized(
 ) -> Result<Tensor> {
     let (b, nh, t, dk) = q.dims4()?;
     let sem_kind = k_sem.map_or(k_geo.kind, |s| s.kind);
-    let kernel = match (sem_kind, k_geo.kind, v.kind) {
-        (CacheKind::Q8_0, CacheKind::Q8_0, CacheKind::Q8_0) => "decode_partial_q8_0",
-        (CacheKind::Q4_0, CacheKind::Q4_0, CacheKind::Q4_0) => "decode_partial_q4_0",
-        (CacheKind::Q8_0, CacheKind::Q8_0, CacheKind::Q4_0) => "decode_partial_q8_0_q8_0_q4_0",
-        (CacheKind::Q4_0, CacheKind::Q8_0, CacheKind::Q4_0) => "decode_partial_q4_0_q8_0_q4_0",
+    let mix = match (sem_kind, k_geo.kind, v.kind) {
+        (CacheKind::Q8_0, CacheKind::Q8_0, CacheKind::Q8_0) => "q8_0",
+        (CacheKind::Q4_0, CacheKind::Q4_0, CacheKind::Q4_0) => "q4_0",
+        (CacheKind::Q8_0, CacheKind::Q8_0, CacheKind::Q4_0) => "q8_0_q8_0_q4_0",
+        (CacheKind::Q4_0, CacheKind::Q8_0, CacheKind::Q4_0) => "q4_0_q8_0_q4_0",
         other => candle_core::bail!("no fused decode kernel for (k_sem, k_geo, v) = {other:?}"),
     };
+    let q_name = match q.dtype() {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        other => candle_core::bail!("fused decode queries are f32, f16 or bf16, not {other:?}"),
+    };
+    let kernel = quantized_kernel_name(mix, q_name)?;
     let sem_dim = k_sem.map_or(0, |s| s.dim);
     let blocks_ok = |d: usize| d % 32 == 0 && d <= MAX_HEAD_DIM;
     if t != 1
@@ -176,6 +185,30 @@ pub fn decode_attention_quantized(
         scales,
     };
     launch.run(q, null)
+}
+
+/// `decode_partial_<mix>_<q dtype>`, as instantiated in kernels/decode_attention.cu.
+fn quantized_kernel_name(mix: &str, q: &str) -> Result<&'static str> {
+    const NAMES: [&str; 12] = [
+        "decode_partial_q8_0_f32",
+        "decode_partial_q8_0_f16",
+        "decode_partial_q8_0_bf16",
+        "decode_partial_q4_0_f32",
+        "decode_partial_q4_0_f16",
+        "decode_partial_q4_0_bf16",
+        "decode_partial_q8_0_q8_0_q4_0_f32",
+        "decode_partial_q8_0_q8_0_q4_0_f16",
+        "decode_partial_q8_0_q8_0_q4_0_bf16",
+        "decode_partial_q4_0_q8_0_q4_0_f32",
+        "decode_partial_q4_0_q8_0_q4_0_f16",
+        "decode_partial_q4_0_q8_0_q4_0_bf16",
+    ];
+    let want = format!("decode_partial_{mix}_{q}");
+    NAMES
+        .iter()
+        .copied()
+        .find(|n| *n == want)
+        .ok_or_else(|| candle_core::Error::Msg(format!("no kernel {want}")))
 }
 
 /// (head stride, row stride) in elements of a (b, n_kv, len, d) view whose rows are contiguous
@@ -216,7 +249,7 @@ impl Launch {
     fn run(self, q: &Tensor, null: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
         let out_dtype = q.dtype();
         let (b, nh, dv) = (self.batch, self.n_heads, self.v.dim);
-        let q32 = q.to_dtype(DType::F32)?.contiguous()?;
+        let q = q.contiguous()?;
         let null = match null {
             Some((k, v)) => Some((
                 k.to_dtype(DType::F32)?.contiguous()?,
@@ -229,7 +262,7 @@ impl Launch {
             null,
             out_dtype,
         };
-        q32.apply_op1_no_bwd(&op)?.reshape((b, nh, 1, dv))
+        q.apply_op1_no_bwd(&op)?.reshape((b, nh, 1, dv))
     }
 }
 
@@ -298,8 +331,11 @@ mod cuda_launch {
         let splits = l.len.div_ceil(split);
         let bh = b * nh;
 
-        let q_slice = q.as_cuda_slice::<f32>()?;
-        let q_ptr = q_slice.device_ptr(&stream).0 + (layout.start_offset() * 4) as u64;
+        let q_ptr = match op.out_dtype {
+            DType::BF16 => q.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0,
+            DType::F16 => q.as_cuda_slice::<half::f16>()?.device_ptr(&stream).0,
+            _ => q.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        } + (layout.start_offset() * op.out_dtype.size_in_bytes()) as u64;
         let ks_ptr = address(&l.k_sem.tensor, l.k_sem.extra)?;
         let kg_ptr = address(&l.k_geo.tensor, l.k_geo.extra)?;
         let v_ptr = address(&l.v.tensor, l.v.extra)?;
