@@ -109,7 +109,9 @@ __device__ __forceinline__ int pow2_at_least(int n) {
 
 // grid: (kv heads × batch × sub-groups, splits); block: THREADS.
 // q: (B·H, sem_dim + geo_dim) f32. part_acc: (B·H, splits, dv); part_ml: (B·H, splits, 2).
-template <typename QT, int KS, int KG, int KV>
+// G: query heads per block held in registers (4 or 8; the launcher picks the smallest that fits
+// the group, since registers decide how many blocks an SM holds). Shared memory is laid out for MAXG.
+template <int G, typename QT, int KS, int KG, int KV>
 __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, Segment vs, int n_kv,
                              int group, int n_sub, int len, int split_len, float s_sem, float s_geo,
                              float* __restrict__ part_acc, float* __restrict__ part_ml) {
@@ -122,8 +124,8 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
     const int hk = blockIdx.x / n_sub;  // batch · n_kv + kv head
     const int b = hk / n_kv;
     const int kvh = hk % n_kv;
-    const int h0 = kvh * group + sub * MAXG;
-    const int gq = min(MAXG, group - sub * MAXG);
+    const int h0 = kvh * group + sub * G;
+    const int gq = min(G, group - sub * G);
     const int n_heads = n_kv * group;
     const int split = blockIdx.y;
     const int start = split * split_len;
@@ -137,9 +139,9 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
     const int lpt = pow2_at_least(cs + cg);
     const int tpw = 32 / lpt;
     const int lg = lane % lpt;
-    float qr[MAXG][8];
+    float qr[G][8];
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h) {
+    for (int h = 0; h < G; ++h) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
             float v = 0.f;
@@ -170,7 +172,7 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
         for (int u = 0; u < UNROLL; ++u) {
             int j = j0 + u * tpw + lane / lpt;
 #pragma unroll
-            for (int h = 0; h < MAXG; ++h) {
+            for (int h = 0; h < G; ++h) {
                 if (h < gq) {
                     float part = 0.f;
 #pragma unroll
@@ -208,9 +210,9 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
     const int lpv = pow2_at_least(cv);
     const int tpv = 32 / lpv;
     const int lv = lane % lpv;
-    float acc[MAXG][8];
+    float acc[G][8];
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h)
+    for (int h = 0; h < G; ++h)
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
     const uint8_t* vbase = vs.base + hk * vs.head_stride;
@@ -231,7 +233,7 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
             int j = j0 + u * tpv + lane / lpv;
             if (j < n) {
 #pragma unroll
-                for (int h = 0; h < MAXG; ++h) {
+                for (int h = 0; h < G; ++h) {
                     if (h < gq) {
                         float p = smem[h * split_len + j];
 #pragma unroll
@@ -243,7 +245,7 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
     }
     // Sum over the warp's row slots, then over warps through shared memory.
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h)
+    for (int h = 0; h < G; ++h)
 #pragma unroll
         for (int e = 0; e < 8; ++e)
             for (int off = lpv; off < 32; off <<= 1) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
@@ -252,7 +254,7 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
     const int dv = vs.dim;
     if (lane < lpv && lv < cv) {
 #pragma unroll
-        for (int h = 0; h < MAXG; ++h)
+        for (int h = 0; h < G; ++h)
             if (h < gq)
 #pragma unroll
                 for (int e = 0; e < 8; ++e) wsum[(warp * MAXG + h) * dv + lv * 8 + e] = acc[h][e];
@@ -313,7 +315,8 @@ __device__ void combine_impl(const float* __restrict__ part_acc, const float* __
     }
 }
 
-#define PARTIAL(NAME, QT, KS, KG, KV)                                                                      \
+#define PARTIAL(NAME, QT, KS, KG, KV) PARTIAL_G(NAME##_g4, 4, QT, KS, KG, KV) PARTIAL_G(NAME##_g8, 8, QT, KS, KG, KV)
+#define PARTIAL_G(NAME, G, QT, KS, KG, KV)                                                                 \
     extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                              \
         const QT* q, const uint8_t* ks_base, long long ks_head, long long ks_row, int ks_dim,           \
         const uint8_t* kg_base, long long kg_head, long long kg_row, int kg_dim, const uint8_t* v_base,   \
@@ -322,8 +325,8 @@ __device__ void combine_impl(const float* __restrict__ part_acc, const float* __
         Segment ks{ks_base, ks_head, ks_row, ks_dim};                                                       \
         Segment kg{kg_base, kg_head, kg_row, kg_dim};                                                       \
         Segment vs{v_base, v_head, v_row, v_dim};                                                           \
-        partial_impl<QT, KS, KG, KV>(q, ks, kg, vs, n_kv, group, n_sub, len, split_len, s_sem, s_geo, part_acc, \
-                                 part_ml);                                                                  \
+        partial_impl<G, QT, KS, KG, KV>(q, ks, kg, vs, n_kv, group, n_sub, len, split_len, s_sem, s_geo,      \
+                                    part_acc, part_ml);                                                     \
     }
 
 // Plain caches: q has the cache's dtype.

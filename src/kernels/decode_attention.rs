@@ -310,11 +310,17 @@ mod cuda_launch {
     const WARPS: usize = 4;
     const MAXG: usize = 8;
 
-    /// Positions per split: enough blocks to fill the GPU twice over, at least 64 positions and at
-    /// most 1024 per block (its scores then fit in 32 KB of shared memory).
+    /// Positions per split: about 16 blocks per multiprocessor, so that the last of several waves
+    /// leaves little of the GPU idle; at least 64 positions and at most 1024 per block (its scores
+    /// then fit in 32 KB of shared memory).
     fn split_len(len: usize, blocks_per_split: usize, sms: usize) -> usize {
-        let want_splits = (2 * sms).div_ceil(blocks_per_split.max(1)).max(1);
+        let want_splits = (16 * sms).div_ceil(blocks_per_split.max(1)).max(1);
         len.div_ceil(want_splits).next_multiple_of(64).clamp(64, 1024)
+    }
+
+    /// Query heads per block: 4 when the group fits (fewer registers, more blocks per SM), else 8.
+    fn heads_per_block(group: usize) -> usize {
+        if group <= 4 { 4 } else { MAXG }
     }
 
     pub fn run(op: &DecodeOp, q: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -323,7 +329,8 @@ mod cuda_launch {
         let stream = dev.cuda_stream();
         let (b, nh, nkv) = (l.batch, l.n_heads, l.n_kv);
         let group = nh / nkv;
-        let n_sub = group.div_ceil(MAXG);
+        let per_block = heads_per_block(group);
+        let n_sub = group.div_ceil(per_block);
         let dv = l.v.dim;
         let (sem_dim, geo_dim) = (l.k_sem.dim, l.k_geo.dim);
         let blocks = b * nkv * n_sub;
@@ -345,7 +352,8 @@ mod cuda_launch {
         let acc_ptr = part_acc.device_ptr(&stream).0;
         let ml_ptr = part_ml.device_ptr(&stream).0;
 
-        let partial = function(&dev, "decode_attention", DECODE_ATTENTION, l.kernel)?;
+        let partial_name = format!("{}_g{per_block}", l.kernel);
+        let partial = function(&dev, "decode_attention", DECODE_ATTENTION, &partial_name)?;
         let smem_floats = 2 * MAXG + (MAXG * split).max(WARPS * MAXG * dv);
         let cfg = LaunchConfig {
             grid_dim: (blocks as u32, splits as u32, 1),

@@ -191,11 +191,14 @@ impl DecoupledAttention {
         }
         let s_sem = if sh > 0 { 1.0 / (sh as f64).sqrt() } else { 0.0 };
         let s_geo = if gh > 0 { 1.0 / (gh as f64).sqrt() } else { 0.0 };
-        let q_cat = Tensor::cat(&[(qs * s_sem)?, (qg * s_geo)?], 3)?;
         let k_cat = Tensor::cat(&[ks, kg], 3)?;
+        // The scaled queries: the fused decode kernel scales per segment itself, so a GPU decode
+        // step skips the two multiplications (each a launch).
+        let q_scaled = |qs: &Tensor, qg: &Tensor| Tensor::cat(&[(qs * s_sem)?, (qg * s_geo)?], 3);
         if let Some(cache) = ctx.cache.as_deref_mut()
             && let Some(kinds) = cache.quant
         {
+            let q_cat = q_scaled(&qs, &qg)?;
             // Quantized cache: K is [k_sem ‖ k_geo] as two segments (geo may use its own kind).
             let store = cache.quant_store(self.slot, || crate::cache::QuantKvSpec {
                 batch: b,
@@ -230,15 +233,18 @@ impl DecoupledAttention {
             None => (k_cat, v),
         };
         if !ctx.train && t == 1 && !padded {
-            // One decode step on a GPU: the fused kernel reads the decoupled cache once. q_cat is
-            // already scaled per segment, so the kernel's scales are 1.
+            // One decode step on a GPU: the fused kernel reads the decoupled cache once.
             let segments = crate::kernels::KeySegments {
                 sem_dim: sh,
                 geo_dim: gh,
             };
-            let scales = crate::kernels::DecodeScales { sem: 1.0, geo: 1.0 };
+            let scales = crate::kernels::DecodeScales {
+                sem: s_sem as f32,
+                geo: s_geo as f32,
+            };
             let null = self.null.as_ref().map(|(k, v)| (k, v));
-            if let Some(out) = crate::kernels::decode_attention(&q_cat, &k_cat, &v, segments, scales, null)? {
+            let q_raw = Tensor::cat(&[&qs, &qg], 3)?;
+            if let Some(out) = crate::kernels::decode_attention(&q_raw, &k_cat, &v, segments, scales, null)? {
                 let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * vh))?)?;
                 ctx.record(TraceKind::Attention, &self.path, &out);
                 ctx.finished_slot(self.slot);
@@ -246,6 +252,7 @@ impl DecoupledAttention {
             }
         }
         let null = self.null.as_ref().map(|(k, v)| NullKv { k, v });
+        let q_cat = q_scaled(&qs, &qg)?;
         let opts = AttendOptions {
             causal: self.causal,
             train: ctx.train,
