@@ -88,14 +88,24 @@ mod imp {
         f()?;
         sync(dev)?;
         let stream = dev.as_cuda_device()?.cuda_stream();
-        for _ in 0..8 {
+        for _ in 0..32 {
             stream.memcpy_dtod(&hold.src, &mut hold.dst)?;
         }
+        let held = stream.record_event(None)?;
+        let t0 = Instant::now();
         let start = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
         for _ in 0..reps {
             f()?;
         }
         let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let host_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // The copies must still be running when the host has queued everything, or the events
+        // time the host instead of the GPU.
+        if held.is_complete() {
+            eprintln!(
+                "warning: the GPU drained its queue while the host enqueued ({host_ms:.2} ms): host-bound timing"
+            );
+        }
         end.synchronize()?;
         Ok(start.elapsed_ms(&end)? as f64 / reps as f64)
     }

@@ -274,44 +274,87 @@ __device__ void partial_impl(const QT* __restrict__ q, Segment ks, Segment kg, S
     }
 }
 
-// grid: B·H; block: THREADS. Merges the splits and the optional null key/value (k_null:
-// (n_kv, dk) f32, v_null: (n_kv, dv) f32) into out (B·H, dv) of type OUT.
+// grid: B·H; block: COMBINE_THREADS. Merges the splits and the optional null key/value (k_null:
+// (n_kv, dk) f32, v_null: (n_kv, dv) f32) into out (B·H, dv) of type OUT. The splits are walked in
+// parallel (a long context has hundreds): the weights exp(m_s − M) go to shared memory once, then
+// (value, split-lane) threads sum their share of splits with independent loads in flight.
+#define COMBINE_THREADS 256
+#define MAX_SPLITS 1024
 template <typename OUT>
 __device__ void combine_impl(const float* __restrict__ part_acc, const float* __restrict__ part_ml, int splits,
                              int dv, const OUT* __restrict__ q, int sem_dim, int geo_dim, float s_sem,
                              float s_geo, const float* __restrict__ k_null, const float* __restrict__ v_null,
                              int group, int n_kv, OUT* __restrict__ out) {
-    __shared__ float red[WARPS];
-    __shared__ float null_score;
+    __shared__ float w[MAX_SPLITS];
+    __shared__ float red[COMBINE_THREADS / 32];
+    __shared__ float part[COMBINE_THREADS];
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int bh = blockIdx.x;
     const int kvh = (bh % (n_kv * group)) / group;
     const int dk = sem_dim + geo_dim;
+    const float* ml = part_ml + (size_t)bh * splits * 2;
+
+    auto block_sum = [&](float v) {
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) red[warp] = v;
+        __syncthreads();
+        float t = 0.f;
+        for (int i = 0; i < COMBINE_THREADS / 32; ++i) t += red[i];
+        __syncthreads();
+        return t;
+    };
+    auto block_max = [&](float v) {
+        for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+        if (lane == 0) red[warp] = v;
+        __syncthreads();
+        float t = -INFINITY;
+        for (int i = 0; i < COMBINE_THREADS / 32; ++i) t = fmaxf(t, red[i]);
+        __syncthreads();
+        return t;
+    };
+
+    float null_score = -INFINITY;
     if (k_null != nullptr) {
         float s = 0.f;
-        for (int c = threadIdx.x; c < dk; c += THREADS)
+        for (int c = tid; c < dk; c += COMBINE_THREADS)
             s += (c < sem_dim ? s_sem : s_geo) * to_f32(q[(size_t)bh * dk + c]) * k_null[(size_t)kvh * dk + c];
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = s;
+        null_score = block_sum(s);
+    }
+    float m = -INFINITY;
+    for (int s = tid; s < splits; s += COMBINE_THREADS) m = fmaxf(m, ml[2 * s]);
+    m = fmaxf(block_max(m), null_score);
+    float l = 0.f;
+    for (int s = tid; s < splits; s += COMBINE_THREADS) {
+        float e = __expf(ml[2 * s] - m);
+        w[s] = e;
+        l += ml[2 * s + 1] * e;
+    }
+    const float null_w = k_null != nullptr ? __expf(null_score - m) : 0.f;
+    l = block_sum(l) + null_w;  // block_sum's barrier also publishes w[]
+    const float inv = 1.f / l;
+
+    // Threads (d, lane over splits): dv rounded up to a power of two columns, the rest of the
+    // block spread over the splits.
+    int cols = 1;
+    while (cols < dv && cols < COMBINE_THREADS) cols <<= 1;
+    const int rows = COMBINE_THREADS / cols;
+    for (int d0 = 0; d0 < dv; d0 += cols) {
+        const int d = d0 + tid % cols, r = tid / cols;
+        float a = 0.f;
+        if (d < dv) {
+#pragma unroll 8
+            for (int s = r; s < splits; s += rows) a += part_acc[((size_t)bh * splits + s) * dv + d] * w[s];
+        }
+        part[tid] = a;
         __syncthreads();
-        if (threadIdx.x == 0) {
-            float t = 0.f;
-            for (int w = 0; w < WARPS; ++w) t += red[w];
-            null_score = t;
+        if (r == 0 && d < dv) {
+            float t = k_null != nullptr ? v_null[(size_t)kvh * dv + d] * null_w : 0.f;
+            for (int i = 0; i < rows; ++i) t += part[i * cols + tid % cols];
+            float res = t * inv;
+            if constexpr (sizeof(OUT) == 4) out[(size_t)bh * dv + d] = res;
+            else out[(size_t)bh * dv + d] = OUT(res);
         }
         __syncthreads();
-    }
-    const float* ml = part_ml + (size_t)bh * splits * 2;
-    float m = k_null != nullptr ? null_score : -INFINITY;
-    for (int s = 0; s < splits; ++s) m = fmaxf(m, ml[2 * s]);
-    float l = k_null != nullptr ? __expf(null_score - m) : 0.f;
-    for (int s = 0; s < splits; ++s) l += ml[2 * s + 1] * __expf(ml[2 * s] - m);
-    const float inv = 1.f / l;
-    for (int d = threadIdx.x; d < dv; d += THREADS) {
-        float a = k_null != nullptr ? v_null[(size_t)kvh * dv + d] * __expf(null_score - m) : 0.f;
-        for (int s = 0; s < splits; ++s) a += part_acc[((size_t)bh * splits + s) * dv + d] * __expf(ml[2 * s] - m);
-        float r = a * inv;
-        if constexpr (sizeof(OUT) == 4) out[(size_t)bh * dv + d] = r;
-        else out[(size_t)bh * dv + d] = OUT(r);
     }
 }
 
@@ -345,7 +388,7 @@ QUANTIZED(f16, __half)
 QUANTIZED(bf16, __nv_bfloat16)
 
 #define COMBINE(NAME, OUT)                                                                                \
-    extern "C" __global__ void __launch_bounds__(THREADS) NAME(                                             \
+    extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) NAME(                                             \
         const float* part_acc, const float* part_ml, int splits, int dv, const OUT* q, int sem_dim,       \
         int geo_dim, float s_sem, float s_geo, const float* k_null, const float* v_null, int group,        \
         int n_kv, OUT* out) {                                                                             \

@@ -47,6 +47,9 @@ pub fn set_fused_decode(on: bool) {
     FUSED_DECODE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Longest context the kernel takes (1024 splits of at most 1024 positions).
+pub const MAX_CONTEXT: usize = 1 << 20;
+
 /// Widest head segment the kernel takes (one 8-value chunk per lane of a warp).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -75,6 +78,7 @@ pub fn decode_attention(
     let plain = |t: &Tensor| matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16);
     if t != 1
         || len == 0
+        || len > MAX_CONTEXT
         || kdk != dk
         || segments.sem_dim + segments.geo_dim != dk
         || !fits(segments.sem_dim)
@@ -307,15 +311,22 @@ mod cuda_launch {
     use crate::kernels::cuda::{DECODE_ATTENTION, address, function, sm_count};
 
     const THREADS: u32 = 128;
+    const COMBINE_THREADS: u32 = 256;
     const WARPS: usize = 4;
     const MAXG: usize = 8;
+    const MAX_SPLITS: usize = 1024;
 
     /// Positions per split: about 16 blocks per multiprocessor, so that the last of several waves
     /// leaves little of the GPU idle; at least 64 positions and at most 1024 per block (its scores
     /// then fit in 32 KB of shared memory).
     fn split_len(len: usize, blocks_per_split: usize, sms: usize) -> usize {
         let want_splits = (16 * sms).div_ceil(blocks_per_split.max(1)).max(1);
-        len.div_ceil(want_splits).next_multiple_of(64).clamp(64, 1024)
+        // The combine kernel holds one weight per split in shared memory (MAX_SPLITS).
+        let at_least = len.div_ceil(MAX_SPLITS).next_multiple_of(64);
+        len.div_ceil(want_splits)
+            .next_multiple_of(64)
+            .clamp(64, 1024)
+            .max(at_least)
     }
 
     /// Query heads per block: 4 when the group fits (fewer registers, more blocks per SM), else 8.
@@ -336,6 +347,13 @@ mod cuda_launch {
         let blocks = b * nkv * n_sub;
         let split = split_len(l.len, blocks, sm_count(&dev));
         let splits = l.len.div_ceil(split);
+        if split > 1024 {
+            candle_core::bail!(
+                "fused decode: {} positions exceed the kernel's {} (1024 splits of 1024)",
+                l.len,
+                MAX_SPLITS * 1024
+            );
+        }
         let bh = b * nh;
 
         let q_ptr = match op.out_dtype {
@@ -417,7 +435,7 @@ mod cuda_launch {
         let (sem_i, geo_i) = (sem_dim as i32, geo_dim as i32);
         let cfg = LaunchConfig {
             grid_dim: (bh as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
+            block_dim: (COMBINE_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         let run_combine = |out_ptr: u64| -> Result<()> {
