@@ -19,7 +19,8 @@ use crate::model::ModelSpec;
 
 /// How `peak_bytes` was measured, for the report.
 pub const PEAK_METHOD: &str = "peak process RSS (Linux VmHWM) during a prefill of seq_len tokens into the cache, \
-     reset before each point through /proc/self/clear_refs; includes weights and activations";
+     reset before each point through /proc/self/clear_refs (points measured from the smallest to the largest); \
+     includes weights, activations and memory the allocator kept from earlier points";
 
 /// The points of a memory benchmark.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,67 +100,82 @@ pub fn measure_memory(models: &[BenchModel], grid: &MemoryGrid) -> Result<Vec<Me
             "not measured (`measure: false`): exact bytes from the topology",
         ));
     }
-    let points = grid.cache_kinds.len() * grid.batch_sizes.len() * grid.seq_lens.len();
-    let progress = Progress::new((points * models.len()) as u64, "memory");
+    let n_points = grid.cache_kinds.len() * grid.batch_sizes.len() * grid.seq_lens.len();
+    let progress = Progress::new((n_points * models.len()) as u64, "memory");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut out = Vec::new();
-    for m in models {
-        for &kind in &grid.cache_kinds {
-            for &batch in &grid.batch_sizes {
-                for &seq_len in &grid.seq_lens {
-                    progress.set_message(&format!("{} {kind} b={batch} seq={seq_len}", m.name));
-                    m.check_context(seq_len, "the memory point")?;
-                    let reset = match &m.device {
-                        Device::Cpu => reset_peak_rss(),
-                        other => Err(format!(
-                            "peak device memory is not measured on {other:?}: candle exposes no allocator statistics, \
-                             and process RSS would miss device memory"
-                        )),
-                    };
-                    let prompts: Vec<Vec<u32>> = (0..batch)
-                        .map(|_| {
-                            (0..seq_len)
-                                .map(|_| rng.random_range(0..m.vocab() as u32))
-                                .collect()
-                        })
-                        .collect();
-                    let mut g = session(m, kind, seq_len + 1);
-                    let filled = if batch == 1 {
-                        g.prefill(&prompts[0]).map(|_| ())
-                    } else {
-                        g.prefill_batch(&prompts).map(|_| ())
-                    };
-                    filled.map_err(|e| BenchError::compute(&m.name, e))?;
-                    let kv_bytes = g.cache().bytes() as u64;
-                    let exact = exact_kv_bytes(m.spec, kind, seq_len, batch);
-                    if kv_bytes != exact {
-                        tracing::warn!(
-                            model = %m.name, %kind, seq_len, batch, measured = kv_bytes, exact,
-                            "the filled cache holds a different number of bytes than the topology predicts"
-                        );
-                    }
-                    let (peak_bytes, peak_unavailable) = match reset {
-                        Ok(()) => match process_peak_rss() {
-                            Some(p) => (Some(p), None),
-                            None => (None, Some("/proc/self/status has no VmHWM".to_string())),
-                        },
-                        Err(why) => (None, Some(why)),
-                    };
-                    drop(g);
-                    out.push(MemoryResult {
-                        model: m.name.clone(),
-                        seq_len,
-                        batch_size: batch,
-                        cache_kind: kind.name().into(),
-                        kv_bytes,
-                        peak_bytes,
-                        peak_unavailable,
-                        model_bytes: m.model_bytes,
-                    });
-                    progress.inc(1);
-                }
+    // why: freed memory stays resident (the allocator keeps it), and a reset peak starts from the
+    // current RSS; measuring the points from the smallest to the largest keeps what an earlier
+    // point left behind below what the current one needs. Rows come out in grid order.
+    let mut points = Vec::new();
+    for &kind in &grid.cache_kinds {
+        for &batch in &grid.batch_sizes {
+            for &seq_len in &grid.seq_lens {
+                points.push((points.len(), kind, batch, seq_len));
             }
         }
+    }
+    let mut by_size = points.clone();
+    by_size.sort_by_key(|&(_, kind, batch, seq_len)| (seq_len * batch, kind.row_bytes(64)));
+    for m in models {
+        let mut rows: Vec<(usize, MemoryResult)> = Vec::with_capacity(points.len());
+        for &(index, kind, batch, seq_len) in &by_size {
+            progress.set_message(&format!("{} {kind} b={batch} seq={seq_len}", m.name));
+            m.check_context(seq_len, "the memory point")?;
+            let reset = match &m.device {
+                Device::Cpu => reset_peak_rss(),
+                other => Err(format!(
+                    "peak device memory is not measured on {other:?}: candle exposes no allocator statistics, \
+                     and process RSS would miss device memory"
+                )),
+            };
+            let prompts: Vec<Vec<u32>> = (0..batch)
+                .map(|_| {
+                    (0..seq_len)
+                        .map(|_| rng.random_range(0..m.vocab() as u32))
+                        .collect()
+                })
+                .collect();
+            let mut g = session(m, kind, seq_len + 1);
+            let filled = if batch == 1 {
+                g.prefill(&prompts[0]).map(|_| ())
+            } else {
+                g.prefill_batch(&prompts).map(|_| ())
+            };
+            filled.map_err(|e| BenchError::compute(&m.name, e))?;
+            let kv_bytes = g.cache().bytes() as u64;
+            let exact = exact_kv_bytes(m.spec, kind, seq_len, batch);
+            if kv_bytes != exact {
+                tracing::warn!(
+                    model = %m.name, %kind, seq_len, batch, measured = kv_bytes, exact,
+                    "the filled cache holds a different number of bytes than the topology predicts"
+                );
+            }
+            let (peak_bytes, peak_unavailable) = match reset {
+                Ok(()) => match process_peak_rss() {
+                    Some(p) => (Some(p), None),
+                    None => (None, Some("/proc/self/status has no VmHWM".to_string())),
+                },
+                Err(why) => (None, Some(why)),
+            };
+            drop(g);
+            rows.push((
+                index,
+                MemoryResult {
+                    model: m.name.clone(),
+                    seq_len,
+                    batch_size: batch,
+                    cache_kind: kind.name().into(),
+                    kv_bytes,
+                    peak_bytes,
+                    peak_unavailable,
+                    model_bytes: m.model_bytes,
+                },
+            ));
+            progress.inc(1);
+        }
+        rows.sort_by_key(|(i, _)| *i);
+        out.extend(rows.into_iter().map(|(_, r)| r));
     }
     Ok(out)
 }
