@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench train -- --d-model 128 --layers 4 --heads 4 --block 128 --batch 8 --steps 30`
 //! (every flag optional; defaults shown by `--help`). The first 3 steps are warmup and not timed.
+//! `--kv-heads`, `--d-ff` and `--vocab` give other shapes (0: heads, 8/3·d, 256), e.g. SmolLM2-135M's
+//! `--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152`; `--device cuda
+//! --dtype bf16` trains on a GPU (a `--features cuda` build). scripts/bench_train_torch.py is the twin.
 
 use std::collections::HashMap;
 
@@ -19,9 +22,19 @@ const DEFAULTS: &[(&str, usize)] = &[
     ("block", 128),
     ("batch", 8),
     ("steps", 30),
+    ("kv-heads", 0),
+    ("d-ff", 0),
+    ("vocab", 256),
 ];
 
-fn model(d_model: usize, n_layers: usize, n_heads: usize) -> ModelSpec {
+fn model(
+    d_model: usize,
+    n_layers: usize,
+    n_heads: usize,
+    n_kv: usize,
+    d_ff: usize,
+    vocab: usize,
+) -> ModelSpec {
     let norm = || {
         NodeSpec::RmsNorm(RmsNormSpec {
             d_model,
@@ -30,12 +43,17 @@ fn model(d_model: usize, n_layers: usize, n_heads: usize) -> ModelSpec {
         })
     };
     let attn = NodeSpec::Attention(AttentionSpec {
-        mode: AttentionMode::Standard,
+        mode: if n_kv == n_heads {
+            AttentionMode::Standard
+        } else {
+            AttentionMode::Gqa
+        },
+        n_kv_heads: Some(n_kv),
         ..AttentionSpec::new(d_model, n_heads)
     });
     let mlp = NodeSpec::SwiGlu(SwiGluSpec {
         d_model,
-        d_ff: d_model * 8 / 3,
+        d_ff,
         bias: false,
     });
     let block = vec![
@@ -51,7 +69,7 @@ fn model(d_model: usize, n_layers: usize, n_heads: usize) -> ModelSpec {
     ModelSpec {
         kind: Default::default(),
         embedder: EmbedderSpec::Token {
-            vocab_size: 256,
+            vocab_size: vocab,
             d_model,
         },
         topology: NodeSpec::Stacked(TopologySpec {
@@ -99,8 +117,33 @@ fn main() {
     };
     prepare(&spec, &Tokenizer::Bytes, &corpus).expect("prepare the license texts");
     let data = TokenDataset::open(&corpus, cfg["block"], 0.0, 256).expect("open corpus");
-    let m = model(cfg["d-model"], cfg["layers"], cfg["heads"]);
+    let flag = |name: &str, default: &str| {
+        args.windows(2)
+            .find(|p| p[0] == name)
+            .map_or(default.to_string(), |p| p[1].clone())
+    };
+    let (device, dtype) = (flag("--device", "cpu"), flag("--dtype", "auto"));
+    let kv = if cfg["kv-heads"] == 0 {
+        cfg["heads"]
+    } else {
+        cfg["kv-heads"]
+    };
+    let d_ff = if cfg["d-ff"] == 0 {
+        cfg["d-model"] * 8 / 3
+    } else {
+        cfg["d-ff"]
+    };
+    let m = model(
+        cfg["d-model"],
+        cfg["layers"],
+        cfg["heads"],
+        kv,
+        d_ff,
+        cfg["vocab"],
+    );
     let ts = TrainSpec {
+        device: device.clone(),
+        dtype: dtype.clone(),
         batch_size: cfg["batch"],
         eval_every: 0,
         log_every: 1_000_000,
@@ -123,10 +166,11 @@ fn main() {
     .expect("train");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "train (cpu, {threads} threads) d_model={} layers={} heads={} block={} batch={}: {:.0} tokens/s over {} steps ({:.2} s), final loss {:.3}",
+        "train ({device} {dtype}, {threads} threads) d_model={} layers={} heads={}/{kv} d_ff={d_ff} vocab={} block={} batch={}: {:.0} tokens/s over {} steps ({:.2} s), final loss {:.3}",
         cfg["d-model"],
         cfg["layers"],
         cfg["heads"],
+        cfg["vocab"],
         cfg["block"],
         cfg["batch"],
         summary.tokens_per_sec,

@@ -4,6 +4,9 @@ decoupled), global-norm clip 1.0, batches of random blocks of the byte-tokenized
 /usr/share/common-licenses. Prints tokens/s over the timed steps (3 warmup steps excluded).
 
     python3 scripts/bench_train_torch.py --d-model 128 --layers 4 --heads 4 --block 128 --batch 8 --steps 30
+`--kv-heads`, `--d-ff`, `--vocab` (0: heads, 8/3·d, 256) give other shapes; `--device cuda --dtype bf16`
+trains on a GPU (pure bf16 parameters and AdamW, as caramba's `--dtype bf16`), timed after a
+synchronize, and prints the model FLOPs utilisation against `--peak-tflops` (H100 SXM bf16 dense: 989).
 Run it beside `cargo bench --bench train` on the same machine with the same thread count
 (`OMP_NUM_THREADS`/`torch.set_num_threads` and `RAYON_NUM_THREADS`, under one `taskset`).
 """
@@ -31,30 +34,31 @@ def rope(x, cos, sin):
 
 
 class Block(nn.Module):
-    def __init__(self, d, h):
+    def __init__(self, d, h, kv, f):
         super().__init__()
-        self.h, self.hd = h, d // h
+        self.h, self.kv, self.hd = h, kv, d // h
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
-        f = d * 8 // 3
+        self.q, self.o = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.k, self.v = nn.Linear(d, kv * self.hd, bias=False), nn.Linear(d, kv * self.hd, bias=False)
         self.gate, self.up, self.down = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False), nn.Linear(f, d, bias=False)
 
     def forward(self, x, cos, sin):
         b, t, d = x.shape
         y = self.n1(x)
-        q, k, v = (m(y).view(b, t, self.h, self.hd).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q = self.q(y).view(b, t, self.h, self.hd).transpose(1, 2)
+        k, v = (m(y).view(b, t, self.kv, self.hd).transpose(1, 2) for m in (self.k, self.v))
         q, k = rope(q, cos, sin), rope(k, cos, sin)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv != self.h)
         x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
         y = self.n2(x)
         return x + self.down(F.silu(self.gate(y)) * self.up(y))
 
 
 class Model(nn.Module):
-    def __init__(self, d, layers, h, block):
+    def __init__(self, d, layers, h, block, kv, f, vocab):
         super().__init__()
-        self.emb = nn.Embedding(256, d)
-        self.blocks = nn.ModuleList(Block(d, h) for _ in range(layers))
+        self.emb = nn.Embedding(vocab, d)
+        self.blocks = nn.ModuleList(Block(d, h, kv, f) for _ in range(layers))
         self.norm = RMSNorm(d)
         hd = d // h
         inv = 10000.0 ** (-torch.arange(0, hd // 2) * 2 / hd)
@@ -71,34 +75,53 @@ class Model(nn.Module):
 
 def main():
     p = argparse.ArgumentParser()
-    for k, v in [("d-model", 128), ("layers", 4), ("heads", 4), ("block", 128), ("batch", 8), ("steps", 30), ("threads", 2)]:
+    for k, v in [("d-model", 128), ("layers", 4), ("heads", 4), ("block", 128), ("batch", 8), ("steps", 30), ("threads", 2),
+                 ("kv-heads", 0), ("d-ff", 0), ("vocab", 256)]:
         p.add_argument(f"--{k}", type=int, default=v)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    p.add_argument("--peak-tflops", type=float, default=989.0)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    kv = a.kv_heads or a.heads
+    f = a.d_ff or a.d_model * 8 // 3
+    dev = torch.device(a.device)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     text = b"".join(open(f, "rb").read() for f in sorted(glob.glob("/usr/share/common-licenses/*")) if not f.endswith(".gz"))
     data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
-    model = Model(a.d_model, a.layers, a.heads, a.block)
+    model = Model(a.d_model, a.layers, a.heads, a.block, kv, f, a.vocab).to(device=dev, dtype=dtype)
+    data = data.to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
     warm, t0, tokens = 3, None, 0
     for step in range(a.steps):
         if step == warm:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
-        ix = torch.randint(0, len(data) - a.block - 1, (a.batch,))
+        ix = torch.randint(0, len(data) - a.block - 1, (a.batch,), device=dev)
         x = torch.stack([data[i : i + a.block] for i in ix])
         y = torch.stack([data[i + 1 : i + a.block + 1] for i in ix])
-        loss = F.cross_entropy(model(x).view(-1, 256), y.view(-1))
+        loss = F.cross_entropy(model(x).view(-1, a.vocab).float(), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step >= warm:
             tokens += a.batch * a.block
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    print(f"torch eager (cpu, {a.threads} threads) d_model={a.d_model} layers={a.layers} heads={a.heads} block={a.block} batch={a.batch}: "
-          f"{tokens / dt:.0f} tokens/s over {a.steps - warm} steps ({dt:.2f} s), final loss {loss.item():.3f}, torch {torch.__version__}")
+    n_params = sum(p.numel() for p in model.parameters())
+    # 6 FLOPs per parameter per token (forward + backward; the tied head counts once as a matmul),
+    # plus causal attention's score and value matmuls: 6 · layers · block · d per token.
+    flops_per_token = 6 * n_params + 6 * a.layers * a.block * a.d_model
+    mfu = tokens / dt * flops_per_token / (a.peak_tflops * 1e12)
+    print(f"torch eager ({a.device} {a.dtype}, {a.threads} threads) d_model={a.d_model} layers={a.layers} heads={a.heads}/{kv} d_ff={f} vocab={a.vocab} block={a.block} batch={a.batch}: "
+          f"{tokens / dt:.0f} tokens/s over {a.steps - warm} steps ({dt:.2f} s), final loss {loss.item():.3f}, "
+          f"{n_params / 1e6:.1f}M params, MFU {100 * mfu:.1f}% of {a.peak_tflops:.0f} TFLOP/s, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 //! The modules are listed in pipeline order; reading them top to bottom is the architecture:
 //! manifest ─► compiler ─► model ─► train / upcycle ─► experiment, with `loader` and `infer` beside them.
 
+/// `--device` / `--dtype`: parsing, `auto`, clear errors for a device the build or machine lacks.
+pub mod device;
 /// Serde types of the manifest, `${var}` substitution, lowering and validation with paths and spans.
 pub mod manifest;
 /// Lowered manifest → ordered plan (targets → runs → verify → benchmarks); `--print-plan`.
@@ -23,6 +25,8 @@ pub mod train;
 pub mod upcycle;
 /// KV caches beyond the plain one: fp32/fp16/bf16/q8_0/q4_0/nf4 storage and decode attention that reads it directly.
 pub mod cache;
+/// Hand-written GPU kernels (fused decode attention) and their launchers; `cuda` feature only.
+pub mod kernels;
 /// Sampler, `Generator` (sessions, streaming, batches), chat templates.
 pub mod infer;
 /// Benchmark result types and the artifact writers (CSV, JSON, PNG/SVG, LaTeX, HTML).

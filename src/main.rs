@@ -12,6 +12,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{:?}", err.report);
+            if format!("{:?}", err.report).contains("OUT_OF_MEMORY") {
+                // The driver's name for it says nothing about what to change.
+                eprintln!(
+                    "the GPU ran out of memory: lower the batch size or the context, use --dtype bf16, or pick a larger GPU; checkpoints already written are intact"
+                );
+            }
             ExitCode::from(err.code)
         }
     }

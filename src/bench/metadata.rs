@@ -25,15 +25,6 @@ pub fn metadata(name: &str, manifest: &str, target: &str, device: &str, dtype: &
     }
 }
 
-/// A device as the report names it (`cpu`, `cuda:0`, `metal:0`).
-pub fn device_name(device: &candle_core::Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
-}
-
 /// UTC `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (Howard Hinnant's civil-from-days).
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

@@ -61,14 +61,23 @@ impl RunDir {
         write_atomic(&self.root.join("manifest.lowered.yml"), yaml.as_bytes())?;
         write_atomic(&self.root.join("plan.json"), compiled.plan_json().as_bytes())?;
         write_json(&self.root.join("model_spec.json"), &target.model)?;
+        // Record what the run resolves to (`cuda:0 (NVIDIA H100 …)`, `auto` → `bf16`), not only
+        // what the manifest says; a device that cannot open fails the run right after this.
+        let device = crate::device::parse_device(&run.train.device).ok();
+        let dtype = device
+            .as_ref()
+            .and_then(|d| crate::device::resolve_dtype(&run.train.dtype, d).ok())
+            .map_or(run.train.dtype.clone(), |t| {
+                crate::device::dtype_name(t).to_string()
+            });
         let meta = RunMetadata {
             manifest: compiled.manifest_path.display().to_string(),
             target: target.name.clone(),
             run_id: run.id.clone(),
             seed: run.seed,
             steps: run.steps,
-            device: run.train.device.clone(),
-            dtype: run.train.dtype.clone(),
+            device: device.map_or(run.train.device.clone(), |d| crate::device::describe(&d)),
+            dtype,
             git_revision: git_revision(),
             caramba_version: env!("CARGO_PKG_VERSION"),
             build_profile: if cfg!(debug_assertions) {

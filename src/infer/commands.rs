@@ -64,6 +64,8 @@ pub struct ModelArgs {
     /// own AVX-512 VNNI kernel where the CPU has one).
     #[arg(long, default_value = "native")]
     pub requantize: String,
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
 }
 
 impl ModelArgs {
@@ -83,18 +85,22 @@ impl ModelArgs {
                 )));
             }
         };
+        let (device, dtype) = self.device.resolve().map_err(CliError::usage)?;
         let opts = LoadOptions {
             dequantize: self.dequantize,
             requantize,
-            ..LoadOptions::default()
+            device,
+            dtype,
         };
         let started = std::time::Instant::now();
         let loaded = load(&self.model, &opts).map_err(CliError::usage)?;
         tracing::info!(
-            "loaded {} ({:.1} MB of weights) in {:.2}s",
+            "loaded {} ({:.1} MB of weights) in {:.2}s on {} as {}",
             loaded.path.display(),
             loaded.weight_bytes as f64 / 1e6,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            crate::device::describe(&loaded.device),
+            crate::device::dtype_name(loaded.dtype),
         );
         Ok(loaded)
     }
@@ -244,7 +250,7 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
     let cfg = args.sampling.config(tok);
     let pad = tok.eos_token_ids.first().copied().unwrap_or(0);
     let mut generator =
-        Generator::new(&loaded.model, loaded.max_seq_len, DType::F32, &loaded.device).with_pad_id(pad);
+        Generator::new(&loaded.model, loaded.max_seq_len, loaded.dtype, &loaded.device).with_pad_id(pad);
     if let Some(cache) = args.cache.cache_for(&loaded.model) {
         generator = generator.with_cache(cache);
     }
@@ -316,7 +322,7 @@ pub fn chat(args: &ChatArgs) -> Result<(), CliError> {
     )
     .map_err(CliError::usage)?;
     let cfg = args.sampling.config(tok);
-    let mut generator = Generator::new(&loaded.model, loaded.max_seq_len, DType::F32, &loaded.device);
+    let mut generator = Generator::new(&loaded.model, loaded.max_seq_len, loaded.dtype, &loaded.device);
     if let Some(cache) = args.cache.cache_for(&loaded.model) {
         generator = generator.with_cache(cache);
     }

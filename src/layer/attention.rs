@@ -374,10 +374,27 @@ impl Attention {
             None => (k, v),
         };
         let kt = k.dim(2)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        if !ctx.train && t == 1 && pad_mask.is_none() {
+            // One decode step on a GPU: the fused kernel reads the cache once (None elsewhere).
+            let segments = crate::kernels::KeySegments {
+                sem_dim: 0,
+                geo_dim: hd,
+            };
+            let scales = crate::kernels::DecodeScales {
+                sem: 0.0,
+                geo: scale as f32,
+            };
+            if let Some(out) = crate::kernels::decode_attention(&q, &k, &v, segments, scales, None)? {
+                let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * hd))?)?;
+                ctx.record(TraceKind::Attention, &self.path, &out);
+                ctx.finished_slot(self.slot);
+                return Ok(out);
+            }
+        }
         // Fold the g query heads of each KV group into the time axis: (b, nkv, g·t, hd).
         let g = nh / nkv;
         let q = q.reshape((b, nkv, g * t, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, g·t, kt)
         let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
             let mask = mask.to_dtype(scores.dtype())?;

@@ -216,6 +216,7 @@ impl DecoupledAttention {
             ctx.finished_slot(self.slot);
             return Ok(out);
         }
+        let mut padded = false;
         let (k_cat, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
                 let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
@@ -223,10 +224,27 @@ impl DecoupledAttention {
                 })?;
                 let dtype = k_cat.dtype();
                 let (k, v) = slot.append(&k_cat.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                padded = cache.padding_mask(t, k.dim(2)?, xs.device())?.is_some();
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
             }
             None => (k_cat, v),
         };
+        if !ctx.train && t == 1 && !padded {
+            // One decode step on a GPU: the fused kernel reads the decoupled cache once. q_cat is
+            // already scaled per segment, so the kernel's scales are 1.
+            let segments = crate::kernels::KeySegments {
+                sem_dim: sh,
+                geo_dim: gh,
+            };
+            let scales = crate::kernels::DecodeScales { sem: 1.0, geo: 1.0 };
+            let null = self.null.as_ref().map(|(k, v)| (k, v));
+            if let Some(out) = crate::kernels::decode_attention(&q_cat, &k_cat, &v, segments, scales, null)? {
+                let out = self.o.forward(&out.transpose(1, 2)?.reshape((b, t, nh * vh))?)?;
+                ctx.record(TraceKind::Attention, &self.path, &out);
+                ctx.finished_slot(self.slot);
+                return Ok(out);
+            }
+        }
         let null = self.null.as_ref().map(|(k, v)| NullKv { k, v });
         let opts = AttendOptions {
             causal: self.causal,

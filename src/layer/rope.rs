@@ -89,10 +89,24 @@ impl Rope {
 
     /// (cos, sin), each (t, dim/2), for positions `offset..offset+t`, in f32.
     pub fn cos_sin(&self, offset: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        self.cos_sin_as(offset, t, device, candle_core::DType::F32)
+    }
+
+    /// The table rows in `dtype`, converted once when the table is built: a decode step on a GPU
+    /// otherwise pays two conversion launches per RoPE call.
+    pub fn cos_sin_as(
+        &self,
+        offset: usize,
+        t: usize,
+        device: &Device,
+        dtype: candle_core::DType,
+    ) -> Result<(Tensor, Tensor)> {
         let needed = offset + t;
         let mut table = self.table.lock().expect("rope table lock poisoned");
         let stale = match table.as_ref() {
-            Some((cos, _)) => cos.dim(0)? < needed || !cos.device().same_device(device),
+            Some((cos, _)) => {
+                cos.dim(0)? < needed || !cos.device().same_device(device) || cos.dtype() != dtype
+            }
             None => true,
         };
         if stale {
@@ -107,8 +121,8 @@ impl Rope {
                     sin.push(angle.sin() as f32);
                 }
             }
-            let cos = Tensor::from_vec(cos, (len, half), device)?;
-            let sin = Tensor::from_vec(sin, (len, half), device)?;
+            let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
+            let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
             *table = Some((cos, sin));
         }
         let (cos, sin) = table.as_ref().expect("table was just filled");
@@ -122,8 +136,7 @@ impl Rope {
         if d != self.dim {
             candle_core::bail!("RoPE built for head dim {}, got {d}", self.dim);
         }
-        let (cos, sin) = self.cos_sin(offset, t, xs.device())?;
-        let (cos, sin) = (cos.to_dtype(xs.dtype())?, sin.to_dtype(xs.dtype())?);
+        let (cos, sin) = self.cos_sin_as(offset, t, xs.device(), xs.dtype())?;
         if differentiable {
             rope_reference(xs, &cos, &sin)
         } else {

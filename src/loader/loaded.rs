@@ -74,6 +74,7 @@ pub fn load_source(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedMod
         ModelSource::Gguf(path) => load_gguf(path, opts),
         ModelSource::Hub { repo, revision } => load_hf_dir(&hub::snapshot(repo, revision.as_deref())?, opts),
         ModelSource::Checkpoint(dir) => load_checkpoint(dir, opts),
+        ModelSource::Random(config) => load_random(config, opts),
     }
 }
 
@@ -123,6 +124,36 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadErr
         config: Some(cfg),
         tokenizer: Some(tokenizer),
         path: path.into(),
+        weight_bytes,
+        device: opts.device.clone(),
+        dtype: opts.dtype,
+    })
+}
+
+/// Seed of the weights of `random:` sources: fixed, so that two runs (or two processes compared
+/// side by side) hold the same model.
+pub const RANDOM_WEIGHTS_SEED: u64 = 0x5eed;
+
+/// An HF `config.json` with seeded random weights of the real shapes: what a decode or memory
+/// benchmark of an architecture needs when its weights cannot be downloaded. No tokenizer.
+pub fn load_random(config: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
+    let cfg = LlamaConfig::from_hf_file(config)?;
+    let spec = cfg.model_spec();
+    let vars = crate::model::SeededVarMap::new(RANDOM_WEIGHTS_SEED);
+    let model = build(&spec, vars.var_builder(opts.dtype, &opts.device), config)?;
+    let weight_bytes = vars
+        .named_vars()
+        .iter()
+        .filter(|(name, _)| !crate::model::init::is_buffer(name))
+        .map(|(_, v)| v.as_tensor().elem_count() * opts.dtype.size_in_bytes())
+        .sum();
+    Ok(LoadedModel {
+        model,
+        spec,
+        max_seq_len: cfg.max_seq_len,
+        config: Some(cfg),
+        tokenizer: None,
+        path: config.into(),
         weight_bytes,
         device: opts.device.clone(),
         dtype: opts.dtype,

@@ -19,8 +19,8 @@ pub use error::LoadError;
 pub use fetch::{cache_dir, fetch};
 pub use llama_config::{HfLlamaConfig, IdList, LlamaConfig};
 pub use loaded::{
-    CHECKPOINT_MAX_SEQ_LEN, LoadOptions, LoadedModel, load, load_checkpoint, load_gguf, load_hf_dir,
-    load_source,
+    CHECKPOINT_MAX_SEQ_LEN, LoadOptions, LoadedModel, RANDOM_WEIGHTS_SEED, load, load_checkpoint, load_gguf,
+    load_hf_dir, load_random, load_source,
 };
 pub use source::ModelSource;
 pub use tokenizer::{TextTokenizer, TokenizeError};

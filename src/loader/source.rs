@@ -10,6 +10,7 @@
 //! | a run directory (`checkpoints/step_N/…`) | its latest checkpoint |
 //! | a directory holding one `.gguf` | that file |
 //! | a fetched name (`smollm2-135m`) | its copy in the cache (see [`super::fetch`]) |
+//! | `random:path/to/config.json` | an HF Llama config with seeded random weights (benchmarks of shapes whose weights are not at hand) |
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,8 @@ pub enum ModelSource {
     Hub { repo: String, revision: Option<String> },
     /// A caramba checkpoint directory: `model_spec.json` + `model.safetensors`.
     Checkpoint(PathBuf),
+    /// An HF `config.json` whose architecture is built with seeded random weights.
+    Random(PathBuf),
 }
 
 impl ModelSource {
@@ -44,6 +47,18 @@ impl ModelSource {
                 });
             }
             return Ok(Self::Hub { repo, revision });
+        }
+        if let Some(rest) = s.strip_prefix("random:") {
+            let path = Path::new(rest);
+            if !path.is_file() {
+                return Err(LoadError::UnknownSource {
+                    path: path.into(),
+                    reason:
+                        "random:PATH needs an HF config.json file (e.g. presets/configs/llama-3.2-1b.json)"
+                            .into(),
+                });
+            }
+            return Ok(Self::Random(path.into()));
         }
         let path = Path::new(s);
         if !path.exists() {

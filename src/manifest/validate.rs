@@ -710,8 +710,12 @@ impl Validator<'_> {
     }
 
     fn dtype(&mut self, path: &str, dt: &str) {
-        if !matches!(dt, "f32" | "bf16" | "f16") {
-            self.err_help(path, format!("unknown dtype `{dt}`"), "use f32, bf16 or f16");
+        if !matches!(dt, "auto" | "f32" | "bf16" | "f16") {
+            self.err_help(
+                path,
+                format!("unknown dtype `{dt}`"),
+                "use auto (bf16 on CUDA, f32 elsewhere), f32, bf16 or f16",
+            );
         }
     }
 

@@ -91,7 +91,7 @@ impl Default for TrainSpec {
             keep_checkpoints: 2,
             log_every: 10,
             device: "cpu".into(),
-            dtype: "f32".into(),
+            dtype: "auto".into(),
         }
     }
 }

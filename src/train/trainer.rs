@@ -106,41 +106,20 @@ pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
     format!("{:016x}", seed_for(0, &text))
 }
 
-/// `cpu`, `cuda`, `cuda:N`, `metal`.
+/// `cpu`, `cuda`, `cuda:N`, `metal` (see [`crate::device::parse_device`]).
 pub fn parse_device(name: &str) -> Result<Device, TrainError> {
-    let bad = |reason: String| TrainError::BadSpec {
+    crate::device::parse_device(name).map_err(|e| TrainError::BadSpec {
         field: "device",
-        reason,
-    };
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "metal" => Device::new_metal(0).map_err(|e| bad(e.to_string())),
-        _ => match name.strip_prefix("cuda") {
-            Some("") => Device::new_cuda(0).map_err(|e| bad(e.to_string())),
-            Some(n) => {
-                let idx = n
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| bad(format!("bad device `{name}`")))?;
-                Device::new_cuda(idx).map_err(|e| bad(e.to_string()))
-            }
-            None => Err(bad(format!("unknown device `{name}` (cpu, cuda, cuda:N, metal)"))),
-        },
-    }
+        reason: e.to_string(),
+    })
 }
 
-/// `f32`, `bf16`, `f16`, `f64`.
-pub fn parse_dtype(name: &str) -> Result<DType, TrainError> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        "f64" => Ok(DType::F64),
-        _ => Err(TrainError::BadSpec {
-            field: "dtype",
-            reason: format!("unknown dtype `{name}` (f32, bf16, f16, f64)"),
-        }),
-    }
+/// `auto` (bf16 on CUDA, f32 elsewhere), `f32`, `bf16`, `f16`, `f64`.
+pub fn parse_dtype(name: &str, device: &Device) -> Result<DType, TrainError> {
+    crate::device::resolve_dtype(name, device).map_err(|e| TrainError::BadSpec {
+        field: "dtype",
+        reason: e.to_string(),
+    })
 }
 
 /// Build the model of `model` with seeded weights on `spec`'s device and dtype, and train it.
@@ -151,7 +130,7 @@ pub fn run(
     opts: TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
     let device = parse_device(&spec.device)?;
-    let dtype = parse_dtype(&spec.dtype)?;
+    let dtype = parse_dtype(&spec.dtype, &device)?;
     let vars = SeededVarMap::new(opts.seed);
     let lm = LanguageModel::build(model, vars.var_builder(dtype, &device))?;
     Trainer::new(lm, vars, spec, data, opts)?.run()

@@ -56,6 +56,10 @@ fn dense_weights(source: &ModelSource) -> Result<VarBuilder<'static>, LoadError>
             unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &cpu) }
                 .map_err(|source| LoadError::Build { path, source })?
         }
+        // The same seed draws the same weights on any device (see `SeededVarMap`).
+        ModelSource::Random(_) => {
+            crate::model::SeededVarMap::new(crate::loader::RANDOM_WEIGHTS_SEED).var_builder(DType::F32, &cpu)
+        }
     })
 }
 

@@ -1,0 +1,430 @@
+//! GPU benchmarks (a benchmark, not a test: no assertions on time). Needs `--features cuda` and an
+//! NVIDIA GPU; prints why and exits 0 otherwise.
+//!
+//! `cargo bench --features cuda --bench gpu -- [copy] [kernel] [decode] [long]` (all by default):
+//! - `copy`: device-to-device copy bandwidth (bytes read + written), the ceiling the rest is read against;
+//! - `kernel`: fused decode attention vs the candle-ops path over 16 layers' caches at 4K/16K/64K
+//!   context, GPU time from CUDA events with the queue kept full (a copy queued first holds the
+//!   GPU while the host enqueues), and the bandwidth it reaches on the bytes the cache holds;
+//! - `decode`: batch-1 greedy decode tokens/s of a Llama-3.2-1B-shaped bf16 model (seeded random
+//!   weights, the real config) after a 128-token prompt, fused kernel on and off, interleaved;
+//! - `long`: the same model and its DBA student (presets/llama32_1b_dba.yml, target paper) decoding
+//!   after a 16K-token context.
+//! One JSON object per measurement on stdout, a table at the end.
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use std::time::Instant;
+
+    use candle_core::{D, DType, Device, Tensor};
+    use caramba::cache::CacheKind;
+    use caramba::kernels::{
+        DecodeScales, KeySegments, QuantSegment, decode_attention, decode_attention_quantized,
+    };
+    use caramba::layer::sdpa::{AttendOptions, grouped_attention};
+
+    pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+    const LLAMA_1B: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/configs/llama-3.2-1b.json");
+    const DBA_PRESET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/llama32_1b_dba.yml");
+
+    pub fn main() -> Res<()> {
+        let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+        let want = |w: &str| args.is_empty() || args.iter().any(|a| a == w || a == "all");
+        if !cfg!(feature = "cuda") {
+            println!("gpu bench: built without the `cuda` feature; nothing to measure");
+            return Ok(());
+        }
+        let dev = match caramba::device::parse_device("cuda") {
+            Ok(d) => d,
+            Err(e) => {
+                println!("gpu bench: no CUDA device ({e}); nothing to measure");
+                return Ok(());
+            }
+        };
+        println!("device: {}", caramba::device::describe(&dev));
+        let mut table = Vec::new();
+        let copy_gbs = copy_bandwidth(&dev)?;
+        table.push(format!("copy bandwidth: {copy_gbs:.0} GB/s (read + write)"));
+        if want("kernel") {
+            kernels(&dev, copy_gbs, &mut table)?;
+        }
+        if want("decode") {
+            decode_short(&dev, &mut table)?;
+        }
+        if want("long") {
+            decode_long(&dev, &mut table)?;
+        }
+        println!("\n{}", table.join("\n"));
+        Ok(())
+    }
+
+    fn sync(dev: &Device) -> Res<()> {
+        dev.synchronize()?;
+        Ok(())
+    }
+
+    /// GPU milliseconds per call of `f`, from CUDA events around `reps` calls queued behind `hold`
+    /// (so the GPU runs them back to back instead of waiting for the host).
+    fn gpu_ms(dev: &Device, hold: &Tensor, reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+        use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+        f()?;
+        sync(dev)?;
+        let stream = dev.as_cuda_device()?.cuda_stream();
+        let held: Vec<Tensor> = (0..6).map(|_| hold.copy()).collect::<Result<_, _>>()?;
+        let start = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        for _ in 0..reps {
+            f()?;
+        }
+        let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        end.synchronize()?;
+        drop(held);
+        Ok(start.elapsed_ms(&end)? as f64 / reps as f64)
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// cuMemcpyDtoD between two preallocated 2 GiB buffers (no allocation in the timed region).
+    fn copy_bandwidth(dev: &Device) -> Res<f64> {
+        let cuda = dev.as_cuda_device()?;
+        let stream = cuda.cuda_stream();
+        let n = 1usize << 31;
+        let src = stream.alloc_zeros::<u8>(n)?;
+        let mut dst = stream.alloc_zeros::<u8>(n)?;
+        let hold = Tensor::zeros(1usize << 20, DType::F32, dev)?;
+        let ms = median(
+            (0..5)
+                .map(|_| gpu_ms(dev, &hold, 4, || Ok(stream.memcpy_dtod(&src, &mut dst)?)))
+                .collect::<Res<Vec<_>>>()?,
+        );
+        let gbs = 2.0 * n as f64 / (ms * 1e-3) / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"bench": "copy", "bytes": n, "ms": ms, "gb_per_s": gbs})
+        );
+        Ok(gbs)
+    }
+
+    struct Shape {
+        name: &'static str,
+        n_heads: usize,
+        n_kv: usize,
+        sem: usize,
+        geo: usize,
+        dv: usize,
+    }
+
+    fn kernels(dev: &Device, copy_gbs: f64, table: &mut Vec<String>) -> Res<()> {
+        let shapes = [
+            // Llama-3.2-1B's attention and its DBA student from presets/llama32_1b_dba.yml.
+            Shape {
+                name: "llama-1b gqa",
+                n_heads: 32,
+                n_kv: 8,
+                sem: 0,
+                geo: 64,
+                dv: 64,
+            },
+            Shape {
+                name: "llama-1b dba",
+                n_heads: 32,
+                n_kv: 8,
+                sem: 16,
+                geo: 16,
+                dv: 32,
+            },
+        ];
+        let layers = 16;
+        let hold = Tensor::randn(0f32, 1.0, 1usize << 28, dev)?; // 1 GiB: each copy holds the GPU ~0.7 ms
+        table.push(format!(
+            "\n{:<14} {:>6} {:>10} {:>10} {:>7} {:>9} {:>7}",
+            "kernel", "ctx", "fused µs", "candle µs", "speedup", "GB/s", "% copy"
+        ));
+        for s in &shapes {
+            for ctx in [4096usize, 16384, 65536] {
+                let dk = s.sem + s.geo;
+                let q = Tensor::randn(0f32, 1.0, (1, s.n_heads, 1, dk), dev)?.to_dtype(DType::BF16)?;
+                let caches: Vec<(Tensor, Tensor)> = (0..layers)
+                    .map(|_| -> Res<_> {
+                        Ok((
+                            Tensor::randn(0f32, 1.0, (1, s.n_kv, ctx, dk), dev)?.to_dtype(DType::BF16)?,
+                            Tensor::randn(0f32, 1.0, (1, s.n_kv, ctx, s.dv), dev)?.to_dtype(DType::BF16)?,
+                        ))
+                    })
+                    .collect::<Res<_>>()?;
+                let segments = KeySegments {
+                    sem_dim: s.sem,
+                    geo_dim: s.geo,
+                };
+                let scales = DecodeScales {
+                    sem: if s.sem > 0 {
+                        1.0 / (s.sem as f32).sqrt()
+                    } else {
+                        0.0
+                    },
+                    geo: 1.0 / (s.geo as f32).sqrt(),
+                };
+                let fused = || -> Res<()> {
+                    for (k, v) in &caches {
+                        decode_attention(&q, k, v, segments, scales, None)?
+                            .ok_or("the kernel does not apply")?;
+                    }
+                    Ok(())
+                };
+                let q_scaled = (q.to_dtype(DType::F32)? * scales.geo as f64)?.to_dtype(DType::BF16)?;
+                let candle = || -> Res<()> {
+                    for (k, v) in &caches {
+                        let opts = AttendOptions {
+                            causal: true,
+                            train: false,
+                            dropout_p: 0.0,
+                            rng: None,
+                        };
+                        grouped_attention(&q_scaled, k, v, None, opts)?;
+                    }
+                    Ok(())
+                };
+                // Few repetitions, so that the ~6 ms of copies queued first outlast the host's
+                // enqueueing of them all and the events time the GPU alone.
+                let reps = 2;
+                let mut f_ms = Vec::new();
+                let mut c_ms = Vec::new();
+                for _ in 0..5 {
+                    f_ms.push(gpu_ms(dev, &hold, reps, fused)? / layers as f64);
+                    c_ms.push(gpu_ms(dev, &hold, reps, candle)? / layers as f64);
+                }
+                let (f, c) = (median(f_ms), median(c_ms));
+                let bytes = ctx * s.n_kv * (dk + s.dv) * 2;
+                let gbs = bytes as f64 / (f * 1e-3) / 1e9;
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "decode_kernel", "shape": s.name, "ctx": ctx, "dtype": "bf16",
+                        "fused_us": f * 1e3, "candle_us": c * 1e3, "speedup": c / f, "cache_bytes": bytes,
+                        "gb_per_s": gbs, "of_copy": gbs / copy_gbs})
+                );
+                table.push(format!(
+                    "{:<14} {:>6} {:>10.1} {:>10.1} {:>6.1}× {:>9.0} {:>6.0}%",
+                    s.name,
+                    ctx,
+                    f * 1e3,
+                    c * 1e3,
+                    c / f,
+                    gbs,
+                    100.0 * gbs / copy_gbs
+                ));
+            }
+        }
+        quantized_kernels(dev, copy_gbs, &hold, table)
+    }
+
+    /// DBA with 32-wide segments (quantized blocks do not straddle heads) on each storage mix.
+    fn quantized_kernels(dev: &Device, copy_gbs: f64, hold: &Tensor, table: &mut Vec<String>) -> Res<()> {
+        let (nh, nkv, sem, geo, dv, layers) = (32usize, 8usize, 32usize, 32usize, 64usize, 16usize);
+        let mixes = [
+            ("q8_0", CacheKind::Q8_0, CacheKind::Q8_0, CacheKind::Q8_0),
+            ("q4_0", CacheKind::Q4_0, CacheKind::Q4_0, CacheKind::Q4_0),
+            ("q4/q8/q4", CacheKind::Q4_0, CacheKind::Q8_0, CacheKind::Q4_0),
+        ];
+        for ctx in [16384usize, 65536] {
+            for (name, ks, kg, kv) in mixes {
+                let seg = |kind: CacheKind, dim: usize| -> Res<QuantSegment> {
+                    let vals: Vec<f32> =
+                        Tensor::randn(0f32, 1.0, nkv * ctx * dim, &Device::Cpu)?.to_vec1()?;
+                    let bytes = caramba::kernels::quantize_rows(&vals, dim, kind)?;
+                    let n = bytes.len();
+                    Ok(QuantSegment {
+                        data: Tensor::from_vec(bytes, n, dev)?,
+                        kind,
+                        dim,
+                        head_stride: ctx * kind.row_bytes(dim),
+                        row_stride: kind.row_bytes(dim),
+                    })
+                };
+                let first = (seg(ks, sem)?, seg(kg, geo)?, seg(kv, dv)?);
+                // One quantized cache reused for all 16 "layers" would sit in L2 at 16K: make copies.
+                let caches: Vec<(QuantSegment, QuantSegment, QuantSegment)> = (0..layers)
+                    .map(|_| -> Res<_> {
+                        let c = |s: &QuantSegment| -> Res<QuantSegment> {
+                            Ok(QuantSegment {
+                                data: s.data.copy()?,
+                                ..s.clone()
+                            })
+                        };
+                        Ok((c(&first.0)?, c(&first.1)?, c(&first.2)?))
+                    })
+                    .collect::<Res<_>>()?;
+                let q = Tensor::randn(0f32, 1.0, (1, nh, 1, sem + geo), dev)?.to_dtype(DType::BF16)?;
+                let scales = DecodeScales {
+                    sem: 1.0 / (sem as f32).sqrt(),
+                    geo: 1.0 / (geo as f32).sqrt(),
+                };
+                let run = || -> Res<()> {
+                    for (a, b, c) in &caches {
+                        decode_attention_quantized(&q, Some(a), b, c, nkv, ctx, scales, None)?;
+                    }
+                    Ok(())
+                };
+                let reps = (8 * 65536 / ctx).max(2);
+                let ms = median(
+                    (0..3)
+                        .map(|_| gpu_ms(dev, hold, reps, run))
+                        .collect::<Res<Vec<_>>>()?,
+                ) / layers as f64;
+                let bytes = nkv * ctx * (ks.row_bytes(sem) + kg.row_bytes(geo) + kv.row_bytes(dv));
+                let gbs = bytes as f64 / (ms * 1e-3) / 1e9;
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "decode_kernel_quantized", "mix": name, "ctx": ctx, "us": ms * 1e3,
+                        "cache_bytes": bytes, "gb_per_s": gbs, "of_copy": gbs / copy_gbs})
+                );
+                table.push(format!(
+                    "{:<14} {:>6} {:>10.1} {:>10} {:>7} {:>9.0} {:>6.0}%",
+                    format!("dba32 {name}"),
+                    ctx,
+                    ms * 1e3,
+                    "-",
+                    "-",
+                    gbs,
+                    100.0 * gbs / copy_gbs
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn greedy_tokens_per_s(
+        g: &mut caramba::infer::Generator,
+        first: u32,
+        n: usize,
+        dev: &Device,
+    ) -> Res<f64> {
+        let mut tok = first;
+        for _ in 0..4 {
+            tok = next(g.decode_step(&[tok])?)?;
+        }
+        sync(dev)?;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            tok = next(g.decode_step(&[tok])?)?;
+        }
+        Ok(n as f64 / t0.elapsed().as_secs_f64())
+    }
+
+    fn next(logits: Tensor) -> Res<u32> {
+        Ok(logits.flatten_all()?.argmax(D::Minus1)?.to_scalar::<u32>()?)
+    }
+
+    fn prompt(n: usize, vocab: usize) -> Vec<u32> {
+        (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
+    }
+
+    fn decode_short(dev: &Device, table: &mut Vec<String>) -> Res<()> {
+        use caramba::loader::{LoadOptions, load};
+        let t0 = Instant::now();
+        let m = load(
+            &format!("random:{LLAMA_1B}"),
+            &LoadOptions {
+                device: dev.clone(),
+                dtype: DType::BF16,
+                ..LoadOptions::default()
+            },
+        )?;
+        sync(dev)?;
+        println!(
+            "built llama-3.2-1b-shaped model ({:.2} GB bf16) in {:.1}s",
+            m.weight_bytes as f64 / 1e9,
+            t0.elapsed().as_secs_f64()
+        );
+        let (prompt_len, n_new) = (128usize, 128usize);
+        let mut rows: Vec<(bool, f64)> = Vec::new();
+        for round in 0..3 {
+            for fused in [true, false] {
+                caramba::kernels::set_fused_decode(fused);
+                let mut g = caramba::infer::Generator::new(&m.model, m.max_seq_len, DType::BF16, dev);
+                let first = next(g.prefill(&prompt(prompt_len, 128_256))?)?;
+                let tps = greedy_tokens_per_s(&mut g, first, n_new, dev)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "decode", "model": "llama-3.2-1b (random bf16)", "prompt": prompt_len,
+                        "gen": n_new, "fused": fused, "round": round, "tokens_per_s": tps})
+                );
+                rows.push((fused, tps));
+            }
+        }
+        caramba::kernels::set_fused_decode(true);
+        let med = |f: bool| median(rows.iter().filter(|r| r.0 == f).map(|r| r.1).collect());
+        let weights = m.weight_bytes as f64;
+        table.push(format!(
+            "\nllama-1b bf16 decode (prompt {prompt_len}, {n_new} new): fused {:.0} tok/s, candle-ops {:.0} tok/s; weights {:.2} GB/token",
+            med(true),
+            med(false),
+            weights / 1e9
+        ));
+        Ok(())
+    }
+
+    fn decode_long(dev: &Device, table: &mut Vec<String>) -> Res<()> {
+        use caramba::loader::{LoadOptions, load};
+        let ctx = 16_384usize;
+        let teacher = load(
+            &format!("random:{LLAMA_1B}"),
+            &LoadOptions {
+                device: dev.clone(),
+                dtype: DType::BF16,
+                ..LoadOptions::default()
+            },
+        )?;
+        let compiled = caramba::compiler::compile(std::path::Path::new(DBA_PRESET))?;
+        let spec = compiled.run_target(Some("paper"))?.model.clone();
+        let vars = caramba::model::SeededVarMap::new(1);
+        let student = caramba::model::LanguageModel::build(&spec, vars.var_builder(DType::BF16, dev))?;
+        let mut out = Vec::new();
+        for (name, model) in [("teacher", &teacher.model), ("dba student", &student)] {
+            let mut g = caramba::infer::Generator::new(model, 131_072, DType::BF16, dev);
+            let ids = prompt(ctx, 128_256);
+            let t0 = Instant::now();
+            let mut logits = None;
+            for chunk in ids.chunks(512) {
+                logits = Some(g.prefill(chunk)?);
+            }
+            let first = next(logits.ok_or("empty prompt")?)?;
+            sync(dev)?;
+            let prefill_s = t0.elapsed().as_secs_f64();
+            let kv_bytes = g.cache().bytes();
+            let tps = median(
+                (0..3)
+                    .map(|_| greedy_tokens_per_s(&mut g, first, 32, dev))
+                    .collect::<Res<Vec<_>>>()?,
+            );
+            println!(
+                "{}",
+                serde_json::json!({"bench": "decode_long", "model": name, "context": ctx, "prefill_s": prefill_s,
+                    "kv_bytes": kv_bytes, "tokens_per_s": tps})
+            );
+            out.push((name, tps, kv_bytes));
+        }
+        table.push(format!(
+            "\n16K context decode: teacher {:.0} tok/s (KV {:.0} MB), DBA student {:.0} tok/s (KV {:.0} MB): {:.2}× faster, KV {:.2}× smaller",
+            out[0].1,
+            out[0].2 as f64 / 1e6,
+            out[1].1,
+            out[1].2 as f64 / 1e6,
+            out[1].1 / out[0].1,
+            out[0].2 as f64 / out[1].2 as f64
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn main() -> imp::Res<()> {
+    imp::main()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn main() {
+    println!("gpu bench: built without the `cuda` feature; nothing to measure");
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
+# binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf]   (all by default)
+set -uo pipefail
+BIN=${BIN:-target/device}
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+STEPS="$*"
+has() { [ -z "$STEPS" ] || [[ " $STEPS " == *" $1 "* ]]; }
+for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f"; done
+chmod +x "$BIN"/gpu_kernels "$BIN"/gpu "$BIN"/train "$BIN"/caramba 2>/dev/null
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
+if has tests; then
+  echo "== kernel tests"; "$BIN"/gpu_kernels --nocapture --test-threads 1 2>&1 | tee "$OUT/tests.txt"
+  echo "== --device cuda without a GPU problem, and with one"; "$BIN"/caramba generate --model "random:presets/configs/llama-3.2-1b.json" --prompt x --device cuda:7 2>&1 | tail -3
+fi
+if has kernel || has decode || has long; then
+  sel=""; for s in kernel decode long; do has $s && sel="$sel $s"; done
+  echo "== gpu bench:$sel"; "$BIN"/gpu $sel 2>&1 | tee "$OUT/gpu_bench.txt"
+fi
+if has hf; then
+  echo "== HF transformers decode"; PYTHONUNBUFFERED=1 python3 scripts/bench_decode_hf.py --config presets/configs/llama-3.2-1b.json ${HF_COMPILE:+--compile} 2>&1 | grep -v Warning | tee "$OUT/hf_decode.txt"
+fi
+if has train; then
+  SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23"
+  echo "== train 135M shape, bf16: caramba vs torch eager"
+  "$BIN"/train $SHAPE --device cuda --dtype bf16 2>&1 | tail -2 | tee "$OUT/train_caramba.txt"
+  PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $SHAPE --device cuda --dtype bf16 --threads 8 2>&1 | tail -2 | tee "$OUT/train_torch.txt"
+fi

@@ -1,0 +1,194 @@
+//! Where models run: `--device cpu|cuda[:N]|metal` and `--dtype auto|f32|bf16|f16`, shared by every
+//! command and by manifests' `runtime.device` / `runtime.dtype`.
+//!
+//! A device the binary was not built for, or that the machine does not have, is an error that says
+//! which of the two it is and what to do, before any work starts.
+
+use candle_core::{DType, Device};
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum DeviceError {
+    #[error(
+        "device `{name}`: this caramba was built without the `{feature}` feature (rebuild with `cargo build --release --features {feature}`; docs/gpu.md)"
+    )]
+    NotBuilt { name: String, feature: &'static str },
+    #[error("device `{name}` is not available here: {reason}")]
+    Unavailable { name: String, reason: String },
+    #[error("unknown device `{0}` (use cpu, cuda, cuda:N or metal)")]
+    Unknown(String),
+    #[error("unknown dtype `{0}` (use auto, f32, bf16 or f16)")]
+    UnknownDtype(String),
+}
+
+/// Device and dtype options of the commands that load a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// Where to run: cpu, cuda, cuda:N or metal (needs a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weights and activations: auto (bf16 on CUDA, f32 elsewhere), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+}
+
+impl DeviceArgs {
+    pub fn resolve(&self) -> Result<(Device, DType), DeviceError> {
+        let device = parse_device(&self.device)?;
+        let dtype = resolve_dtype(&self.dtype, &device)?;
+        Ok((device, dtype))
+    }
+}
+
+/// `cpu`, `cuda`, `cuda:N`, `metal`.
+pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
+    let unavailable = |e: candle_core::Error| DeviceError::Unavailable {
+        name: name.to_string(),
+        reason: first_line(&e.to_string()),
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "metal" if !cfg!(feature = "metal") => Err(DeviceError::NotBuilt {
+            name: name.into(),
+            feature: "metal",
+        }),
+        "metal" => Device::new_metal(0).map_err(unavailable),
+        _ => {
+            let Some(rest) = name.strip_prefix("cuda") else {
+                return Err(DeviceError::Unknown(name.into()));
+            };
+            let ordinal = match rest {
+                "" => 0,
+                _ => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| DeviceError::Unknown(name.into()))?,
+            };
+            if !cfg!(feature = "cuda") {
+                return Err(DeviceError::NotBuilt {
+                    name: name.into(),
+                    feature: "cuda",
+                });
+            }
+            // candle's own message for a missing driver or GPU is a raw driver error code; say
+            // what it means for the user.
+            let device = Device::new_cuda(ordinal).map_err(|e| DeviceError::Unavailable {
+                name: name.to_string(),
+                reason: format!(
+                    "{} (no NVIDIA driver or no GPU {ordinal}: check `nvidia-smi`, or run with --device cpu)",
+                    first_line(&e.to_string())
+                ),
+            })?;
+            single_stream(&device);
+            Ok(device)
+        }
+    }
+}
+
+/// caramba runs all of a device's work on candle's one stream, so stream order alone orders every
+/// read and write; candle's per-tensor CUDA events (driver calls for every operand of every op)
+/// only matter across streams. `CARAMBA_CUDA_EVENTS=1` keeps them (to measure what they cost).
+#[cfg(feature = "cuda")]
+fn single_stream(device: &Device) {
+    if std::env::var_os("CARAMBA_CUDA_EVENTS").is_some_and(|v| v == "1") {
+        return;
+    }
+    if let Device::Cuda(dev) = device {
+        // SAFETY: see above: no second stream ever touches these tensors.
+        unsafe { dev.disable_event_tracking() }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn single_stream(_device: &Device) {}
+
+/// `auto` is bf16 on CUDA (every GPU candle's CUDA kernels target has bf16 arithmetic) and f32
+/// on CPU and Metal, where bf16 matmuls are emulated and slower than f32.
+pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType, DeviceError> {
+    match name {
+        "auto" if device.is_cuda() => Ok(DType::BF16),
+        "auto" | "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        "f64" => Ok(DType::F64),
+        other => Err(DeviceError::UnknownDtype(other.into())),
+    }
+}
+
+/// The dtype's manifest spelling.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        DType::F64 => "f64",
+        _ => "other",
+    }
+}
+
+/// A human name for logs and reports: `cpu`, `cuda:0 (NVIDIA H100 80GB HBM3)`, `metal`.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Metal(_) => "metal".into(),
+        Device::Cuda(_) => cuda_name(device),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_name(device: &Device) -> String {
+    match device.as_cuda_device() {
+        Ok(dev) => {
+            let stream = dev.cuda_stream();
+            let ctx = stream.context();
+            let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            format!("cuda:{} ({name})", ctx.ordinal())
+        }
+        Err(_) => "cuda".into(),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_name(_device: &Device) -> String {
+    "cuda".into()
+}
+
+/// Wait for the device's queued work: timings on a GPU are otherwise the launch time.
+pub fn synchronize(device: &Device) -> candle_core::Result<()> {
+    device.synchronize()
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_auto_dtype() {
+        let d = parse_device("cpu").expect("cpu");
+        assert!(d.is_cpu());
+        assert_eq!(resolve_dtype("auto", &d).expect("auto"), DType::F32);
+        assert_eq!(resolve_dtype("bf16", &d).expect("bf16"), DType::BF16);
+        assert!(matches!(
+            resolve_dtype("f8", &d),
+            Err(DeviceError::UnknownDtype(_))
+        ));
+    }
+
+    #[test]
+    fn bad_names_say_what_is_accepted() {
+        for bad in ["gpu", "cuda0", "cuda:x", "cuda:"] {
+            let err = parse_device(bad).expect_err(bad).to_string();
+            assert!(err.contains("cpu, cuda, cuda:N"), "{bad}: {err}");
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_how_to_rebuild() {
+        let err = parse_device("cuda:1").expect_err("no cuda feature").to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Loading the embedded kernel binaries once per device, and the raw-pointer plumbing the
+//! launchers share.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, DevicePtr};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+use candle_core::{DType, Result, Storage, Tensor};
+
+/// `kernels/decode_attention.cu`, built by `build.rs`.
+pub static DECODE_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/decode_attention.fatbin"));
+
+type Key = (usize, &'static str);
+
+fn modules() -> &'static Mutex<HashMap<Key, Arc<CudaModule>>> {
+    static M: std::sync::OnceLock<Mutex<HashMap<Key, Arc<CudaModule>>>> = std::sync::OnceLock::new();
+    M.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn functions() -> &'static Mutex<HashMap<(usize, String), CudaFunction>> {
+    static F: std::sync::OnceLock<Mutex<HashMap<(usize, String), CudaFunction>>> = std::sync::OnceLock::new();
+    F.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn cuda_err(e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Cuda(e.to_string().into())
+}
+
+/// Function `name` of the module `module` (whose fat binary is `image`) on `dev`, loaded at first
+/// use and kept for the process.
+pub fn function(
+    dev: &CudaDevice,
+    module: &'static str,
+    image: &'static [u8],
+    name: &str,
+) -> Result<CudaFunction> {
+    let stream = dev.cuda_stream();
+    let ordinal = stream.context().ordinal();
+    let key = (ordinal, format!("{module}::{name}"));
+    if let Some(f) = functions().lock().map_err(cuda_err)?.get(&key) {
+        return Ok(f.clone());
+    }
+    let mdl = {
+        let mut mods = modules().lock().map_err(cuda_err)?;
+        match mods.get(&(ordinal, module)) {
+            Some(m) => m.clone(),
+            None => {
+                let m = stream
+                    .context()
+                    .load_module(Ptx::from_binary(image.to_vec()))
+                    .map_err(|e| cuda_err(format!("loading kernel module {module}: {e}")))?;
+                mods.insert((ordinal, module), m.clone());
+                m
+            }
+        }
+    };
+    let f = mdl
+        .load_function(name)
+        .map_err(|e| cuda_err(format!("kernel {module}::{name}: {e}")))?;
+    functions().lock().map_err(cuda_err)?.insert(key, f.clone());
+    Ok(f)
+}
+
+/// Multiprocessors of `dev` (sizes the split of long contexts).
+pub fn sm_count(dev: &CudaDevice) -> usize {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
+    dev.cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map(|n| n.max(1) as usize)
+        .unwrap_or(132)
+}
+
+/// The device address of element `extra` past `t`'s first element (its layout's start offset).
+///
+/// The kernels run on candle's stream, the one that wrote and will free `t`, so stream order
+/// alone keeps the address valid and the data ready; the caller keeps `t` alive until the launch
+/// is queued.
+pub fn address(t: &Tensor, extra: usize) -> Result<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else {
+        candle_core::bail!("a kernel operand is not on a CUDA device");
+    };
+    let stream = cs.device.cuda_stream();
+    let at = layout.start_offset() + extra;
+    let (ptr, elem) = match t.dtype() {
+        DType::F32 => (cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0, 4),
+        DType::F16 => (cs.as_cuda_slice::<half::f16>()?.device_ptr(&stream).0, 2),
+        DType::BF16 => (cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0, 2),
+        DType::U8 => (cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0, 1),
+        other => candle_core::bail!("kernel operands are f32, f16, bf16 or u8, not {other:?}"),
+    };
+    Ok(ptr + (at * elem) as u64)
+}

@@ -1,0 +1,21 @@
+//! Hand-written GPU kernels and their launchers.
+//!
+//! The CUDA sources live in `kernels/*.cu` at the repository root; with the `cuda` feature,
+//! `build.rs` compiles them with nvcc into fat binaries that are embedded here and loaded once per
+//! device. Every kernel has a plain candle-ops path that computes the same function: that path is
+//! what runs without the feature, off CUDA devices and on shapes a kernel does not take, and it is
+//! the reference the kernel tests compare against.
+//!
+//! Metal versions (`kernels/*.metal`) are compiled only on macOS and have not been run here.
+
+/// Fused T = 1 attention over the KV cache (standard, GQA and DBA; plain and quantized storage).
+pub mod decode_attention;
+/// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).
+pub mod quant_rows;
+#[cfg(feature = "cuda")]
+mod cuda;
+
+pub use decode_attention::{
+    DecodeScales, KeySegments, QuantSegment, decode_attention, decode_attention_quantized, set_fused_decode,
+};
+pub use quant_rows::quantize_rows;

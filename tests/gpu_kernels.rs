@@ -1,0 +1,409 @@
+//! The fused decode-attention kernel against its plain candle-ops reference
+//! (`layer::sdpa::grouped_attention` on the same, dequantized, tensors) on fresh random inputs.
+//!
+//! Needs a build with `--features cuda` and an NVIDIA GPU; without either each test prints why it
+//! skips and passes. docs/gpu.md says how these were run on an H100.
+
+use candle_core::{D, DType, Device, Tensor};
+use caramba::cache::CacheKind;
+use caramba::kernels::{
+    DecodeScales, KeySegments, QuantSegment, decode_attention, decode_attention_quantized, quantize_rows,
+};
+use caramba::layer::sdpa::{AttendOptions, NullKv, grouped_attention};
+
+fn gpu() -> Option<Device> {
+    if !cfg!(feature = "cuda") {
+        eprintln!("skipped: built without the `cuda` feature");
+        return None;
+    }
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn opts() -> AttendOptions<'static> {
+    AttendOptions {
+        causal: true,
+        train: false,
+        dropout_p: 0.0,
+        rng: None,
+    }
+}
+
+/// ‖a − b‖ / ‖b‖ over all elements, in f64 on the host.
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let a: Vec<f32> = a
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("a");
+    let b: Vec<f32> = b
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("b");
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
+    let num: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// Fill the allocator's free blocks with NaN so that an output element the kernel forgets to
+/// write shows up (the stream-ordered pool hands freed blocks back to the next allocation).
+fn poison(dev: &Device, elems: usize) {
+    let nan = Tensor::full(f32::NAN, elems * 4, dev).expect("poison");
+    drop(nan);
+}
+
+struct Case {
+    b: usize,
+    nh: usize,
+    nkv: usize,
+    sem: usize,
+    geo: usize,
+    dv: usize,
+    len: usize,
+    null: bool,
+}
+
+/// The kernel reads a narrowed view of a larger buffer, as it does in the growable cache.
+fn run_plain(dev: &Device, dtype: DType, c: &Case) -> f64 {
+    let dk = c.sem + c.geo;
+    let cap = c.len + 13;
+    let rand = |shape: (usize, usize, usize, usize)| {
+        Tensor::randn(0f32, 1.0, shape, dev)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("randn")
+    };
+    let q = rand((c.b, c.nh, 1, dk));
+    let k_buf = rand((c.b, c.nkv, cap, dk));
+    let v_buf = rand((c.b, c.nkv, cap, c.dv));
+    let k = k_buf.narrow(2, 0, c.len).expect("narrow");
+    let v = v_buf.narrow(2, 0, c.len).expect("narrow");
+    let null = c.null.then(|| {
+        (
+            Tensor::randn(0f32, 1.0, (c.nkv, dk), dev)
+                .expect("k_null")
+                .to_dtype(dtype)
+                .expect("dt"),
+            Tensor::randn(0f32, 1.0, (c.nkv, c.dv), dev)
+                .expect("v_null")
+                .to_dtype(dtype)
+                .expect("dt"),
+        )
+    });
+    let (s_sem, s_geo) = (
+        if c.sem > 0 {
+            1.0 / (c.sem as f32).sqrt()
+        } else {
+            0.0
+        },
+        1.0 / (c.geo as f32).sqrt(),
+    );
+    poison(dev, c.b * c.nh * c.dv);
+    let got = decode_attention(
+        &q,
+        &k,
+        &v,
+        KeySegments {
+            sem_dim: c.sem,
+            geo_dim: c.geo,
+        },
+        DecodeScales {
+            sem: s_sem,
+            geo: s_geo,
+        },
+        null.as_ref().map(|(k, v)| (k, v)),
+    )
+    .expect("kernel")
+    .expect("the kernel applies");
+    assert_eq!(got.dims(), &[c.b, c.nh, 1, c.dv]);
+    assert_eq!(got.dtype(), dtype);
+    // Reference: f32 candle ops on the host, with q pre-scaled per segment.
+    let cpu = |t: &Tensor| {
+        t.to_device(&Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .expect("to cpu")
+    };
+    let q32 = cpu(&q);
+    let q_ref = Tensor::cat(
+        &[
+            (q32.narrow(D::Minus1, 0, c.sem).expect("sem") * s_sem as f64).expect("s"),
+            (q32.narrow(D::Minus1, c.sem, c.geo).expect("geo") * s_geo as f64).expect("s"),
+        ],
+        3,
+    )
+    .expect("cat");
+    let (nk, nv) = match &null {
+        Some((k, v)) => (Some(cpu(k)), Some(cpu(v))),
+        None => (None, None),
+    };
+    let want = grouped_attention(
+        &q_ref,
+        &cpu(&k),
+        &cpu(&v),
+        nk.as_ref().zip(nv.as_ref()).map(|(k, v)| NullKv { k, v }),
+        opts(),
+    )
+    .expect("reference");
+    rel_err(&got, &want)
+}
+
+#[test]
+fn plain_cache_matches_candle_ops() {
+    let Some(dev) = gpu() else { return };
+    let cases = [
+        // SmolLM2's attention: 9 query heads over 3 KV heads of 64.
+        Case {
+            b: 1,
+            nh: 9,
+            nkv: 3,
+            sem: 0,
+            geo: 64,
+            dv: 64,
+            len: 1,
+            null: false,
+        },
+        Case {
+            b: 1,
+            nh: 9,
+            nkv: 3,
+            sem: 0,
+            geo: 64,
+            dv: 64,
+            len: 77,
+            null: false,
+        },
+        Case {
+            b: 2,
+            nh: 9,
+            nkv: 3,
+            sem: 0,
+            geo: 64,
+            dv: 64,
+            len: 4099,
+            null: false,
+        },
+        // Llama-3.2-1B's: 32 over 8.
+        Case {
+            b: 1,
+            nh: 32,
+            nkv: 8,
+            sem: 0,
+            geo: 64,
+            dv: 64,
+            len: 1500,
+            null: false,
+        },
+        // DBA: semantic 32 + geometric 32, values 64, null token; odd lengths leave partial splits.
+        Case {
+            b: 1,
+            nh: 9,
+            nkv: 3,
+            sem: 32,
+            geo: 32,
+            dv: 64,
+            len: 1031,
+            null: true,
+        },
+        Case {
+            b: 3,
+            nh: 4,
+            nkv: 2,
+            sem: 16,
+            geo: 48,
+            dv: 40,
+            len: 333,
+            null: true,
+        },
+        // More query heads per KV head than one block holds (two sub-groups of 8).
+        Case {
+            b: 1,
+            nh: 12,
+            nkv: 1,
+            sem: 24,
+            geo: 64,
+            dv: 128,
+            len: 2050,
+            null: false,
+        },
+        // Widest heads.
+        Case {
+            b: 1,
+            nh: 2,
+            nkv: 2,
+            sem: 128,
+            geo: 128,
+            dv: 256,
+            len: 70,
+            null: true,
+        },
+    ];
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::F16, 4e-3), (DType::BF16, 2e-2)] {
+        for c in &cases {
+            let e = run_plain(&dev, dtype, c);
+            println!(
+                "{dtype:?} b{} h{}/{} sem{} geo{} v{} len{} null={}: rel err {e:.2e}",
+                c.b, c.nh, c.nkv, c.sem, c.geo, c.dv, c.len, c.null
+            );
+            assert!(e < tol, "{dtype:?} len {}: rel err {e} ≥ {tol}", c.len);
+        }
+    }
+}
+
+fn upload(dev: &Device, values: &[f32], width: usize, kind: CacheKind) -> (Tensor, Vec<f32>) {
+    let bytes = quantize_rows(values, width, kind).expect("quantize");
+    let deq = caramba::kernels::quant_rows::dequantize_rows(&bytes, width, kind).expect("dequantize");
+    let n = bytes.len();
+    (Tensor::from_vec(bytes, n, dev).expect("upload"), deq)
+}
+
+#[test]
+fn quantized_cache_matches_candle_ops_on_dequantized_rows() {
+    let Some(dev) = gpu() else { return };
+    use rand::Rng;
+    let mut rng = rand::rng();
+    // (k_sem, k_geo, v) kinds; sem None = standard attention.
+    let mixes = [
+        (None, CacheKind::Q8_0, CacheKind::Q8_0),
+        (None, CacheKind::Q4_0, CacheKind::Q4_0),
+        (None, CacheKind::Q8_0, CacheKind::Q4_0),
+        (Some(CacheKind::Q8_0), CacheKind::Q8_0, CacheKind::Q8_0),
+        (Some(CacheKind::Q4_0), CacheKind::Q8_0, CacheKind::Q4_0),
+    ];
+    for (sem_kind, geo_kind, v_kind) in mixes {
+        for &(b, nh, nkv, len, null) in &[(1usize, 9usize, 3usize, 517usize, false), (2, 8, 2, 3001, true)] {
+            let (sem, geo, dv) = (if sem_kind.is_some() { 32 } else { 0 }, 64, 64);
+            let rows = b * nkv * len;
+            let mut draw = |n: usize| {
+                (0..n)
+                    .map(|_| rng.random_range(-2.0f32..2.0))
+                    .collect::<Vec<f32>>()
+            };
+            let ks_vals = draw(rows * sem.max(32));
+            let kg_vals = draw(rows * geo);
+            let v_vals = draw(rows * dv);
+            let seg = |data: Tensor, kind: CacheKind, dim: usize| QuantSegment {
+                data,
+                kind,
+                dim,
+                head_stride: len * kind.row_bytes(dim),
+                row_stride: kind.row_bytes(dim),
+            };
+            let (ks_t, ks_deq) = upload(&dev, &ks_vals, sem.max(32), sem_kind.unwrap_or(CacheKind::Q8_0));
+            let (kg_t, kg_deq) = upload(&dev, &kg_vals, geo, geo_kind);
+            let (v_t, v_deq) = upload(&dev, &v_vals, dv, v_kind);
+            let k_sem = sem_kind.map(|k| seg(ks_t, k, sem));
+            let k_geo = seg(kg_t, geo_kind, geo);
+            let v = seg(v_t, v_kind, dv);
+            let q = Tensor::randn(0f32, 1.0, (b, nh, 1, sem + geo), &dev).expect("q");
+            let null = null.then(|| {
+                (
+                    Tensor::randn(0f32, 1.0, (nkv, sem + geo), &dev).expect("k0"),
+                    Tensor::randn(0f32, 1.0, (nkv, dv), &dev).expect("v0"),
+                )
+            });
+            let scales = DecodeScales {
+                sem: if sem > 0 { 1.0 / (sem as f32).sqrt() } else { 0.0 },
+                geo: 1.0 / (geo as f32).sqrt(),
+            };
+            poison(&dev, b * nh * dv);
+            let got = decode_attention_quantized(
+                &q,
+                k_sem.as_ref(),
+                &k_geo,
+                &v,
+                nkv,
+                len,
+                scales,
+                null.as_ref().map(|(k, v)| (k, v)),
+            )
+            .expect("kernel");
+            // Reference on the host from the dequantized rows.
+            let cpu = Device::Cpu;
+            let kg = Tensor::from_vec(kg_deq, (b, nkv, len, geo), &cpu).expect("kg");
+            let k_ref = if sem > 0 {
+                let ks = Tensor::from_vec(ks_deq, (b, nkv, len, sem), &cpu).expect("ks");
+                Tensor::cat(&[ks, kg], 3).expect("cat")
+            } else {
+                kg
+            };
+            let v_ref = Tensor::from_vec(v_deq, (b, nkv, len, dv), &cpu).expect("v");
+            let q32 = q.to_device(&cpu).expect("q");
+            let q_ref = Tensor::cat(
+                &[
+                    (q32.narrow(3, 0, sem).expect("s") * scales.sem as f64).expect("x"),
+                    (q32.narrow(3, sem, geo).expect("g") * scales.geo as f64).expect("x"),
+                ],
+                3,
+            )
+            .expect("cat");
+            let nk = null
+                .as_ref()
+                .map(|(k, v)| (k.to_device(&cpu).expect("k"), v.to_device(&cpu).expect("v")));
+            let want = grouped_attention(
+                &q_ref,
+                &k_ref,
+                &v_ref,
+                nk.as_ref().map(|(k, v)| NullKv { k, v }),
+                opts(),
+            )
+            .expect("reference");
+            let e = rel_err(&got, &want);
+            println!(
+                "{sem_kind:?}/{geo_kind}/{v_kind} b{b} h{nh}/{nkv} len{len} null={null:?}: rel err {e:.2e}",
+                null = null.is_some()
+            );
+            assert!(e < 1e-4, "{sem_kind:?}/{geo_kind}/{v_kind}: rel err {e}");
+        }
+    }
+}
+
+/// A whole model decoding on the GPU (fused kernel) gives the logits of the CPU (candle ops).
+#[test]
+fn model_decode_on_gpu_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    use caramba::infer::Generator;
+    use caramba::loader::{LoadOptions, load};
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny_llama_config.json"
+    );
+    let source = format!("random:{config}");
+    let mut logits = Vec::new();
+    for device in [Device::Cpu, dev] {
+        let m = load(
+            &source,
+            &LoadOptions {
+                device: device.clone(),
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load");
+        let mut g = Generator::new(&m.model, m.max_seq_len, DType::F32, &device);
+        let prompt: Vec<u32> = (0..37).map(|i| (i * 7919 % 250) as u32).collect();
+        let mut rows = vec![g.prefill(&prompt).expect("prefill").flatten_all().expect("flat")];
+        for step in 0..5u32 {
+            rows.push(
+                g.decode_step(&[step * 13 % 250])
+                    .expect("decode")
+                    .flatten_all()
+                    .expect("flat"),
+            );
+        }
+        logits.push(
+            Tensor::stack(&rows, 0)
+                .expect("stack")
+                .to_device(&Device::Cpu)
+                .expect("cpu"),
+        );
+    }
+    let e = rel_err(&logits[1], &logits[0]);
+    println!("tiny llama, 5 decode steps: rel err GPU vs CPU {e:.2e}");
+    assert!(e < 1e-4, "rel err {e}");
+}
