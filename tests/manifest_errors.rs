@@ -490,9 +490,9 @@ fn reserved_features_are_not_supported_yet() {
     );
     expect(
         &edit("    runs:\n", "    benchmarks: [{id: ppl}]\n    runs:\n"),
-        "targets[0].benchmarks",
-        "not supported yet",
-        Some((24, 5)),
+        "targets[0].benchmarks[0]",
+        "missing field `kind`",
+        None,
     );
     expect(
         &edit("steps: 10", "steps: 10\n        verify: {type: compare}"),

@@ -2,8 +2,7 @@
 //! decide. Order: targets (declaration order) → runs (declaration order, seed lists expanded) →
 //! each run's verify steps → the target's benchmarks.
 //!
-//! Verify steps and benchmarks are not supported yet: validation rejects them, so those lists
-//! are empty; they are here so that the plan's shape does not change when they arrive.
+//! Benchmarks are typed ([`crate::bench::BenchmarkSpec`], every default filled by serde).
 
 use std::collections::BTreeMap;
 
@@ -52,8 +51,8 @@ pub struct TargetPlan {
     pub teacher: Option<String>,
     /// Upcycle settings (defaults filled in).
     pub upcycle: crate::upcycle::UpcycleSpec,
-    /// Benchmarks after all runs (empty until benchmarks are supported).
-    pub benchmarks: Vec<Value>,
+    /// Benchmarks after all runs, on every model of the target.
+    pub benchmarks: Vec<crate::bench::BenchmarkSpec>,
 }
 
 /// One training run.

@@ -199,15 +199,14 @@ fn render_target(out: &mut String, n: usize, t: &TargetPlan) {
     for (j, r) in t.runs.iter().enumerate() {
         render_run(out, n, j + 1, r);
     }
-    let _ = writeln!(
-        out,
-        "     benchmarks: {}",
-        if t.benchmarks.is_empty() {
-            "none".into()
-        } else {
-            t.benchmarks.len().to_string()
+    if t.benchmarks.is_empty() {
+        let _ = writeln!(out, "     benchmarks: none");
+    } else {
+        let _ = writeln!(out, "     benchmarks: {}", t.benchmarks.len());
+        for (i, b) in t.benchmarks.iter().enumerate() {
+            let _ = writeln!(out, "       {}. {}", i + 1, b.describe());
         }
-    );
+    }
 }
 
 fn render_run(out: &mut String, n: usize, j: usize, r: &RunPlan) {

@@ -80,6 +80,86 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     }
     let summaries = train_target(&compiled, target, args)?;
     print_table(&target.name, &summaries);
+    if !target.benchmarks.is_empty() {
+        benchmark_runs(&compiled, target, &summaries, args)?;
+    }
+    Ok(())
+}
+
+/// The target's `benchmarks:` on the trained model of every run (each run directory is a model
+/// source); artifacts in `runs/<name>/<target>/artifacts/`.
+fn benchmark_runs(
+    compiled: &Compiled,
+    target: &TargetPlan,
+    runs: &[(String, TrainSummary, RunDir)],
+    args: &RunArgs,
+) -> Result<(), CliError> {
+    use crate::bench::{BenchContext, BenchModel, Report, run_benchmarks};
+    let device_name = args
+        .device
+        .clone()
+        .or_else(|| target.runs.first().map(|r| r.train.device.clone()))
+        .unwrap_or_else(|| "cpu".into());
+    let device = crate::train::parse_device(&device_name).map_err(CliError::usage)?;
+    let opts = crate::loader::LoadOptions {
+        device,
+        ..crate::loader::LoadOptions::default()
+    };
+    let loaded = runs
+        .iter()
+        .map(|(id, _, dir)| {
+            crate::loader::load(&dir.root.display().to_string(), &opts)
+                .map(|l| (id.clone(), l))
+                .map_err(CliError::failed)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let models: Vec<BenchModel> = loaded
+        .iter()
+        .map(|(id, l)| BenchModel::from_loaded(id.clone(), l))
+        .collect();
+    let ctx = BenchContext {
+        held_out: Some((
+            PathBuf::from(&target.data.path),
+            target.data.val_frac.unwrap_or(0.1),
+        )),
+        block_size: target.data.block_size,
+    };
+    let bench_err = |e: crate::bench::BenchError| {
+        if e.is_usage() {
+            CliError::usage(e)
+        } else {
+            CliError::failed(e)
+        }
+    };
+    let mut outcome = run_benchmarks(&target.benchmarks, &models, &ctx).map_err(bench_err)?;
+    let mut report = Report {
+        metadata: crate::bench::metadata::metadata(
+            &compiled.plan.name,
+            &compiled.manifest_path.display().to_string(),
+            &target.name,
+            &device_name,
+            "f32",
+        ),
+        perplexity: Vec::new(),
+        latency: Vec::new(),
+        memory: Vec::new(),
+        accuracy: Vec::new(),
+        verify: serde_json::Value::Null,
+    };
+    outcome.extend_report(&mut report);
+    let dir = args
+        .runs_dir
+        .join(&compiled.plan.name)
+        .join(&target.name)
+        .join("artifacts");
+    crate::bench::artifacts::write_all(&report, &dir)
+        .map_err(|e| CliError::failed(miette::miette!("{e}")))?;
+    outcome.write_extras(&report, &dir).map_err(bench_err)?;
+    println!(
+        "\n{}",
+        crate::bench::table::report_tables(&report, &outcome.generation, &outcome.behavior)
+    );
+    println!("artifacts: {}", dir.display());
     Ok(())
 }
 

@@ -69,7 +69,8 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<LoadedModel, CliError> {
+    /// Load the model these options name.
+    pub fn load(&self) -> Result<LoadedModel, CliError> {
         use candle_core::quantized::GgmlDType;
         let requantize = match self.requantize.to_ascii_lowercase().as_str() {
             "native" | "none" => None,

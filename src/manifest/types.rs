@@ -168,9 +168,10 @@ pub struct Target {
     pub upcycle: Option<crate::upcycle::UpcycleSpec>,
     /// Runs, in order.
     pub runs: Vec<Run>,
-    /// Benchmarks after the runs. Not supported yet: must be empty. Default: empty.
+    /// Benchmarks after the runs, on every model of the target (see [`crate::bench::spec`]).
+    /// Default: empty (an upcycle then measures what its `upcycle:` block says).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub benchmarks: Vec<Value>,
+    pub benchmarks: Vec<crate::bench::BenchmarkSpec>,
 }
 
 /// One training run of a target.

@@ -276,12 +276,11 @@ impl Validator<'_> {
                 }
             }
         }
-        if !t.benchmarks.is_empty() {
-            self.err_help(
-                &join_key(path, "benchmarks"),
-                "benchmarks are not supported yet",
-                "remove the `benchmarks:` entries (an empty list is fine)",
-            );
+        for (i, b) in t.benchmarks.iter().enumerate() {
+            let bpath = join_index(&join_key(path, "benchmarks"), i);
+            for p in b.problems() {
+                self.err_help(&join_key(&bpath, p.field), p.message, p.help);
+            }
         }
     }
 

@@ -32,6 +32,9 @@ pub enum UpcycleError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Train(#[from] crate::train::TrainError),
     #[error("verify after run `{run}` failed: {detail}")]
     #[diagnostic(help("loosen the limits, train longer, or set `fail_fast: false` to record and go on"))]

@@ -275,14 +275,21 @@ pub fn run_upcycle(
     };
     let artifacts_dir = target_dir.join("artifacts");
     let record = serde_json::to_value(&report).map_err(|e| UpcycleError::Mismatch(e.to_string()))?;
-    let bench = bench_report(compiled, target, &teacher, &model, &report, &device)?;
+    let (bench, outcome) = bench_report(compiled, target, &teacher, &model, &report, &device)?;
     super::artifacts::write(&bench, &record, &artifacts_dir)?;
+    outcome.write_extras(&bench, &artifacts_dir)?;
+    println!(
+        "{}",
+        crate::bench::table::report_tables(&bench, &outcome.generation, &outcome.behavior)
+    );
     let path = artifacts_dir.join("report.json");
     print_summary(&report, &path);
     Ok(path)
 }
 
-/// Perplexity, latency (teacher and student interleaved, both dense f32) and exact KV bytes.
+/// Perplexity from verification, then the target's `benchmarks:` on teacher and student (both
+/// dense f32, interleaved where timed); without a `benchmarks:` block, the `upcycle:` latency
+/// settings and exact KV bytes for fp16/q8_0/q4_0.
 fn bench_report(
     compiled: &Compiled,
     target: &TargetPlan,
@@ -290,60 +297,91 @@ fn bench_report(
     student: &LanguageModel,
     report: &Report,
     device: &candle_core::Device,
-) -> Result<crate::bench::Report, UpcycleError> {
-    use super::artifacts::{LatencyGrid, measure_latency, memory_rows, metadata, perplexity_rows};
+) -> Result<(crate::bench::Report, crate::bench::BenchOutcome), UpcycleError> {
+    use crate::bench::{BenchContext, BenchModel, BenchmarkSpec, run_benchmarks, spec};
+    use crate::cache::CacheKind;
     let cfg = &target.upcycle;
-    let latency = if cfg.latency_prompt_lens.is_empty() {
-        Vec::new()
+    let specs: Vec<BenchmarkSpec> = if target.benchmarks.is_empty() {
+        let mut legacy = Vec::new();
+        if !cfg.latency_prompt_lens.is_empty() {
+            legacy.push(BenchmarkSpec::Latency(spec::LatencyBench {
+                prompt_lens: cfg.latency_prompt_lens.clone(),
+                gen_lens: vec![cfg.latency_gen_len.max(1)],
+                batch_sizes: vec![1],
+                warmup: 1,
+                runs: cfg.latency_runs.max(1),
+                cache_kinds: vec![CacheKind::Fp32],
+            }));
+        }
+        legacy.push(BenchmarkSpec::Memory(spec::MemoryBench {
+            seq_lens: vec![512, 1024, 2048, 4096, 8192],
+            batch_sizes: vec![1],
+            cache_kinds: vec![CacheKind::Fp16, CacheKind::Q8_0, CacheKind::Q4_0],
+            measure: false,
+        }));
+        legacy
     } else {
-        // why: the running teacher may compute on quantized blocks; time it dense like the student.
-        let opts = crate::loader::LoadOptions {
-            dtype: DType::F32,
-            device: device.clone(),
-            dequantize: true,
-            requantize: None,
-        };
-        let dense = crate::loader::load_source(&teacher.source, &opts)?;
-        let vocab = dense.model.vocab_size().unwrap_or(2);
-        tracing::info!(prompts = ?cfg.latency_prompt_lens, "measuring decode latency");
-        let grid = LatencyGrid {
-            prompt_lens: cfg.latency_prompt_lens.clone(),
-            gen_len: cfg.latency_gen_len.max(1),
-            warmup: 1,
-            timed: cfg.latency_runs.max(1),
-        };
-        measure_latency(
-            &[("teacher", &dense.model, vocab), ("student", student, vocab)],
-            &grid,
-            device,
-        )?
+        target.benchmarks.clone()
     };
+    // why: the running teacher may compute on quantized blocks; benchmark it dense like the student.
+    let opts = crate::loader::LoadOptions {
+        dtype: DType::F32,
+        device: device.clone(),
+        dequantize: true,
+        requantize: None,
+    };
+    let dense = crate::loader::load_source(&teacher.source, &opts)?;
     let params = |spec: &crate::model::ModelSpec| -> u64 { crate::compiler::ModelStats::of(spec).params * 4 };
-    let memory = memory_rows(
-        &[
-            ("teacher", &teacher.loaded.spec, params(&teacher.loaded.spec)),
-            ("student", &target.model, params(&target.model)),
-        ],
-        &[512, 1024, 2048, 4096, 8192],
-    );
-    let mut meta = metadata(
+    let models = [
+        BenchModel {
+            name: "teacher".into(),
+            model: &dense.model,
+            spec: &teacher.loaded.spec,
+            tokenizer: teacher.loaded.tokenizer.as_ref(),
+            max_seq_len: teacher.loaded.max_seq_len,
+            model_bytes: params(&teacher.loaded.spec),
+            device: device.clone(),
+            dtype: DType::F32,
+        },
+        BenchModel {
+            name: "student".into(),
+            model: student,
+            spec: &target.model,
+            tokenizer: teacher.loaded.tokenizer.as_ref(),
+            max_seq_len: teacher.loaded.max_seq_len,
+            model_bytes: params(&target.model),
+            device: device.clone(),
+            dtype: DType::F32,
+        },
+    ];
+    let ctx = BenchContext {
+        held_out: Some((
+            std::path::PathBuf::from(&target.data.path),
+            target.data.val_frac.unwrap_or(0.1),
+        )),
+        block_size: target.data.block_size,
+    };
+    let mut outcome = run_benchmarks(&specs, &models, &ctx)?;
+    let mut meta = super::artifacts::metadata(
         &compiled.plan.name,
         &compiled.manifest_path.display().to_string(),
         &target.name,
         &report.device,
     );
-    if let Some(rss) = super::artifacts::process_peak_rss() {
+    if let Some(rss) = crate::bench::memory::process_peak_rss() {
         meta.versions
             .insert("process_peak_rss_bytes".into(), rss.to_string());
     }
-    Ok(crate::bench::Report {
+    let mut bench = crate::bench::Report {
         metadata: meta,
-        perplexity: perplexity_rows(&report.verify, target.data.block_size),
-        latency,
-        memory,
+        perplexity: super::artifacts::perplexity_rows(&report.verify, target.data.block_size),
+        latency: Vec::new(),
+        memory: Vec::new(),
         accuracy: Vec::new(),
         verify: serde_json::to_value(&report.verify).unwrap_or_default(),
-    })
+    };
+    outcome.extend_report(&mut bench);
+    Ok((bench, outcome))
 }
 
 /// Data for an upcycle is tokenized with the teacher's tokenizer unless the manifest names one:
