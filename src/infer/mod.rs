@@ -7,10 +7,14 @@ pub mod commands;
 pub mod generator;
 pub mod perplexity;
 pub mod sampler;
+pub mod speculative;
 pub mod text_stream;
 
 pub use chat_template::{ChatTemplate, Message, TemplateError};
 pub use generator::{GenerateConfig, GenerateError, GenerationStats, Generator, StopReason, TokenStream};
 pub use perplexity::{Perplexity, perplexity};
 pub use sampler::{Sampler, SamplingParams};
+pub use speculative::{
+    Draft, DraftSource, SpeculativeConfig, SpeculativeError, SpeculativeGenerator, SpeculativeStats,
+};
 pub use text_stream::TextStream;
