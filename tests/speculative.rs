@@ -262,3 +262,87 @@ fn sampled_speculative_output_follows_the_targets_distribution() {
         );
     }
 }
+
+fn caramba() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("caramba").unwrap()
+}
+
+#[test]
+fn generate_with_a_draft_reports_acceptance_and_matches_plain_greedy() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tiny_llama");
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let out = caramba()
+            .args(["generate", "-q", "--model"])
+            .arg(&dir)
+            .args(["--prompt", "hello world", "--max-new-tokens", "12", "--json"])
+            .args(extra)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).unwrap()
+    };
+    let plain = run(&[]);
+    let spec = run(&["--draft", "self:layers=1", "--spec-k", "3"]);
+    assert_eq!(spec["token_ids"], plain["token_ids"]);
+    assert!(spec["draft_tokens"].as_u64().unwrap() > 0, "{spec}");
+    let rate = spec["acceptance_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&rate), "{spec}");
+    let full = run(&["--draft", dir.to_str().unwrap(), "--spec-k", "4"]);
+    assert_eq!(full["token_ids"], plain["token_ids"]);
+    assert_eq!(full["acceptance_rate"].as_f64(), Some(1.0), "{full}");
+
+    let err = caramba()
+        .args(["generate", "-q", "--model"])
+        .arg(&dir)
+        .args(["--prompt", "hi", "--draft", "self:layers=5"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains("the target has 2 blocks"), "{err}");
+}
+
+#[test]
+fn smollm2_self_draft_is_exactly_greedy() {
+    let source = match caramba::loader::fetch("smollm2-135m") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipping: SmolLM2-135M could not be fetched ({e})");
+            return;
+        }
+    };
+    let m = caramba::loader::load_source(&source, &LoadOptions::default()).unwrap();
+    let tok = m.tokenizer.as_ref().unwrap();
+    let prompt = tok
+        .encode(
+            "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+            true,
+        )
+        .unwrap();
+    let want = Generator::new(&m.model, m.max_seq_len, DType::F32, &m.device)
+        .generate(&prompt, &cfg(24, SamplingParams::greedy()))
+        .unwrap();
+    for (layers, k) in [(6, 4), (12, 2)] {
+        let mut g = SpeculativeGenerator::new(
+            &m.model,
+            Draft::SelfLayers(layers),
+            spec_cfg(k, true),
+            m.max_seq_len,
+            &m.device,
+            plain,
+        )
+        .unwrap();
+        let (got, _) = g.generate(&prompt, &cfg(24, SamplingParams::greedy())).unwrap();
+        assert_eq!(
+            tok.decode(&got, false).unwrap(),
+            tok.decode(&want, false).unwrap(),
+            "self:layers={layers}, k = {k}: {:?}",
+            g.stats()
+        );
+        assert_eq!(got, want);
+    }
+}

@@ -25,6 +25,9 @@ pub struct CacheArgs {
     /// Rotate keys by an orthogonal Hadamard transform before quantizing (undone on the query side).
     #[arg(long)]
     pub rotate_k: bool,
+    /// Keep the K/V of the first N attention layers in fp16 whatever the storage kind.
+    #[arg(long, default_value_t = 0)]
+    pub fp16_prefix_layers: usize,
 }
 
 impl CacheArgs {
@@ -44,8 +47,17 @@ impl CacheArgs {
     }
 
     fn cache_for(&self, model: &crate::model::LanguageModel) -> Option<crate::model::KvCache> {
-        self.kinds()
-            .map(|k| crate::model::KvCache::quantized(model.n_slots(), k))
+        self.kinds().map(|k| {
+            let mut cache = crate::model::KvCache::quantized(model.n_slots(), k);
+            cache.fp16_prefix_slots = self.fp16_prefix_layers;
+            cache
+        })
+    }
+
+    /// The cache these options describe, or the plain f32 one.
+    pub fn cache_or_plain(&self, model: &crate::model::LanguageModel) -> crate::model::KvCache {
+        self.cache_for(model)
+            .unwrap_or_else(|| crate::model::KvCache::new(model.n_slots(), DType::F32))
     }
 }
 
@@ -67,7 +79,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<LoadedModel, CliError> {
+    pub(crate) fn load(&self) -> Result<LoadedModel, CliError> {
         use candle_core::quantized::GgmlDType;
         let requantize = match self.requantize.to_ascii_lowercase().as_str() {
             "native" | "none" => None,
@@ -126,7 +138,7 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn config(&self, tok: &TextTokenizer) -> GenerateConfig {
+    pub(super) fn config(&self, tok: &TextTokenizer) -> GenerateConfig {
         GenerateConfig {
             max_new_tokens: self.max_new_tokens,
             sampling: SamplingParams {
@@ -153,6 +165,8 @@ pub struct GenerateArgs {
     pub prompt: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: super::speculative_cmd::SpecArgs,
     /// Print one JSON object (text, token ids, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -194,6 +208,10 @@ pub struct PerplexityArgs {
     /// Evaluate at most this many windows.
     #[arg(long)]
     pub max_blocks: Option<usize>,
+    /// Also compare the cache with one stored as this kind (e.g. fp16): Δnll, perplexity ratio
+    /// and mean KL(baseline ‖ cache) of the next-token distributions.
+    #[arg(long)]
+    pub kl_baseline: Option<crate::cache::CacheKind>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -217,7 +235,7 @@ fn tokenizer(loaded: &LoadedModel) -> Result<&TextTokenizer, CliError> {
 }
 
 /// Write to stdout; a closed pipe (`| head`) ends the command quietly.
-fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
+pub(super) fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
@@ -225,7 +243,7 @@ fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> CliError {
+pub(super) fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::failed(miette::miette!("{e}"))
 }
 
@@ -239,6 +257,9 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
             needed: prompt.len() + 1,
             max: loaded.max_seq_len,
         }));
+    }
+    if let Some(draft) = &args.spec.draft {
+        return super::speculative_cmd::generate(args, draft, &loaded, tok, &prompt);
     }
     let cfg = args.sampling.config(tok);
     let pad = tok.eos_token_ids.first().copied().unwrap_or(0);
@@ -399,9 +420,38 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
         args.cache.kinds(),
     )
     .map_err(failed)?;
+    let quality = match (args.kl_baseline, args.cache.kinds()) {
+        (Some(base), Some(_)) => Some(
+            super::cache_quality::compare_caches(
+                &loaded.model,
+                &tokens,
+                args.block_size.min(loaded.max_seq_len),
+                args.max_blocks,
+                &loaded.device,
+                &|| {
+                    crate::model::KvCache::quantized(
+                        loaded.model.n_slots(),
+                        crate::model::QuantKinds::uniform(base),
+                    )
+                },
+                &|| args.cache.cache_or_plain(&loaded.model),
+            )
+            .map_err(failed)?,
+        ),
+        (Some(_), None) => {
+            return Err(CliError::usage(miette::miette!(
+                help = "add --cache-kind (or --k-cache / --v-cache) to name the cache to compare",
+                "--kl-baseline needs a cache to compare with the baseline"
+            )));
+        }
+        _ => None,
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut v = serde_json::to_value(result).map_err(failed)?;
+        if let Some(q) = quality {
+            v["vs_baseline"] = serde_json::to_value(q).map_err(failed)?;
+        }
         v["model"] = serde_json::json!(loaded.path);
         v["data"] = serde_json::json!(args.data);
         v["block_size"] = serde_json::json!(args.block_size);
@@ -424,6 +474,15 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
                 (result.tokens + result.blocks) as f64 / result.seconds.max(1e-9)
             ),
         )?;
+        if let Some(q) = quality {
+            emit(
+                &mut out,
+                &format!(
+                    "vs baseline: delta_nll {:+.6} ppl_ratio {:.5} mean_kl {:.6} max_kl {:.4}\n",
+                    q.delta_nll, q.ppl_ratio, q.mean_kl, q.max_kl
+                ),
+            )?;
+        }
     }
     Ok(())
 }

@@ -2,12 +2,14 @@
 //! incremental detokenization with stop strings, chat templates, and the commands built on them
 //! (`caramba generate`, `chat`, `bench perplexity`).
 
+pub mod cache_quality;
 pub mod chat_template;
 pub mod commands;
 pub mod generator;
 pub mod perplexity;
 pub mod sampler;
 pub mod speculative;
+pub mod speculative_cmd;
 pub mod text_stream;
 
 pub use chat_template::{ChatTemplate, Message, TemplateError};
