@@ -13,9 +13,10 @@ use crate::loader::{LoadOptions, LoadedModel, TextTokenizer, fetch, load};
 /// KV cache storage options of `generate`, `chat` and `bench perplexity`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CacheArgs {
-    /// KV cache storage for K and V: fp32, fp16, bf16, q8_0, q4_0, nf4. Default: the plain f32 cache.
+    /// KV cache storage for K and V: fp32, fp16, bf16, q8_0, q4_0, nf4, or `auto` (measured: see
+    /// docs/inference.md). Default: the plain f32 cache.
     #[arg(long)]
-    pub cache_kind: Option<crate::cache::CacheKind>,
+    pub cache_kind: Option<super::cache_policy::CacheKindArg>,
     /// Storage of keys only (overrides --cache-kind for K).
     #[arg(long)]
     pub k_cache: Option<crate::cache::CacheKind>,
@@ -28,6 +29,8 @@ pub struct CacheArgs {
     /// Keep the K/V of the first N attention layers in fp16 whatever the storage kind.
     #[arg(long, default_value_t = 0)]
     pub fp16_prefix_layers: usize,
+    #[command(flatten)]
+    pub auto: super::cache_policy::AutoCacheArgs,
 }
 
 impl CacheArgs {
@@ -37,7 +40,10 @@ impl CacheArgs {
         if self.cache_kind.is_none() && self.k_cache.is_none() && self.v_cache.is_none() && !self.rotate_k {
             return None;
         }
-        let base = self.cache_kind.unwrap_or(CacheKind::Fp16);
+        let base = match self.cache_kind {
+            Some(super::cache_policy::CacheKindArg::Kind(k)) => k,
+            _ => CacheKind::Fp16,
+        };
         Some(crate::model::QuantKinds {
             k: self.k_cache.unwrap_or(base),
             v: self.v_cache.unwrap_or(base),
@@ -262,10 +268,11 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
         return super::speculative_cmd::generate(args, draft, &loaded, tok, &prompt);
     }
     let cfg = args.sampling.config(tok);
+    let cache_args = super::cache_policy::resolve(&args.cache, &loaded)?;
     let pad = tok.eos_token_ids.first().copied().unwrap_or(0);
     let mut generator =
         Generator::new(&loaded.model, loaded.max_seq_len, DType::F32, &loaded.device).with_pad_id(pad);
-    if let Some(cache) = args.cache.cache_for(&loaded.model) {
+    if let Some(cache) = cache_args.cache_for(&loaded.model) {
         generator = generator.with_cache(cache);
     }
     let mut text = TextStream::new(tok, args.sampling.stop.clone());
@@ -336,8 +343,9 @@ pub fn chat(args: &ChatArgs) -> Result<(), CliError> {
     )
     .map_err(CliError::usage)?;
     let cfg = args.sampling.config(tok);
+    let cache_args = super::cache_policy::resolve(&args.cache, &loaded)?;
     let mut generator = Generator::new(&loaded.model, loaded.max_seq_len, DType::F32, &loaded.device);
-    if let Some(cache) = args.cache.cache_for(&loaded.model) {
+    if let Some(cache) = cache_args.cache_for(&loaded.model) {
         generator = generator.with_cache(cache);
     }
     let opening: Vec<Message> = args
@@ -411,16 +419,18 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
     let BenchCommand::Perplexity(args) = cmd;
     let loaded = args.model.load()?;
     let tokens = read_tokens(&args.data, &loaded)?;
+    let cache_args = super::cache_policy::resolve(&args.cache, &loaded)?;
+    let cache_args = &cache_args;
     let result = super::perplexity::perplexity_through_cache(
         &loaded.model,
         &tokens,
         args.block_size.min(loaded.max_seq_len),
         args.max_blocks,
         &loaded.device,
-        args.cache.kinds(),
+        cache_args.kinds(),
     )
     .map_err(failed)?;
-    let quality = match (args.kl_baseline, args.cache.kinds()) {
+    let quality = match (args.kl_baseline, cache_args.kinds()) {
         (Some(base), Some(_)) => Some(
             super::cache_quality::compare_caches(
                 &loaded.model,
@@ -434,7 +444,7 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
                         crate::model::QuantKinds::uniform(base),
                     )
                 },
-                &|| args.cache.cache_or_plain(&loaded.model),
+                &|| cache_args.cache_or_plain(&loaded.model),
             )
             .map_err(failed)?,
         ),

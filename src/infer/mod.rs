@@ -2,6 +2,7 @@
 //! incremental detokenization with stop strings, chat templates, and the commands built on them
 //! (`caramba generate`, `chat`, `bench perplexity`).
 
+pub mod cache_policy;
 pub mod cache_quality;
 pub mod chat_template;
 pub mod commands;

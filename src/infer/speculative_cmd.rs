@@ -56,7 +56,7 @@ pub(super) fn generate(
         min_acceptance: args.spec.spec_min_accept,
         ..SpeculativeConfig::default()
     };
-    let cache_args: &CacheArgs = &args.cache;
+    let cache_args: &CacheArgs = &super::cache_policy::resolve(&args.cache, loaded)?;
     let mut generator = SpeculativeGenerator::new(
         &loaded.model,
         draft,
