@@ -13,9 +13,10 @@ use crate::loader::{LoadOptions, LoadedModel, TextTokenizer, fetch, load};
 /// KV cache storage options of `generate`, `chat` and `bench perplexity`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CacheArgs {
-    /// KV cache storage for K and V: fp32, fp16, bf16, q8_0, q4_0, nf4. Default: the plain f32 cache.
+    /// KV cache storage for K and V: fp32, fp16, bf16, q8_0, q4_0, nf4, or `auto` (measured: see
+    /// docs/inference.md). Default: the plain f32 cache.
     #[arg(long)]
-    pub cache_kind: Option<crate::cache::CacheKind>,
+    pub cache_kind: Option<super::cache_policy::CacheKindArg>,
     /// Storage of keys only (overrides --cache-kind for K).
     #[arg(long)]
     pub k_cache: Option<crate::cache::CacheKind>,
@@ -25,6 +26,11 @@ pub struct CacheArgs {
     /// Rotate keys by an orthogonal Hadamard transform before quantizing (undone on the query side).
     #[arg(long)]
     pub rotate_k: bool,
+    /// Keep the K/V of the first N attention layers in fp16 whatever the storage kind.
+    #[arg(long, default_value_t = 0)]
+    pub fp16_prefix_layers: usize,
+    #[command(flatten)]
+    pub auto: super::cache_policy::AutoCacheArgs,
 }
 
 impl CacheArgs {
@@ -34,7 +40,10 @@ impl CacheArgs {
         if self.cache_kind.is_none() && self.k_cache.is_none() && self.v_cache.is_none() && !self.rotate_k {
             return None;
         }
-        let base = self.cache_kind.unwrap_or(CacheKind::Fp16);
+        let base = match self.cache_kind {
+            Some(super::cache_policy::CacheKindArg::Kind(k)) => k,
+            _ => CacheKind::Fp16,
+        };
         Some(crate::model::QuantKinds {
             k: self.k_cache.unwrap_or(base),
             v: self.v_cache.unwrap_or(base),
@@ -44,8 +53,17 @@ impl CacheArgs {
     }
 
     fn cache_for(&self, model: &crate::model::LanguageModel) -> Option<crate::model::KvCache> {
-        self.kinds()
-            .map(|k| crate::model::KvCache::quantized(model.n_slots(), k))
+        self.kinds().map(|k| {
+            let mut cache = crate::model::KvCache::quantized(model.n_slots(), k);
+            cache.fp16_prefix_slots = self.fp16_prefix_layers;
+            cache
+        })
+    }
+
+    /// The cache these options describe, or the plain f32 one.
+    pub fn cache_or_plain(&self, model: &crate::model::LanguageModel) -> crate::model::KvCache {
+        self.cache_for(model)
+            .unwrap_or_else(|| crate::model::KvCache::new(model.n_slots(), DType::F32))
     }
 }
 
@@ -133,7 +151,7 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn config(&self, tok: &TextTokenizer) -> GenerateConfig {
+    pub(super) fn config(&self, tok: &TextTokenizer) -> GenerateConfig {
         GenerateConfig {
             max_new_tokens: self.max_new_tokens,
             sampling: SamplingParams {
@@ -160,6 +178,8 @@ pub struct GenerateArgs {
     pub prompt: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: super::speculative_cmd::SpecArgs,
     /// Print one JSON object (text, token ids, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +221,10 @@ pub struct PerplexityArgs {
     /// Evaluate at most this many windows.
     #[arg(long)]
     pub max_blocks: Option<usize>,
+    /// Also compare the cache with one stored as this kind (e.g. fp16): Δnll, perplexity ratio
+    /// and mean KL(baseline ‖ cache) of the next-token distributions.
+    #[arg(long)]
+    pub kl_baseline: Option<crate::cache::CacheKind>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -224,7 +248,7 @@ fn tokenizer(loaded: &LoadedModel) -> Result<&TextTokenizer, CliError> {
 }
 
 /// Write to stdout; a closed pipe (`| head`) ends the command quietly.
-fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
+pub(super) fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
@@ -232,7 +256,7 @@ fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> CliError {
+pub(super) fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::failed(miette::miette!("{e}"))
 }
 
@@ -247,11 +271,15 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
             max: loaded.max_seq_len,
         }));
     }
+    if let Some(draft) = &args.spec.draft {
+        return super::speculative_cmd::generate(args, draft, &loaded, tok, &prompt);
+    }
     let cfg = args.sampling.config(tok);
+    let cache_args = super::cache_policy::resolve(&args.cache, &loaded)?;
     let pad = tok.eos_token_ids.first().copied().unwrap_or(0);
     let mut generator =
         Generator::new(&loaded.model, loaded.max_seq_len, loaded.dtype, &loaded.device).with_pad_id(pad);
-    if let Some(cache) = args.cache.cache_for(&loaded.model) {
+    if let Some(cache) = cache_args.cache_for(&loaded.model) {
         generator = generator.with_cache(cache);
     }
     let mut text = TextStream::new(tok, args.sampling.stop.clone());
@@ -322,8 +350,9 @@ pub fn chat(args: &ChatArgs) -> Result<(), CliError> {
     )
     .map_err(CliError::usage)?;
     let cfg = args.sampling.config(tok);
+    let cache_args = super::cache_policy::resolve(&args.cache, &loaded)?;
     let mut generator = Generator::new(&loaded.model, loaded.max_seq_len, loaded.dtype, &loaded.device);
-    if let Some(cache) = args.cache.cache_for(&loaded.model) {
+    if let Some(cache) = cache_args.cache_for(&loaded.model) {
         generator = generator.with_cache(cache);
     }
     let opening: Vec<Message> = args
@@ -397,18 +426,49 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
     let BenchCommand::Perplexity(args) = cmd;
     let loaded = args.model.load()?;
     let tokens = read_tokens(&args.data, &loaded)?;
+    let cache_args = super::cache_policy::resolve(&args.cache, &loaded)?;
+    let cache_args = &cache_args;
     let result = super::perplexity::perplexity_through_cache(
         &loaded.model,
         &tokens,
         args.block_size.min(loaded.max_seq_len),
         args.max_blocks,
         &loaded.device,
-        args.cache.kinds(),
+        cache_args.kinds(),
     )
     .map_err(failed)?;
+    let quality = match (args.kl_baseline, cache_args.kinds()) {
+        (Some(base), Some(_)) => Some(
+            super::cache_quality::compare_caches(
+                &loaded.model,
+                &tokens,
+                args.block_size.min(loaded.max_seq_len),
+                args.max_blocks,
+                &loaded.device,
+                &|| {
+                    crate::model::KvCache::quantized(
+                        loaded.model.n_slots(),
+                        crate::model::QuantKinds::uniform(base),
+                    )
+                },
+                &|| cache_args.cache_or_plain(&loaded.model),
+            )
+            .map_err(failed)?,
+        ),
+        (Some(_), None) => {
+            return Err(CliError::usage(miette::miette!(
+                help = "add --cache-kind (or --k-cache / --v-cache) to name the cache to compare",
+                "--kl-baseline needs a cache to compare with the baseline"
+            )));
+        }
+        _ => None,
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut v = serde_json::to_value(result).map_err(failed)?;
+        if let Some(q) = quality {
+            v["vs_baseline"] = serde_json::to_value(q).map_err(failed)?;
+        }
         v["model"] = serde_json::json!(loaded.path);
         v["data"] = serde_json::json!(args.data);
         v["block_size"] = serde_json::json!(args.block_size);
@@ -431,6 +491,15 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
                 (result.tokens + result.blocks) as f64 / result.seconds.max(1e-9)
             ),
         )?;
+        if let Some(q) = quality {
+            emit(
+                &mut out,
+                &format!(
+                    "vs baseline: delta_nll {:+.6} ppl_ratio {:.5} mean_kl {:.6} max_kl {:.4}\n",
+                    q.delta_nll, q.ppl_ratio, q.mean_kl, q.max_kl
+                ),
+            )?;
+        }
     }
     Ok(())
 }

@@ -96,6 +96,9 @@ pub struct KvCache {
     /// Quantized storage: when set, attention layers keep K/V in one [`QuantKvStore`] per slot
     /// (created on first use with the layer's shapes) and attend over the stored rows directly.
     pub quant: Option<QuantKinds>,
+    /// With `quant`: the first this many slots store K/V as fp16 whatever `quant` says
+    /// (`--fp16-prefix-layers`; early layers are the most sensitive to key error). Default: 0.
+    pub fp16_prefix_slots: usize,
     stores: Vec<Option<QuantKvStore>>,
 }
 
@@ -128,6 +131,7 @@ impl KvCache {
             dtype,
             left_pad: Vec::new(),
             quant: None,
+            fp16_prefix_slots: 0,
             stores: (0..n_slots).map(|_| None).collect(),
         }
     }
@@ -154,7 +158,14 @@ impl KvCache {
             .get_mut(slot)
             .ok_or_else(|| candle_core::Error::Msg(format!("no KV cache slot {slot}")))?;
         if cell.is_none() {
-            *cell = Some(QuantKvStore::new(spec()).map_err(candle_core::Error::wrap)?);
+            let mut spec = spec();
+            if slot < self.fp16_prefix_slots {
+                for seg in spec.k.segments.iter_mut().chain(spec.v.segments.iter_mut()) {
+                    seg.kind = CacheKind::Fp16;
+                }
+                spec.rotate_k = false;
+            }
+            *cell = Some(QuantKvStore::new(spec).map_err(candle_core::Error::wrap)?);
         }
         Ok(cell.as_mut().expect("filled above"))
     }
@@ -213,6 +224,19 @@ impl KvCache {
                 .try_for_each(|s| s.truncate(len).map_err(candle_core::Error::wrap));
         }
         self.layers.iter_mut().try_for_each(|l| l.truncate(len))
+    }
+
+    /// Keep at most `len` positions in every slot; slots already shorter are left as they are.
+    /// Speculative decoding needs it: a self-draft advances only the slots of its first layers.
+    pub fn truncate_each(&mut self, len: usize) -> Result<()> {
+        for l in self.layers.iter_mut().filter(|l| l.len() > len) {
+            l.truncate(len)?;
+        }
+        self.stores
+            .iter_mut()
+            .flatten()
+            .filter(|s| s.len() > len)
+            .try_for_each(|s| s.truncate(len).map_err(candle_core::Error::wrap))
     }
 
     /// Drop every entry (and the padding).

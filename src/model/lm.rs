@@ -92,6 +92,47 @@ impl LanguageModel {
         self.topology.forward(&xs, ctx)
     }
 
+    /// How many leading children of the top-level stack are blocks (everything before the trailing
+    /// norms / head projection); `None` when the topology is not a stack or has no such tail.
+    pub fn n_blocks(&self) -> Option<usize> {
+        let Node::Sequence(s) = &self.topology else {
+            return None;
+        };
+        let tail = s
+            .children()
+            .iter()
+            .rev()
+            .take_while(|(_, n)| is_head_node(n))
+            .count();
+        (tail > 0).then(|| s.children().len() - tail)
+    }
+
+    /// Token ids (b, t) → the output (b, t, d) of the first `n_blocks` blocks followed by the
+    /// stack's tail (final norm, head projection): the self-draft of speculative decoding, which
+    /// shares every weight (and the KV slots of those blocks) with the full model.
+    pub fn forward_hidden_blocks(
+        &self,
+        ids: &Tensor,
+        ctx: &mut ForwardCtx,
+        n_blocks: usize,
+    ) -> Result<Tensor> {
+        let total = self.n_blocks().ok_or_else(|| {
+            candle_core::Error::Msg("the topology is not a stack of blocks ending in a norm".into())
+        })?;
+        if n_blocks == 0 || n_blocks > total {
+            candle_core::bail!("cannot keep {n_blocks} blocks of a model with {total}");
+        }
+        let Node::Sequence(s) = &self.topology else {
+            candle_core::bail!("the topology is not a stack")
+        };
+        let mut xs = self.embed(ids)?;
+        let children = s.children();
+        for (path, child) in children[..n_blocks].iter().chain(&children[total..]) {
+            xs = child.forward_traced(path, &xs, ctx)?;
+        }
+        Ok(xs)
+    }
+
     /// Token ids (b, t) → embeddings (b, t, d_model).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         match &self.embedder {
@@ -132,4 +173,12 @@ impl LanguageModel {
             )
         }
     }
+}
+
+/// Leaves that may end a stack after its blocks: norms and the head projection.
+fn is_head_node(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::RmsNorm(_) | Node::LayerNorm(_) | Node::Linear(_) | Node::Dropout(_)
+    )
 }
