@@ -547,3 +547,42 @@ fn all_problems_are_reported_at_once_in_document_order() {
         ]
     );
 }
+
+#[test]
+fn eval_case_problems_point_at_the_case_field() {
+    let upcycle = |verify: &str| {
+        edit(
+            "    runs:\n      - id: train\n        steps: 10\n",
+            &format!(
+                "    trainer: upcycle\n    teacher: smollm2-135m\n    runs:\n      - id: train\n        steps: 10\n        verify:\n{verify}"
+            ),
+        )
+    };
+    let good = "          - {type: kvcache, min_reduction: 2}\n          - type: eval\n            cases:\n              - {kind: int_greedy, id: a, prompt: \"1+1=\", answer: 2}\n";
+    compile_str(Path::new("t.yml"), &upcycle(good), Format::Yaml).expect("a valid eval check");
+    expect(
+        &upcycle(&good.replace("answer: 2}", "answer: two}")),
+        "targets[0].runs[0].verify[1].cases[0].answer",
+        "invalid type",
+        Some((33, 59)),
+    );
+    let bad_choice = "          - type: eval\n            cases:\n              - {kind: int_greedy, id: a, prompt: p, answer: 1}\n              - {kind: choice_logprob, id: b, prompt: p, choices: [a, b], answer: 2}\n";
+    expect(
+        &upcycle(bad_choice),
+        "targets[0].runs[0].verify[0].cases[1].answer",
+        "not an index of the 2 choices",
+        None,
+    );
+    expect(
+        &upcycle("          - {type: eval, cases: [{kind: greedy, id: a, prompt: p, answer: 1}]}\n"),
+        "targets[0].runs[0].verify[0].cases[0].kind",
+        "unknown case kind `greedy`",
+        None,
+    );
+    expect(
+        &upcycle("          - {type: eval, cases: []}\n"),
+        "targets[0].runs[0].verify[0].cases",
+        "non-empty list",
+        None,
+    );
+}

@@ -308,10 +308,12 @@ impl Validator<'_> {
             (Some(v), true) => {
                 if let Err(e) = crate::upcycle::spec::parse_verify(v) {
                     self.err_help(
-                        &join_key(path, "verify"),
-                        e,
+                        &e.under(&join_key(path, "verify")),
+                        e.message,
                         "checks: {type: compare, attention: {max_mean_l1, max_max_l1}, logits: {…}, fail_fast}, \
-                         {type: fidelity, max_ppl_ratio, max_delta_nll}, {type: kvcache, min_reduction}",
+                         {type: fidelity, max_ppl_ratio, max_delta_nll}, {type: kvcache, min_reduction}, \
+                         {type: eval, cases: [{kind: int_greedy|choice_logprob|exact_match_greedy, id, prompt, \
+                         choices?, answer}], max_new_tokens, chat, thresholds: {min_student_accuracy, max_accuracy_drop}}",
                     );
                 }
             }

@@ -50,6 +50,10 @@ pub struct CheckpointState {
     pub tokens_seen: u64,
     /// Train loss of the last step.
     pub loss: f64,
+    /// Progress a caller keeps beside the step (the upcycle's per-layer blockwise records);
+    /// null for plain training.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
 }
 
 /// A complete checkpoint on disk.

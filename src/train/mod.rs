@@ -20,5 +20,6 @@ pub use optimizer::Optimizer;
 pub use schedule::Schedule;
 pub use spec::{OptimizerKind, ScheduleKind, TrainSpec};
 pub use trainer::{
-    TrainOptions, TrainSummary, Trainer, fingerprint, lm_loss, parse_device, parse_dtype, run,
+    LossFn, TrainOptions, TrainSummary, Trainer, fingerprint, interrupt_requested, lm_loss, parse_device,
+    parse_dtype, run, watch_ctrlc,
 };

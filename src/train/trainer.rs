@@ -48,6 +48,11 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) after this many completed steps, though the schedule spans
     /// `steps`; a later call resumes. Default: none.
     pub stop_after: Option<usize>,
+    /// Train only the parameters whose names start with one of these prefixes; the others stay
+    /// as they are and the optimizer holds no state for them. `None`: every parameter (buffers
+    /// never train). Build the model over detached copies of the frozen ones so that backward
+    /// skips their gradients too. Default: none.
+    pub train_only: Option<Vec<String>>,
 }
 
 impl TrainOptions {
@@ -66,6 +71,7 @@ impl TrainOptions {
             fresh: false,
             fingerprint: fingerprint(model, spec),
             stop_after: None,
+            train_only: None,
         }
     }
 }
@@ -143,6 +149,9 @@ pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor>
     candle_nn::loss::cross_entropy(&logits, &targets.reshape(b * t)?)
 }
 
+/// A training loss from (input ids (b, t), logits (b, t, vocab), targets (b, t)) to a scalar.
+pub type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor> + 'a>;
+
 /// A model, its variables and a dataset, ready to train.
 pub struct Trainer<'a> {
     model: LanguageModel,
@@ -152,6 +161,7 @@ pub struct Trainer<'a> {
     opts: TrainOptions,
     device: Device,
     interrupt: Arc<AtomicBool>,
+    loss: Option<LossFn<'a>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -212,7 +222,15 @@ impl<'a> Trainer<'a> {
             opts,
             device,
             interrupt: Arc::new(AtomicBool::new(false)),
+            loss: None,
         })
+    }
+
+    /// Train on `loss` instead of next-token cross-entropy (e.g. distillation to a teacher's
+    /// logits computed on the same batch). Eval stays cross-entropy.
+    pub fn with_loss(mut self, loss: LossFn<'a>) -> Self {
+        self.loss = Some(loss);
+        self
     }
 
     /// A flag that, once set, makes the loop checkpoint after the current step and return
@@ -234,14 +252,26 @@ impl<'a> Trainer<'a> {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         let ck_root = run_dir.join("checkpoints");
 
-        let mut optimizer = Optimizer::new(
-            spec,
-            self.vars
-                .named_vars()
-                .into_iter()
-                .filter(|(n, _)| !crate::model::init::is_buffer(n))
-                .collect(),
-        )?;
+        let trains = |name: &str| {
+            !crate::model::init::is_buffer(name)
+                && opts
+                    .train_only
+                    .as_ref()
+                    .is_none_or(|prefixes| prefixes.iter().any(|p| name.starts_with(p.as_str())))
+        };
+        let trainable: Vec<_> = self
+            .vars
+            .named_vars()
+            .into_iter()
+            .filter(|(n, _)| trains(n))
+            .collect();
+        if trainable.is_empty() {
+            return Err(TrainError::BadSpec {
+                field: "train_only",
+                reason: "no parameter matches; nothing would train".into(),
+            });
+        }
+        let mut optimizer = Optimizer::new(spec, trainable)?;
         let mut sampler = BatchSampler::new(seed_for(opts.seed, "data"));
         let mut dropout = ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout"));
         let resumed = if opts.fresh {
@@ -288,7 +318,11 @@ impl<'a> Trainer<'a> {
                     .batch(Split::Train, spec.batch_size, &mut sampler, &self.device)?;
                 let step_loss = {
                     let mut ctx = ForwardCtx::train(&mut dropout);
-                    lm_loss(&self.model.forward(&xs, &mut ctx)?, &ys)?
+                    let logits = self.model.forward(&xs, &mut ctx)?;
+                    match &self.loss {
+                        Some(loss) => loss(&xs, &logits, &ys)?,
+                        None => lm_loss(&logits, &ys)?,
+                    }
                 };
                 let value = f64::from(step_loss.to_scalar::<f32>()?);
                 if !value.is_finite() {
@@ -380,6 +414,7 @@ impl<'a> Trainer<'a> {
                     elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
                     tokens_seen,
                     loss,
+                    extra: serde_json::Value::Null,
                 };
                 // why: all variables, not only the trained ones, so the file is a complete model.
                 let all_vars = self.vars.named_vars();
@@ -466,6 +501,18 @@ impl<'a> Trainer<'a> {
         }
         Ok(sum / n as f64)
     }
+}
+
+/// Install the Ctrl-C handler (once) and clear an earlier request; loops other than
+/// [`Trainer::run`] (the upcycle's blockwise phase) poll [`interrupt_requested`] after each step.
+pub fn watch_ctrlc() {
+    install_ctrlc();
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
+/// Whether Ctrl-C was pressed since [`watch_ctrlc`].
+pub fn interrupt_requested() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 fn install_ctrlc() {

@@ -2,20 +2,27 @@
 //! to make its output match the teacher's on the same tokens. The student's own (already
 //! distilled) prefix feeds the layer; the rest of the model is frozen (detached) and the pass stops
 //! right after the layer. Teacher outputs are computed once for a pool of batches and reused.
+//!
+//! The phase is one sequence of `layers × steps` steps with atomic checkpoints (the trainer's
+//! layout: `checkpoints/step_N/`) every `save_every` steps, at each layer's end and on Ctrl-C. A
+//! checkpoint holds every student variable, the current layer's optimizer moments, the dropout
+//! RNG position and the finished layers' records, so a run killed at any point (SIGKILL included)
+//! resumes at layer `N / steps`, step `N % steps` and ends bit-identical to an uninterrupted one
+//! on CPU. The teacher batches are a pure function of the seed and are recomputed on resume.
 
-use std::collections::HashMap;
+use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::student::Student;
+use super::student::{Student, partially_frozen};
 use super::{DistillLoss, UpcycleError};
 use crate::console::Progress;
-use crate::model::init::is_buffer;
 use crate::model::{ForwardCtx, LanguageModel, ModelSpec, Trace};
-use crate::train::{Optimizer, Schedule, TrainSpec};
+use crate::train::checkpoint::{self, CheckpointState, FORMAT, OPTIMIZER_FILE};
+use crate::train::metrics::{MetricLine, MetricsLog, TrainLine};
+use crate::train::{Optimizer, Schedule, TrainError, TrainSpec};
 
 /// Teacher attention outputs (one per attention slot) for one batch of token ids.
 pub struct TeacherBatch {
@@ -44,13 +51,22 @@ pub fn teacher_outputs(
 }
 
 /// Per-layer record of a blockwise phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockRecord {
     pub slot: usize,
     pub path: String,
     pub initial_loss: f64,
     pub final_loss: f64,
     pub steps: usize,
+}
+
+/// What a blockwise checkpoint keeps beside the step (`state.json`'s `extra`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PhaseProgress {
+    /// Records of the finished layers.
+    layers: Vec<BlockRecord>,
+    /// First loss of the layer in progress (its record's `initial_loss`).
+    current_initial_loss: Option<f64>,
 }
 
 pub fn distance(a: &Tensor, b: &Tensor, loss: DistillLoss) -> candle_core::Result<Tensor> {
@@ -61,83 +77,252 @@ pub fn distance(a: &Tensor, b: &Tensor, loss: DistillLoss) -> candle_core::Resul
     }
 }
 
-/// Distill every surgery slot of `student` for `steps` steps each.
-pub fn distill(
-    student: &Student,
-    spec: &ModelSpec,
-    train: &TrainSpec,
-    steps: usize,
-    loss_kind: DistillLoss,
-    pool: &[TeacherBatch],
-    device: &Device,
-    seed: u64,
-) -> Result<Vec<BlockRecord>, UpcycleError> {
-    let mut records = Vec::new();
-    let progress = Progress::new((student.surgery_slots.len() * steps) as u64, "blockwise");
-    for &slot in &student.surgery_slots {
-        let path = &student.attention_paths[slot];
-        let prefix = format!("{path}.");
-        let all = student.vars.named_vars();
-        let trainable: Vec<(String, Var)> = all
-            .iter()
-            .filter(|(n, _)| n.starts_with(&prefix) && !is_buffer(n))
-            .cloned()
-            .collect();
-        let frozen: HashMap<String, Tensor> = all
-            .iter()
-            .map(|(n, v)| {
-                let t = if n.starts_with(&prefix) && !is_buffer(n) {
-                    v.as_tensor().clone()
-                } else {
-                    v.as_tensor().detach()
-                };
-                (n.clone(), t)
-            })
-            .collect();
-        let model = LanguageModel::build(spec, VarBuilder::from_tensors(frozen, DType::F32, device))?;
-        let mut optimizer = Optimizer::new(train, trainable.clone())?;
-        let schedule = Schedule::new(train, steps);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ slot as u64);
-        let (mut first, mut last) = (f64::NAN, f64::NAN);
-        for step in 0..steps {
-            let batch = &pool[step % pool.len()];
-            let mut trace = Trace::attention_only();
-            let mut ctx = ForwardCtx::train(&mut rng);
-            ctx.trace = Some(&mut trace);
-            ctx.stop_after_slot = Some(slot);
-            model.forward(&batch.ids, &mut ctx)?;
-            let out =
-                trace.entries.last().map(|(_, t)| t.clone()).ok_or_else(|| {
-                    UpcycleError::Mismatch(format!("attention slot {slot} produced no output"))
-                })?;
-            let loss = distance(&out, &batch.outputs[slot], loss_kind)?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
-            if !value.is_finite() {
-                return Err(UpcycleError::NonFinite {
-                    what: format!("blockwise loss of `{path}` at step {step}"),
+/// A blockwise phase: what to distill, how, and where its checkpoints live.
+pub struct Blockwise<'a> {
+    pub student: &'a Student,
+    pub spec: &'a ModelSpec,
+    pub train: &'a TrainSpec,
+    /// Steps per layer.
+    pub steps: usize,
+    pub loss: DistillLoss,
+    pub pool: &'a [TeacherBatch],
+    pub device: &'a Device,
+    pub seed: u64,
+    /// Holds `metrics.jsonl` (one line per step, `step` counted over all layers) and `checkpoints/`.
+    pub run_dir: &'a Path,
+    /// Identifies teacher, student, recipe and data; a checkpoint with another one is refused.
+    pub fingerprint: String,
+    /// Discard existing checkpoints instead of resuming.
+    pub fresh: bool,
+}
+
+/// What a blockwise phase did (this call).
+#[derive(Debug, Clone)]
+pub struct BlockwiseOutcome {
+    pub layers: Vec<BlockRecord>,
+    /// The step (over all layers) this call resumed from.
+    pub resumed_from: Option<usize>,
+}
+
+impl Blockwise<'_> {
+    /// Distill every surgery slot for `steps` steps each, resuming from the newest complete
+    /// checkpoint in `run_dir` (a finished phase only reloads its weights).
+    pub fn run(&self) -> Result<BlockwiseOutcome, UpcycleError> {
+        let slots = &self.student.surgery_slots;
+        let steps = self.steps;
+        let total = slots.len() * steps;
+        let ck_root = self.run_dir.join("checkpoints");
+        std::fs::create_dir_all(self.run_dir).map_err(|e| TrainError::io(self.run_dir, e))?;
+        crate::train::watch_ctrlc();
+        let resumed = self.resume(&ck_root)?;
+        let (start, mut progress_state, word_pos) = match &resumed {
+            Some(ck) => {
+                let p: PhaseProgress =
+                    serde_json::from_value(ck.state.extra.clone()).map_err(|e| TrainError::Checkpoint {
+                        dir: ck.dir.clone(),
+                        reason: format!("blockwise progress in state.json: {e}"),
+                    })?;
+                (ck.state.step, p, ck.state.dropout_word_pos)
+            }
+            None => (0, PhaseProgress::default(), 0),
+        };
+        if let Some(ck) = &resumed {
+            if start >= total {
+                tracing::info!(run_dir = %self.run_dir.display(), steps = total, "blockwise phase already done; weights reloaded");
+                return Ok(BlockwiseOutcome {
+                    layers: progress_state.layers,
+                    resumed_from: Some(start),
                 });
             }
-            if step == 0 {
-                first = value;
-            }
-            last = value;
-            let grads = loss.backward()?;
-            let g: Vec<Option<Tensor>> = trainable
-                .iter()
-                .map(|(_, v)| grads.get(v.as_tensor()).cloned())
-                .collect();
-            optimizer.step(&g, schedule.lr(step))?;
-            progress.inc(1);
-            progress.set_message(&format!("layer {slot} loss {value:.4}"));
+            tracing::info!(
+                "resuming blockwise from step {start} of {total} (layer {} of {}, step {} of {steps}) ({})",
+                start / steps.max(1) + 1,
+                slots.len(),
+                start % steps.max(1),
+                ck.dir.display()
+            );
         }
-        tracing::info!(layer = slot, path = %path, initial = format!("{first:.4}"), last = format!("{last:.4}"), "distilled");
-        records.push(BlockRecord {
-            slot,
-            path: path.clone(),
-            initial_loss: first,
-            final_loss: last,
-            steps,
-        });
+        let mut metrics = MetricsLog::open(self.run_dir, resumed.as_ref().map(|c| c.state.step))?;
+        let bar = Progress::new(total as u64, "blockwise");
+        bar.set_position(start as u64);
+        let t0 = std::time::Instant::now();
+        let elapsed_before = resumed.as_ref().map_or(0.0, |c| c.state.elapsed_s);
+        let tokens_per_step = self.pool.first().map_or(0, |b| b.ids.elem_count()) as u64;
+        let mut tokens_seen = resumed.as_ref().map_or(0, |c| c.state.tokens_seen);
+        for (block, &slot) in slots.iter().enumerate() {
+            let block_start = block * steps;
+            if block_start + steps <= start {
+                continue;
+            }
+            let first_step = start.saturating_sub(block_start);
+            let path = &self.student.attention_paths[slot];
+            let prefix = format!("{path}.");
+            let (model, trainable) = partially_frozen(
+                self.spec,
+                &self.student.vars,
+                |n| n.starts_with(&prefix),
+                self.device,
+            )?;
+            let mut optimizer = Optimizer::new(self.train, trainable)?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ slot as u64);
+            if first_step > 0 {
+                // A mid-layer checkpoint: its optimizer state is this layer's.
+                let ck = resumed.as_ref().expect("first_step > 0 only when resuming");
+                optimizer
+                    .load(&ck.dir.join(OPTIMIZER_FILE))
+                    .map_err(|e| TrainError::Checkpoint {
+                        dir: ck.dir.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if optimizer.steps() != first_step {
+                    return Err(TrainError::Checkpoint {
+                        dir: ck.dir.clone(),
+                        reason: format!(
+                            "optimizer state is at step {} of layer {slot}, the checkpoint at {first_step}",
+                            optimizer.steps()
+                        ),
+                    }
+                    .into());
+                }
+                rng.set_word_pos(word_pos);
+            } else {
+                progress_state.current_initial_loss = None;
+            }
+            let schedule = Schedule::new(self.train, steps);
+            for step in first_step..steps {
+                let step_start = std::time::Instant::now();
+                let batch = &self.pool[step % self.pool.len()];
+                let mut trace = Trace::attention_only();
+                let mut ctx = ForwardCtx::train(&mut rng);
+                ctx.trace = Some(&mut trace);
+                ctx.stop_after_slot = Some(slot);
+                model.forward(&batch.ids, &mut ctx)?;
+                let out = trace.entries.last().map(|(_, t)| t.clone()).ok_or_else(|| {
+                    UpcycleError::Mismatch(format!("attention slot {slot} produced no output"))
+                })?;
+                let loss = distance(&out, &batch.outputs[slot], self.loss)?;
+                let value = f64::from(loss.to_scalar::<f32>()?);
+                if !value.is_finite() {
+                    return Err(UpcycleError::NonFinite {
+                        what: format!("blockwise loss of `{path}` at step {step}"),
+                    });
+                }
+                progress_state.current_initial_loss.get_or_insert(value);
+                let grads = loss.backward()?;
+                let mut g: Vec<Option<Tensor>> = optimizer
+                    .vars()
+                    .iter()
+                    .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+                    .collect();
+                let grad_norm = crate::train::clip::clip_grad_norm(&mut g, self.train.grad_clip)?;
+                if !grad_norm.is_finite() {
+                    return Err(UpcycleError::NonFinite {
+                        what: format!("blockwise gradient norm of `{path}` at step {step}"),
+                    });
+                }
+                let lr = schedule.lr(step);
+                optimizer.step(&g, lr)?;
+                let done = block_start + step + 1;
+                tokens_seen += tokens_per_step;
+                let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
+                metrics.write(&MetricLine::Train(TrainLine {
+                    step: done,
+                    loss: value,
+                    lr,
+                    grad_norm,
+                    tokens_per_sec: tokens_per_step as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+                    elapsed_s: elapsed,
+                }))?;
+                bar.inc(1);
+                bar.set_message(&format!("layer {slot} loss {value:.4}"));
+                let layer_done = step + 1 == steps;
+                if layer_done {
+                    tracing::info!(layer = slot, path = %path, initial = format!("{:.4}", progress_state.current_initial_loss.unwrap_or(f64::NAN)), last = format!("{value:.4}"), "distilled");
+                    progress_state.layers.push(BlockRecord {
+                        slot,
+                        path: path.clone(),
+                        initial_loss: progress_state.current_initial_loss.take().unwrap_or(f64::NAN),
+                        final_loss: value,
+                        steps,
+                    });
+                }
+                let interrupted = crate::train::interrupt_requested();
+                let save_every = self.train.save_every.unwrap_or(100);
+                if layer_done || interrupted || (save_every > 0 && done % save_every == 0) {
+                    let state = CheckpointState {
+                        format: FORMAT,
+                        step: done,
+                        total_steps: total,
+                        seed: self.seed,
+                        fingerprint: self.fingerprint.clone(),
+                        optimizer: optimizer.kind().into(),
+                        data: crate::data::SamplerState {
+                            seed: self.seed,
+                            word_pos: 0,
+                        },
+                        dropout_word_pos: rng.get_word_pos(),
+                        elapsed_s: elapsed,
+                        tokens_seen,
+                        loss: value,
+                        extra: serde_json::to_value(&progress_state)
+                            .map_err(|e| UpcycleError::Mismatch(e.to_string()))?,
+                    };
+                    let dir = checkpoint::save(
+                        &ck_root,
+                        &state,
+                        &self.student.vars.named_vars(),
+                        &optimizer,
+                        self.train.keep_checkpoints,
+                    )?;
+                    tracing::debug!("checkpoint {}", dir.display());
+                    if interrupted {
+                        return Err(TrainError::Interrupted {
+                            step: done,
+                            checkpoint: dir,
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        Ok(BlockwiseOutcome {
+            layers: progress_state.layers,
+            resumed_from: resumed.map(|c| c.state.step),
+        })
     }
-    Ok(records)
+
+    /// The newest complete checkpoint, loaded into the student (or none: a fresh start).
+    fn resume(&self, ck_root: &Path) -> Result<Option<checkpoint::Checkpoint>, UpcycleError> {
+        if self.fresh {
+            if ck_root.exists() {
+                tracing::warn!("--fresh: removing old checkpoints in {}", ck_root.display());
+                std::fs::remove_dir_all(ck_root).map_err(|e| TrainError::io(ck_root, e))?;
+            }
+            return Ok(None);
+        }
+        let Some(ck) = checkpoint::latest_complete(ck_root) else {
+            return Ok(None);
+        };
+        if ck.state.fingerprint != self.fingerprint {
+            return Err(TrainError::FingerprintMismatch {
+                dir: ck.dir.clone(),
+                found: ck.state.fingerprint.clone(),
+                expected: self.fingerprint.clone(),
+            }
+            .into());
+        }
+        if ck.state.total_steps != self.student.surgery_slots.len() * self.steps {
+            return Err(TrainError::Checkpoint {
+                dir: ck.dir.clone(),
+                reason: format!(
+                    "planned for {} steps, this phase has {}",
+                    ck.state.total_steps,
+                    self.student.surgery_slots.len() * self.steps
+                ),
+            }
+            .into());
+        }
+        ck.load_model(&self.student.vars)?;
+        Ok(Some(ck))
+    }
 }

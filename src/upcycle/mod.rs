@@ -4,6 +4,8 @@
 
 pub mod artifacts;
 pub mod blockwise;
+pub mod eval_cases;
+pub mod global;
 pub mod pairing;
 pub mod runner;
 pub mod spec;

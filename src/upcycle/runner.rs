@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::blockwise::{BlockRecord, distill, teacher_outputs};
+use super::blockwise::{BlockRecord, Blockwise, teacher_outputs};
+use super::eval_cases::{EvalOptions, EvalReport, score_cases};
+use super::global::{GlobalLoss, TrainParams, global_loss};
 use super::spec::{VerifySpec, parse_verify};
-use super::student::{Student, build_student};
+use super::student::{Student, build_student, partially_frozen};
 use super::teacher::{Teacher, load_teacher};
 use super::verify::{Verification, verify};
 use super::{Phase, UpcycleError};
@@ -28,11 +30,16 @@ enum PhaseRecord {
         run_id: String,
         steps_per_layer: usize,
         layers: Vec<BlockRecord>,
+        /// The step (over all layers) this invocation resumed from.
+        resumed_from: Option<usize>,
         wall_time_s: f64,
     },
     Global {
         run_id: String,
         steps: usize,
+        distill_loss: GlobalLoss,
+        params: TrainParams,
+        resumed_from: Option<usize>,
         final_loss: f64,
         val_loss: Option<f64>,
         tokens_per_sec: f64,
@@ -132,6 +139,7 @@ pub fn run_upcycle(
     let mut phases = Vec::new();
     let mut checks = Vec::new();
     let mut pool = None;
+    let mut teacher_evals: HashMap<String, EvalReport> = HashMap::new();
     // A global phase with a checkpoint resumes from it (the student's weights live there), so
     // redoing the blockwise phases before it would be thrown away.
     let resumable_global = !fresh
@@ -167,32 +175,83 @@ pub fn run_upcycle(
                     pool = Some(teacher_outputs(&teacher.loaded.model, ids)?);
                 }
                 let pool = pool.as_ref().expect("filled above");
-                let layers = distill(
-                    &student,
-                    &target.model,
-                    &train,
-                    run.steps,
-                    cfg.distill_loss,
+                let outcome = Blockwise {
+                    student: &student,
+                    spec: &target.model,
+                    train: &train,
+                    steps: run.steps,
+                    loss: cfg.distill_loss,
                     pool,
-                    &device,
-                    run.seed,
-                )?;
+                    device: &device,
+                    seed: run.seed,
+                    run_dir: &dir.root,
+                    fingerprint: run_fingerprint(
+                        &target.model,
+                        &train,
+                        teacher_src,
+                        cfg,
+                        &data_spec,
+                        run.steps,
+                    ),
+                    fresh,
+                }
+                .run()?;
                 phases.push(PhaseRecord::Blockwise {
                     run_id: run.id.clone(),
                     steps_per_layer: run.steps,
-                    layers,
+                    layers: outcome.layers,
+                    resumed_from: outcome.resumed_from,
                     wall_time_s: started.elapsed().as_secs_f64(),
                 });
             }
             Phase::Global => {
-                let model =
-                    LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
+                let g = &cfg.global;
+                if !(g.temperature.is_finite() && g.temperature > 0.0) {
+                    return Err(UpcycleError::Mismatch(format!(
+                        "upcycle.global.temperature must be a positive number, not {}",
+                        g.temperature
+                    )));
+                }
+                let train_only: Option<Vec<String>> = (g.params == TrainParams::Attention)
+                    .then(|| student.attention_paths.iter().map(|p| format!("{p}.")).collect());
+                let model = match &train_only {
+                    Some(prefixes) => {
+                        partially_frozen(
+                            &target.model,
+                            &student.vars,
+                            |n| prefixes.iter().any(|p| n.starts_with(p.as_str())),
+                            &device,
+                        )?
+                        .0
+                    }
+                    None => {
+                        LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?
+                    }
+                };
                 let mut opts = TrainOptions::new(&target.model, &train, run.steps, run.seed, &dir.root);
                 opts.fresh = fresh;
-                let summary = Trainer::new(model, student.vars.clone(), &train, data, opts)?.run()?;
+                opts.train_only = train_only;
+                // why: the loss and the trained set change the weights, so they are part of the recipe.
+                opts.fingerprint =
+                    run_fingerprint(&target.model, &train, teacher_src, cfg, &data_spec, run.steps);
+                let mut trainer = Trainer::new(model, student.vars.clone(), &train, data, opts)?;
+                if g.distill_loss == GlobalLoss::Kl {
+                    let t = &teacher.loaded.model;
+                    trainer =
+                        trainer.with_loss(Box::new(move |xs: &Tensor, logits: &Tensor, ys: &Tensor| {
+                            global_loss(g, t, xs, logits, ys)
+                        }));
+                }
+                let summary = trainer.run()?;
+                if summary.resumed_from == Some(summary.steps) {
+                    tracing::info!(run = %run.id, steps = summary.steps, "global phase already done; weights reloaded");
+                }
                 phases.push(PhaseRecord::Global {
                     run_id: run.id.clone(),
                     steps: summary.steps,
+                    distill_loss: g.distill_loss,
+                    params: g.params,
+                    resumed_from: summary.resumed_from,
                     final_loss: summary.final_loss,
                     val_loss: summary.val_loss,
                     tokens_per_sec: summary.tokens_per_sec,
@@ -206,7 +265,7 @@ pub fn run_upcycle(
                 .iter()
                 .map(parse_verify)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(UpcycleError::Mismatch)?
+                .map_err(|e| UpcycleError::Mismatch(e.to_string()))?
                 .into_iter()
                 .flatten()
                 .collect();
@@ -219,7 +278,42 @@ pub fn run_upcycle(
                 &held_out,
             )?;
             for spec in &specs {
-                let result = check(&run.id, spec, &v);
+                let eval = match spec {
+                    VerifySpec::Eval {
+                        cases,
+                        max_new_tokens,
+                        chat,
+                        ..
+                    } => {
+                        let opts = EvalOptions {
+                            max_new_tokens: *max_new_tokens,
+                            chat: *chat,
+                        };
+                        let tok = teacher.loaded.tokenizer.as_ref().ok_or_else(|| {
+                            UpcycleError::Mismatch(
+                                "an eval check needs the teacher's tokenizer; this teacher has none".into(),
+                            )
+                        })?;
+                        let key = serde_json::to_string(&(cases, &opts)).unwrap_or_default();
+                        if !teacher_evals.contains_key(&key) {
+                            tracing::info!(cases = cases.len(), "scoring eval cases on the teacher");
+                            let r = score_cases(&teacher.loaded.model, tok, cases, &opts, &device)
+                                .map_err(|e| UpcycleError::Mismatch(format!("eval: {e}")))?;
+                            teacher_evals.insert(key.clone(), r);
+                        }
+                        let teacher_report = teacher_evals.get(&key).cloned().ok_or_else(|| {
+                            UpcycleError::Mismatch("eval: the teacher's report was not kept".into())
+                        })?;
+                        let student_report = score_cases(&model, tok, cases, &opts, &device)
+                            .map_err(|e| UpcycleError::Mismatch(format!("eval: {e}")))?;
+                        Some(EvalComparison {
+                            teacher: teacher_report,
+                            student: student_report,
+                        })
+                    }
+                    _ => None,
+                };
+                let result = check(&run.id, spec, &v, eval);
                 tracing::info!(run = %run.id, check = %result.check, passed = result.passed, "{}", result.detail);
                 let stop = !result.passed && result.fail_fast;
                 checks.push(result);
@@ -285,6 +379,36 @@ pub fn run_upcycle(
     let path = artifacts_dir.join("report.json");
     print_summary(&report, &path);
     Ok(path)
+}
+
+/// Fingerprint of a run's checkpoints: the trainer's (student spec and recipe) plus the teacher,
+/// the upcycle settings, the data and the run's length, so that a checkpoint of another upcycle
+/// is refused instead of resumed.
+fn run_fingerprint(
+    model: &crate::model::ModelSpec,
+    train: &crate::train::TrainSpec,
+    teacher: &str,
+    cfg: &super::UpcycleSpec,
+    data: &DataSpec,
+    steps: usize,
+) -> String {
+    // why: latency settings do not touch the weights; leave them out so they can change on resume.
+    let weights_only = super::UpcycleSpec {
+        latency_prompt_lens: Vec::new(),
+        latency_gen_len: 0,
+        latency_runs: 0,
+        ..cfg.clone()
+    };
+    let text = serde_json::to_string(&(
+        crate::train::fingerprint(model, train),
+        teacher,
+        &weights_only,
+        &data.path,
+        data.block_size,
+        steps,
+    ))
+    .unwrap_or_default();
+    format!("{:016x}", crate::model::init::seed_for(0, &text))
 }
 
 /// Perplexity from verification, then the target's `benchmarks:` on teacher and student (both
@@ -475,9 +599,19 @@ pub struct CheckResult {
     pub passed: bool,
     pub fail_fast: bool,
     pub detail: String,
+    /// Per-case results of an `eval` check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalComparison>,
 }
 
-fn check(run_id: &str, spec: &VerifySpec, v: &Verification) -> CheckResult {
+/// Teacher and student on the same eval cases.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalComparison {
+    pub teacher: EvalReport,
+    pub student: EvalReport,
+}
+
+fn check(run_id: &str, spec: &VerifySpec, v: &Verification, eval: Option<EvalComparison>) -> CheckResult {
     let mut failures: Vec<String> = Vec::new();
     let mut limit = |what: &str, value: f64, max: Option<f64>| {
         if let Some(max) = max
@@ -521,6 +655,25 @@ fn check(run_id: &str, spec: &VerifySpec, v: &Verification) -> CheckResult {
             limit("delta nll", v.student_nll - v.teacher_nll, *max_delta_nll);
             ("fidelity", *fail_fast)
         }
+        VerifySpec::Eval {
+            thresholds,
+            fail_fast,
+            ..
+        } => {
+            match &eval {
+                Some(e) => {
+                    let (t, s) = (e.teacher.accuracy, e.student.accuracy);
+                    limit("accuracy drop", t - s, thresholds.max_accuracy_drop);
+                    if let Some(min) = thresholds.min_student_accuracy
+                        && !(s >= min)
+                    {
+                        failures.push(format!("student accuracy {s:.3} < {min}"));
+                    }
+                }
+                None => failures.push("no eval results".into()),
+            }
+            ("eval", *fail_fast)
+        }
         VerifySpec::Kvcache {
             min_reduction,
             fail_fast,
@@ -534,16 +687,26 @@ fn check(run_id: &str, spec: &VerifySpec, v: &Verification) -> CheckResult {
             ("kvcache", *fail_fast)
         }
     };
+    let scores = eval
+        .as_ref()
+        .map(|e| {
+            format!(
+                " (teacher {}/{}, student {}/{})",
+                e.teacher.correct, e.teacher.total, e.student.correct, e.student.total
+            )
+        })
+        .unwrap_or_default();
     CheckResult {
         run_id: run_id.into(),
         check: name.into(),
         passed: failures.is_empty(),
         fail_fast,
         detail: if failures.is_empty() {
-            format!("{name}: all limits met")
+            format!("{name}: all limits met{scores}")
         } else {
-            format!("{name}: {}", failures.join("; "))
+            format!("{name}: {}{scores}", failures.join("; "))
         },
+        eval,
     }
 }
 
@@ -583,8 +746,8 @@ mod tests {
             max_delta_nll: None,
             fail_fast: false,
         };
-        assert!(check("r", &fid(1.6), &v).passed);
-        let failed = check("r", &fid(1.4), &v);
+        assert!(check("r", &fid(1.6), &v, None).passed);
+        let failed = check("r", &fid(1.4), &v, None);
         assert!(
             !failed.passed && failed.detail.contains("perplexity ratio"),
             "{}",
@@ -598,8 +761,8 @@ mod tests {
             logits: None,
             fail_fast: true,
         };
-        assert!(check("r", &cmp(0.3), &v).passed);
-        let failed = check("r", &cmp(0.1), &v);
+        assert!(check("r", &cmp(0.3), &v, None).passed);
+        let failed = check("r", &cmp(0.1), &v, None);
         assert!(!failed.passed && failed.fail_fast && failed.detail.contains("attention[0]"));
         assert!(
             check(
@@ -608,7 +771,8 @@ mod tests {
                     min_reduction: 2.0,
                     fail_fast: true
                 },
-                &v
+                &v,
+                None
             )
             .passed
         );
@@ -619,11 +783,12 @@ mod tests {
                     min_reduction: 2.5,
                     fail_fast: true
                 },
-                &v
+                &v,
+                None
             )
             .passed
         );
         // A NaN never passes a limit.
-        assert!(!check("r", &fid(10.0), &verification(f64::NAN, 0.2, 2.0)).passed);
+        assert!(!check("r", &fid(10.0), &verification(f64::NAN, 0.2, 2.0), None).passed);
     }
 }

@@ -88,6 +88,32 @@ pub fn build_student(
     })
 }
 
+/// The model of `spec` over `vars` in which only the parameters `trains` accepts carry gradients:
+/// the others are detached views of the same storage, so updates to a variable (an optimizer step,
+/// a checkpoint load) still reach them, but backward skips them. Returns the model and the
+/// trainable variables, name-sorted; buffers never train.
+pub fn partially_frozen(
+    spec: &ModelSpec,
+    vars: &crate::model::SeededVarMap,
+    trains: impl Fn(&str) -> bool,
+    device: &Device,
+) -> Result<(LanguageModel, Vec<(String, candle_core::Var)>), UpcycleError> {
+    let all = vars.named_vars();
+    let mut trainable = Vec::new();
+    let mut tensors = HashMap::new();
+    for (name, var) in all {
+        let t = if trains(&name) && !crate::model::init::is_buffer(&name) {
+            trainable.push((name.clone(), var.clone()));
+            var.as_tensor().clone()
+        } else {
+            var.as_tensor().detach()
+        };
+        tensors.insert(name, t);
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
+    Ok((LanguageModel::build(spec, vb)?, trainable))
+}
+
 fn copy_non_surgery_weights(
     teacher: &Teacher,
     pairs: &[Pair],
