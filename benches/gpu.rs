@@ -110,6 +110,44 @@ mod imp {
         Ok(start.elapsed_ms(&end)? as f64 / reps as f64)
     }
 
+    /// GPU milliseconds per call of `f` from a CUDA graph of one call, replayed `reps` times
+    /// between two events: replays run back to back on the GPU whatever the host's speed. `None`
+    /// when `f` cannot be captured (then [`gpu_ms`] is the fallback, and may be host-bound).
+    fn graph_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<Option<f64>> {
+        use candle_core::cuda_backend::cudarc::driver::sys::{
+            CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode,
+        };
+        f()?;
+        sync(dev)?;
+        let stream = dev.as_cuda_device()?.cuda_stream();
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
+        let captured = f();
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        let graph = match (captured, graph) {
+            (Ok(()), Ok(Some(g))) => g,
+            (c, g) => {
+                eprintln!(
+                    "graph capture failed ({:?} / {:?}); timing without a graph",
+                    c.err(),
+                    g.err()
+                );
+                // A failed capture leaves a sticky error on some drivers; clear ours.
+                let _ = stream.context().check_err();
+                return Ok(None);
+            }
+        };
+        graph.upload()?;
+        graph.launch()?;
+        sync(dev)?;
+        let start = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        for _ in 0..reps {
+            graph.launch()?;
+        }
+        let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        end.synchronize()?;
+        Ok(Some(start.elapsed_ms(&end)? as f64 / reps as f64))
+    }
+
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -220,9 +258,24 @@ mod imp {
                 let reps = 2;
                 let mut f_ms = Vec::new();
                 let mut c_ms = Vec::new();
+                let mut timing = "graph";
                 for _ in 0..5 {
-                    f_ms.push(gpu_ms(dev, &mut hold, reps, fused)? / layers as f64);
-                    c_ms.push(gpu_ms(dev, &mut hold, reps, candle)? / layers as f64);
+                    let f = match graph_ms(dev, 10, fused)? {
+                        Some(ms) => ms,
+                        None => {
+                            timing = "queued";
+                            gpu_ms(dev, &mut hold, reps, fused)?
+                        }
+                    };
+                    let c = match graph_ms(dev, 10, candle)? {
+                        Some(ms) => ms,
+                        None => {
+                            timing = "queued";
+                            gpu_ms(dev, &mut hold, reps, candle)?
+                        }
+                    };
+                    f_ms.push(f / layers as f64);
+                    c_ms.push(c / layers as f64);
                 }
                 let (f, c) = (median(f_ms), median(c_ms));
                 let bytes = ctx * s.n_kv * (dk + s.dv) * 2;
@@ -231,10 +284,10 @@ mod imp {
                     "{}",
                     serde_json::json!({"bench": "decode_kernel", "shape": s.name, "ctx": ctx, "dtype": "bf16",
                         "fused_us": f * 1e3, "candle_us": c * 1e3, "speedup": c / f, "cache_bytes": bytes,
-                        "gb_per_s": gbs, "of_copy": gbs / copy_gbs})
+                        "gb_per_s": gbs, "of_copy": gbs / copy_gbs, "timing": timing})
                 );
                 table.push(format!(
-                    "{:<14} {:>6} {:>10.1} {:>10.1} {:>6.1}× {:>9.0} {:>6.0}%",
+                    "{:<14} {:>6} {:>10.1} {:>10.1} {:>6.1}× {:>9.0} {:>6.0}% {timing}",
                     s.name,
                     ctx,
                     f * 1e3,
