@@ -72,58 +72,9 @@ impl Sampler {
 
     /// The next token given `logits` (vocab,) and the tokens seen so far (for the penalty).
     pub fn sample(&mut self, logits: &[f32], seen: &[u32]) -> u32 {
-        let p = &self.params;
-        let mut logits = logits.to_vec();
-        if p.repetition_penalty != 1.0 && p.repetition_penalty > 0.0 {
-            let mut done = vec![false; logits.len()];
-            for &t in seen {
-                let t = t as usize;
-                if t < logits.len() && !done[t] {
-                    done[t] = true;
-                    let l = &mut logits[t];
-                    *l = if *l > 0.0 {
-                        *l / p.repetition_penalty as f32
-                    } else {
-                        *l * p.repetition_penalty as f32
-                    };
-                }
-            }
-        }
-        if p.temperature <= 0.0 {
-            return argmax(&logits);
-        }
-        let inv_t = 1.0 / p.temperature as f32;
-        // Candidates sorted by logit, most likely first.
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        let k = p
-            .top_k
-            .filter(|&k| k > 0 && k < logits.len())
-            .unwrap_or(logits.len());
-        let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-        if k < order.len() {
-            order.select_nth_unstable_by(k - 1, cmp);
-            order.truncate(k);
-        }
-        order.sort_unstable_by(cmp);
-        let max = logits[order[0] as usize];
-        let mut probs: Vec<f64> = order
-            .iter()
-            .map(|&i| f64::from(((logits[i as usize] - max) * inv_t).exp()))
-            .collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= total);
-        if let Some(top_p) = p.top_p.filter(|&x| x > 0.0 && x < 1.0) {
-            let mut cum = 0.0;
-            let mut keep = probs.len();
-            for (i, &x) in probs.iter().enumerate() {
-                cum += x;
-                if cum >= top_p {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            probs.truncate(keep.max(1));
-            order.truncate(keep.max(1));
+        let (order, probs) = candidates(logits, &self.params, seen);
+        if self.params.temperature <= 0.0 {
+            return order[0];
         }
         let total: f64 = probs.iter().sum();
         let mut r = self.rng.random::<f64>() * total;
@@ -135,6 +86,65 @@ impl Sampler {
         }
         order[probs.len() - 1]
     }
+}
+
+/// The tokens [`Sampler::sample`] draws from for `logits` after `seen`, most likely first, with
+/// their weights: repetition penalty, then temperature, top-k, softmax and top-p (the weights
+/// kept by top-p are not renormalised). At temperature ≤ 0 (or with no logits): the argmax alone.
+/// Speculative decoding's acceptance test uses the same distribution.
+pub fn candidates(logits: &[f32], p: &SamplingParams, seen: &[u32]) -> (Vec<u32>, Vec<f64>) {
+    let mut logits = logits.to_vec();
+    if p.repetition_penalty != 1.0 && p.repetition_penalty > 0.0 {
+        let mut done = vec![false; logits.len()];
+        for &t in seen {
+            let t = t as usize;
+            if t < logits.len() && !done[t] {
+                done[t] = true;
+                let l = &mut logits[t];
+                *l = if *l > 0.0 {
+                    *l / p.repetition_penalty as f32
+                } else {
+                    *l * p.repetition_penalty as f32
+                };
+            }
+        }
+    }
+    if p.temperature <= 0.0 || logits.is_empty() {
+        return (vec![argmax(&logits)], vec![1.0]);
+    }
+    let inv_t = 1.0 / p.temperature as f32;
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = p
+        .top_k
+        .filter(|&k| k > 0 && k < logits.len())
+        .unwrap_or(logits.len());
+    let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, cmp);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(cmp);
+    let max = logits[order[0] as usize];
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| f64::from(((logits[i as usize] - max) * inv_t).exp()))
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= total);
+    if let Some(top_p) = p.top_p.filter(|&x| x > 0.0 && x < 1.0) {
+        let mut cum = 0.0;
+        let mut keep = probs.len();
+        for (i, &x) in probs.iter().enumerate() {
+            cum += x;
+            if cum >= top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep.max(1));
+        order.truncate(keep.max(1));
+    }
+    (order, probs)
 }
 
 /// Index of the largest logit (the first on ties, as torch.argmax).

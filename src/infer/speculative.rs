@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::generator::{GenerateConfig, GenerateError, StopReason};
-use super::sampler::{SamplingParams, argmax};
+use super::sampler::SamplingParams;
 use crate::model::{ForwardCtx, KvCache, LanguageModel};
 
 /// Speculative decoding could not start.
@@ -480,69 +480,17 @@ fn forward_logits(
     })
 }
 
-/// The distribution [`super::Sampler::sample`] draws from for `logits` after `seen`: repetition
-/// penalty, then one-hot argmax at temperature ≤ 0, else temperature, top-k, top-p and softmax.
+/// The distribution [`super::Sampler::sample`] draws from for `logits` after `seen`, dense over
+/// the vocabulary: [`super::sampler::candidates`], renormalised.
 pub fn probs(logits: &[f32], params: &SamplingParams, seen: &[u32]) -> Vec<f64> {
-    let mut logits = logits.to_vec();
-    let pen = params.repetition_penalty;
-    if pen != 1.0 && pen > 0.0 {
-        let mut done = vec![false; logits.len()];
-        for &t in seen {
-            let t = t as usize;
-            if t < logits.len() && !done[t] {
-                done[t] = true;
-                let l = &mut logits[t];
-                *l = if *l > 0.0 {
-                    *l / pen as f32
-                } else {
-                    *l * pen as f32
-                };
-            }
-        }
-    }
     let mut out = vec![0f64; logits.len()];
     if logits.is_empty() {
         return out;
     }
-    if params.temperature <= 0.0 {
-        out[argmax(&logits) as usize] = 1.0;
-        return out;
-    }
-    let inv_t = 1.0 / params.temperature as f32;
-    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = params
-        .top_k
-        .filter(|&k| k > 0 && k < logits.len())
-        .unwrap_or(logits.len());
-    let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-    if k < order.len() {
-        order.select_nth_unstable_by(k - 1, cmp);
-        order.truncate(k);
-    }
-    order.sort_unstable_by(cmp);
-    let max = logits[order[0] as usize];
-    let mut ps: Vec<f64> = order
-        .iter()
-        .map(|&i| f64::from(((logits[i as usize] - max) * inv_t).exp()))
-        .collect();
-    let total: f64 = ps.iter().sum();
-    ps.iter_mut().for_each(|x| *x /= total);
-    if let Some(top_p) = params.top_p.filter(|&x| x > 0.0 && x < 1.0) {
-        let mut cum = 0.0;
-        let mut keep = ps.len();
-        for (i, &x) in ps.iter().enumerate() {
-            cum += x;
-            if cum >= top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-        ps.truncate(keep.max(1));
-        let total: f64 = ps.iter().sum();
-        ps.iter_mut().for_each(|x| *x /= total);
-    }
-    for (&i, &p) in order.iter().zip(&ps) {
-        out[i as usize] = p;
+    let (order, weights) = super::sampler::candidates(logits, params, seen);
+    let total: f64 = weights.iter().sum();
+    for (&i, &w) in order.iter().zip(&weights) {
+        out[i as usize] = w / total;
     }
     out
 }
