@@ -3,8 +3,8 @@
 //! a student's score against it means something. Skipped when the model cannot be fetched.
 
 use candle_core::Device;
+use caramba::bench::eval_cases::{EvalOptions, score_cases};
 use caramba::loader::{LoadOptions, fetch, load_source};
-use caramba::upcycle::eval_cases::{EvalOptions, score_cases};
 use caramba::upcycle::spec::{VerifySpec, parse_verify};
 
 #[test]

@@ -174,11 +174,11 @@ pub fn report_tables(
             .map(|r| {
                 vec![
                     r.model.clone(),
-                    r.outcome.id.clone(),
-                    r.outcome.kind.clone(),
-                    if r.outcome.passed { "pass" } else { "FAIL" }.into(),
-                    short(&r.outcome.expected),
-                    short(&r.outcome.output),
+                    r.id.clone(),
+                    r.kind.clone(),
+                    if r.passed { "pass" } else { "FAIL" }.into(),
+                    short(&r.expected),
+                    short(&r.output),
                 ]
             })
             .collect();

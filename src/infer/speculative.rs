@@ -539,6 +539,7 @@ pub fn verify(ps: &[Vec<f64>], qs: &[Vec<f64>], drafts: &[u32], rng: &mut impl R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infer::sampler::argmax;
 
     fn tv(a: &[f64], b: &[f64]) -> f64 {
         0.5 * a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>()

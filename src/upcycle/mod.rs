@@ -4,7 +4,7 @@
 
 pub mod artifacts;
 pub mod blockwise;
-pub mod eval_cases;
+
 pub mod global;
 pub mod pairing;
 pub mod runner;

@@ -9,13 +9,13 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use super::blockwise::{BlockRecord, Blockwise, teacher_outputs};
-use super::eval_cases::{EvalOptions, EvalReport, score_cases};
 use super::global::{GlobalLoss, TrainParams, global_loss};
 use super::spec::{VerifySpec, parse_verify};
 use super::student::{Student, build_student, partially_frozen};
 use super::teacher::{Teacher, load_teacher};
 use super::verify::{Verification, verify};
 use super::{Phase, UpcycleError};
+use crate::bench::eval_cases::{EvalOptions, EvalReport, score_cases};
 use crate::compiler::{Compiled, TargetPlan};
 use crate::data::{BatchSampler, DataSpec, Split, ensure_prepared};
 use crate::experiment::{RunDir, write_json};

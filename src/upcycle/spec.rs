@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::DbaInit;
-use super::eval_cases::{EvalCase, EvalOptions};
+use crate::bench::eval_cases::{EvalCase, EvalOptions};
 
 fn default_max_new_tokens() -> usize {
     EvalOptions::default().max_new_tokens
@@ -112,7 +112,7 @@ pub enum VerifySpec {
         #[serde(default)]
         fail_fast: bool,
     },
-    /// Behavioural cases scored on teacher and student (`src/upcycle/eval_cases.rs`).
+    /// Behavioural cases scored on teacher and student (`src/bench/eval_cases.rs`).
     Eval {
         cases: Vec<EvalCase>,
         /// Greedy tokens per generated answer. Default: 16.
