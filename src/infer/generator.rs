@@ -197,7 +197,13 @@ impl<'m> Generator<'m> {
             let last = hidden.narrow(1, t - 1, 1)?;
             self.model.logits(&last)?.squeeze(1)?.to_dtype(DType::F32)
         };
-        match run(&mut ctx) {
+        let device_is_cpu = self.device.is_cpu();
+        let ran = if device_is_cpu {
+            crate::layer::spin_pool::on_rayon_thread(|| run(&mut ctx))
+        } else {
+            run(&mut ctx)
+        };
+        match ran {
             Ok(logits) => Ok(logits),
             Err(e) => {
                 // why: a forward that failed half-way appended to some layers only.

@@ -60,6 +60,12 @@ pub fn projection(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Resu
             } else {
                 None
             };
+            if let Some(packed) = super::q4_1_packed::PackedQ4_1::pack(&w)? {
+                return Ok(Projection::PackedQ4_1 {
+                    weight: Arc::new(packed),
+                    bias: b,
+                });
+            }
             Ok(Projection::Quantized {
                 weight: QMatMul::from_arc(w)?,
                 bias: b,
@@ -73,13 +79,21 @@ pub fn projection(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Resu
 #[derive(Debug, Clone)]
 pub enum Projection {
     Dense(Linear),
-    Quantized { weight: QMatMul, bias: Option<Tensor> },
+    Quantized {
+        weight: QMatMul,
+        bias: Option<Tensor>,
+    },
+    /// Q4_1 blocks repacked for this CPU's decode kernel (see [`super::q4_1_packed`]).
+    PackedQ4_1 {
+        weight: Arc<super::q4_1_packed::PackedQ4_1>,
+        bias: Option<Tensor>,
+    },
 }
 
 impl Projection {
     /// True for GGML-quantized weights.
     pub fn is_quantized(&self) -> bool {
-        matches!(self, Self::Quantized { .. })
+        !matches!(self, Self::Dense(_))
     }
 }
 
@@ -87,14 +101,25 @@ impl Module for Projection {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(l) => l.forward(xs),
-            Self::Quantized { weight, bias } => {
-                let ys = quantized_matmul(weight, xs, false)?;
-                match bias {
-                    Some(b) => ys.broadcast_add(b),
-                    None => Ok(ys),
-                }
+            Self::Quantized { weight, bias } => add_bias(quantized_matmul(weight, xs, false)?, bias),
+            Self::PackedQ4_1 { weight, bias } => {
+                let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
+                let ys = if rows < DENSE_GEMM_MIN_ROWS && xs.dtype() == DType::F32 {
+                    weight.matvec(xs)?
+                } else {
+                    let w = weight.dequantize(xs.device())?.to_dtype(xs.dtype())?;
+                    xs.broadcast_matmul(&w.t()?)?
+                };
+                add_bias(ys, bias)
             }
         }
+    }
+}
+
+fn add_bias(ys: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => ys.broadcast_add(b),
+        None => Ok(ys),
     }
 }
 

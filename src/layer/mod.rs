@@ -8,10 +8,12 @@ pub mod dropout;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
+pub mod q4_1_packed;
 pub mod qmatvec;
 pub mod rms_norm;
 pub mod rope;
 pub mod sdpa;
+pub mod spin_pool;
 pub mod swiglu;
 
 pub use attention::{Attention, AttentionMode, AttentionSpec};

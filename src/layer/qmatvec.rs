@@ -1,22 +1,22 @@
 //! Quantized matrix × a few vectors (decoding) for GGML Q4_1 and Q8_0 blocks on x86-64 CPUs with
-//! AVX-512 VNNI, multi-threaded with rayon.
+//! AVX-512 VNNI, multi-threaded with [`super::spin_pool`].
 //!
 //! candle 0.11 has no SIMD dot product for Q4_1 and uses its fast (VNNI, repacked) Q8_0 path only
 //! when the inner width is a multiple of 256 (SmolLM2's is 576), and its thread pool spins, which
 //! collapses when the cores are shared. Here each activation row is quantized to 8 bits per block
 //! of 32 (scale `dx`, and `sx = dx·Σq` for Q4_1's offsets, as llama.cpp's Q8_1) and every weight
 //! block is one `vpdpbusd`: Q4_1 `d·q + m` → `d·dx·Σ q·x̂ + m·sx`; Q8_0 `d·q` → `d·dx·Σ|q|·(x̂·sign q)`.
-//! The blocks are read where they are (the file's layout); nothing is repacked.
+//! The blocks are read where they are (the file's layout). Q4_1 matrices with a multiple of 4 rows
+//! are normally repacked instead ([`super::q4_1_packed`], twice as fast); this path takes the rest.
 //! [`quantized_matvec`] returns `None` when the CPU, dtype or shape is not covered, and the caller
 //! falls back to candle. Shapes: xs (…, k) f32, weight (n, k) → (…, n).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Result, Tensor};
-use rayon::prelude::*;
 
 const QK: usize = 32;
 
-/// Weight rows per rayon task.
+/// Weight rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
 
 /// Matrices with fewer weights than this run on the calling thread.
@@ -44,15 +44,15 @@ pub fn available() -> bool {
 }
 
 /// Activations of one row, quantized per block of 32.
-struct QuantRow {
-    q: Vec<i8>,
+pub(super) struct QuantRow {
+    pub(super) q: Vec<i8>,
     /// Per block: scale.
-    d: Vec<f32>,
+    pub(super) d: Vec<f32>,
     /// Per block: scale · Σ q (for Q4_1's offsets).
-    s: Vec<f32>,
+    pub(super) s: Vec<f32>,
 }
 
-fn quantize_row(x: &[f32]) -> QuantRow {
+pub(super) fn quantize_row(x: &[f32]) -> QuantRow {
     let nb = x.len() / QK;
     let mut out = QuantRow {
         q: vec![0; x.len()],
@@ -125,14 +125,11 @@ pub fn quantized_matvec(w: &QTensor, xs: &Tensor, exact_activations: bool) -> Re
             }
         }
     };
-    // why: waking a worker costs more than a small product; one thread never needs to.
-    if rayon::current_num_threads() == 1 || n * k < SEQUENTIAL_BELOW {
+    // why: handing work to a worker costs more than a small product.
+    if n * k < SEQUENTIAL_BELOW {
         out_t.chunks_mut(ROWS_PER_TASK * rows).enumerate().for_each(work);
     } else {
-        out_t
-            .par_chunks_mut(ROWS_PER_TASK * rows)
-            .enumerate()
-            .for_each(work);
+        super::spin_pool::for_each_chunk_mut(&mut out_t, ROWS_PER_TASK * rows, &|i, c| work((i, c)));
     }
     let out = if rows == 1 {
         out_t
