@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         v,
         k_geo: None,
         rotate_k,
+        center_k: true,
     };
     let configs = [
         ("fp16", kinds(CacheKind::Fp16, CacheKind::Fp16, false)),

@@ -299,7 +299,7 @@ fn residual_window_is_served_exactly_and_survives_truncate() {
 fn segmented_k_like_dba_with_rotation_and_its_own_v_width() {
     let mut rng = rng();
     // k = [k_sem (24, q4_0) ‖ k_geo (40, q8_0)], v (20, nf4): blocks 24 | 32 + 8 | 20.
-    for rotate_k in [false, true] {
+    for (rotate_k, center_k) in [(false, false), (true, false), (true, true), (false, true)] {
         for residual in [0usize, 5] {
             let spec = QuantKvSpec {
                 batch: 2,
@@ -308,6 +308,7 @@ fn segmented_k_like_dba_with_rotation_and_its_own_v_width() {
                 v: StreamSpec::uniform(20, CacheKind::Nf4),
                 residual,
                 rotate_k,
+                center_k,
             };
             assert_eq!(spec.k.row_bytes(), (2 + 12) + (34 + 10));
             let case = Case {
@@ -318,7 +319,7 @@ fn segmented_k_like_dba_with_rotation_and_its_own_v_width() {
                 t: 1,
                 null: true,
             };
-            let label = format!("dba rotate={rotate_k} residual={residual}");
+            let label = format!("dba rotate={rotate_k} center={center_k} residual={residual}");
             check_against_dequantized(&mut rng, spec.clone(), &case, &label);
             let case = Case { t: 4, ..case };
             check_against_dequantized(&mut rng, spec, &case, &label);
@@ -438,4 +439,82 @@ fn bytes_follow_the_kind_table_exactly() {
             assert_eq!(store.bytes(), want, "{kind} hd {hd}");
         }
     }
+}
+
+#[test]
+fn centering_keeps_scores_and_cuts_q4_0_key_error_when_keys_share_an_offset() {
+    let mut rng = rng();
+    let (b, n_kv, n_heads, hd, len) = (1, 2, 4, 64, 300);
+    // Keys = a per-channel offset shared by every position (as real keys have) + noise.
+    let offset: Vec<f32> = (0..hd)
+        .map(|_| {
+            let z: f32 = StandardNormal.sample(&mut rng);
+            6.0 * z
+        })
+        .collect();
+    let kv: Vec<f32> = (0..b * n_kv * len * hd)
+        .map(|i| {
+            let z: f32 = StandardNormal.sample(&mut rng);
+            offset[i % hd] + z
+        })
+        .collect();
+    let k = Tensor::from_vec(kv, (b, n_kv, len, hd), &Device::Cpu).unwrap();
+    let v = randn(&mut rng, &[b, n_kv, len, hd], 1.0);
+    let q = randn(&mut rng, &[b, n_heads, 1, hd], 0.05);
+    let exact = reference(&q, &k, &v, None, false);
+    let mut errs = Vec::new();
+    for (kind, center_k) in [
+        (CacheKind::Fp32, true),
+        (CacheKind::Q4_0, false),
+        (CacheKind::Q4_0, true),
+    ] {
+        let mut spec = QuantKvSpec::uniform(b, n_kv, hd, kind, CacheKind::Fp32);
+        spec.rotate_k = true;
+        spec.center_k = center_k;
+        // Prompt first (the mean comes from it), then single decode steps, as in generation.
+        let mut store = QuantKvStore::new(spec).unwrap();
+        store
+            .append(
+                &k.narrow(2, 0, len - 3).unwrap(),
+                &v.narrow(2, 0, len - 3).unwrap(),
+            )
+            .unwrap();
+        for p in len - 3..len {
+            store
+                .append(&k.narrow(2, p, 1).unwrap(), &v.narrow(2, p, 1).unwrap())
+                .unwrap();
+        }
+        let got = store.attend(&q, None, DecodeOptions::default()).unwrap();
+        let (kd, _) = store.dequantize_all(&Device::Cpu).unwrap();
+        let mse = (kd - &k)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        errs.push((worst(&got, &exact).0, mse));
+    }
+    eprintln!(
+        "(attention |Δ|, key MSE): fp32 {:?}, q4_0 {:?}, q4_0 centered {:?}",
+        errs[0], errs[1], errs[2]
+    );
+    assert!(
+        errs[0].0 < 1e-5 && errs[0].1 < 1e-9,
+        "fp32 is exact: {:?}",
+        errs[0]
+    );
+    assert!(
+        errs[2].1 < 0.5 * errs[1].1,
+        "centering should cut the q4_0 key MSE: {:?} vs {:?}",
+        errs[2],
+        errs[1]
+    );
+    assert!(
+        errs[2].0 < errs[1].0,
+        "and the attention error: {:?} vs {:?}",
+        errs[2],
+        errs[1]
+    );
 }

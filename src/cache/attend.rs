@@ -90,6 +90,8 @@ struct HeadJob<'a> {
     head: &'a HeadRows,
     q: Vec<f32>,
     q_rot: Option<Vec<f32>>,
+    /// Per query row: q·(the head's mean key), added back to the scores of stored rows.
+    q_center: Option<Vec<f32>>,
 }
 
 impl QuantKvStore {
@@ -151,10 +153,17 @@ impl QuantKvStore {
                     }
                     r
                 });
+                let head = &self.heads()[i];
+                let q_center = (!head.k_center.is_empty()).then(|| {
+                    rows.chunks_exact(dk)
+                        .map(|r| r.iter().zip(&head.k_center).map(|(a, b)| a * b).sum())
+                        .collect()
+                });
                 HeadJob {
-                    head: &self.heads()[i],
+                    head,
                     q: rows,
                     q_rot,
+                    q_center,
                 }
             })
             .collect();
@@ -251,6 +260,12 @@ fn piece<L: Lanes>(
             let keys = rows_tile::<L>(store, job.head, part.clone(), *window, Stream::K, &mut ktile);
             let q = if *window { &job.q[..] } else { q_stored };
             L::scores(q, dk, keys, &mut scores[part.start - chunk.start..], CHUNK);
+            if let (false, Some(qc)) = (*window, &job.q_center) {
+                for (r, c) in qc.iter().enumerate() {
+                    let from = r * CHUNK + part.start - chunk.start;
+                    scores[from..from + part.len()].iter_mut().for_each(|s| *s += c);
+                }
+            }
         }
         if causal && t > 1 {
             for r in 0..nq {

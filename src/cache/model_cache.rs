@@ -73,6 +73,7 @@ mod tests {
             v: StreamSpec::uniform(12, CacheKind::Q4_0),
             residual: 0,
             rotate_k: false,
+            center_k: false,
         };
         let plain = QuantKvSpec::uniform(1, 2, 16, CacheKind::Fp16, CacheKind::Nf4);
         let mut cache = QuantKvCache::new([plain.clone(), dba.clone()]).unwrap();

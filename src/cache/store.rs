@@ -96,6 +96,12 @@ pub struct QuantKvSpec {
     /// Default: false.
     #[serde(default)]
     pub rotate_k: bool,
+    /// Subtract each head's mean key (over the first rows appended, usually the prompt) before
+    /// rotating and quantizing; attention adds `q·mean` back to the scores of stored rows, so
+    /// scores are unchanged in exact arithmetic. Keys share a large per-channel offset that the
+    /// 4-bit grid otherwise spends its range on. Default: false.
+    #[serde(default)]
+    pub center_k: bool,
 }
 
 impl QuantKvSpec {
@@ -108,6 +114,7 @@ impl QuantKvSpec {
             v: StreamSpec::uniform(head_dim, v),
             residual: 0,
             rotate_k: false,
+            center_k: false,
         }
     }
 
@@ -146,6 +153,8 @@ pub(crate) struct HeadRows {
     /// fp16 ring of the last `residual` positions: position p in slot p % residual (unrotated).
     pub k_ring: Rows,
     pub v_ring: Rows,
+    /// The mean key subtracted from stored K rows (`center_k`; empty until the first append).
+    pub k_center: Vec<f32>,
 }
 
 /// Quantized (or plain) K/V storage of one attention layer; see the module doc.
@@ -161,8 +170,10 @@ pub struct QuantKvStore {
 
 impl QuantKvStore {
     /// An empty store; rejects zero sizes.
-    pub fn new(spec: QuantKvSpec) -> std::result::Result<Self, CacheError> {
+    pub fn new(mut spec: QuantKvSpec) -> std::result::Result<Self, CacheError> {
         spec.validate()?;
+        // why: centering only changes what the quantizer sees; plain keys gain nothing from it.
+        spec.center_k &= spec.k.segments.iter().any(|s| s.kind.is_quantized());
         let head = HeadRows {
             k: spec
                 .k
@@ -178,6 +189,7 @@ impl QuantKvStore {
                 .collect(),
             k_ring: Rows::new(CacheKind::Fp16, spec.k.width()),
             v_ring: Rows::new(CacheKind::Fp16, spec.v.width()),
+            k_center: Vec::new(),
         };
         Ok(Self {
             heads: vec![head; spec.batch * spec.n_kv_heads],
@@ -229,18 +241,31 @@ impl QuantKvStore {
         let kf = host_f32(k)?;
         let vf = host_f32(v)?;
         let (len, residual, rotate) = (self.len, self.spec.residual, self.spec.rotate_k);
+        let center = self.spec.center_k;
         let (k_spec, v_spec) = (&self.spec.k, &self.spec.v);
         let fill = |(i, head): (usize, &mut HeadRows)| {
-            let mut rotated = vec![0.0f32; dk];
+            if center && head.k_center.is_empty() && t > 0 {
+                let mut mean = vec![0.0f32; dk];
+                for row in kf[i * t * dk..(i + 1) * t * dk].chunks_exact(dk) {
+                    mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+                }
+                mean.iter_mut().for_each(|m| *m /= t as f32);
+                head.k_center = mean;
+            }
+            let mut stored = vec![0.0f32; dk];
+            let transform = rotate || !head.k_center.is_empty();
             for ti in 0..t {
                 let krow = &kf[(i * t + ti) * dk..][..dk];
                 let vrow = &vf[(i * t + ti) * dv..][..dv];
-                let kq = if rotate {
-                    rotated.copy_from_slice(krow);
-                    for (off, s) in k_spec.offsets() {
-                        hadamard_in_place(&mut rotated[off..off + s.width]);
+                let kq = if transform {
+                    stored.copy_from_slice(krow);
+                    stored.iter_mut().zip(&head.k_center).for_each(|(x, m)| *x -= m);
+                    if rotate {
+                        for (off, s) in k_spec.offsets() {
+                            hadamard_in_place(&mut stored[off..off + s.width]);
+                        }
                     }
-                    &rotated[..]
+                    &stored[..]
                 } else {
                     krow
                 };
@@ -287,6 +312,9 @@ impl QuantKvStore {
                 .chain(head.v.iter_mut())
                 .for_each(|r| r.truncate(n));
         }
+        if n == 0 {
+            self.heads.iter_mut().for_each(|h| h.k_center.clear());
+        }
         // The window kept [len − ring_valid, len); what survives is [len − ring_valid, n).
         self.ring_valid = (n + self.ring_valid).saturating_sub(self.len);
         self.len = n;
@@ -299,6 +327,7 @@ impl QuantKvStore {
             let rows = head.k.iter_mut().chain(head.v.iter_mut());
             rows.chain([&mut head.k_ring, &mut head.v_ring])
                 .for_each(Rows::clear);
+            head.k_center.clear();
         }
         self.len = 0;
         self.ring_valid = 0;
@@ -340,6 +369,7 @@ impl QuantKvStore {
                 hadamard_in_place(seg);
             }
         }
+        k.iter_mut().zip(&head.k_center).for_each(|(x, m)| *x += m);
         for ((off, s), rows) in self.spec.v.offsets().zip(&head.v) {
             rows.decode(p, &mut v[off..off + s.width]);
         }

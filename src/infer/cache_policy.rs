@@ -90,6 +90,7 @@ impl Candidate {
             v: self.v,
             k_geo: None,
             rotate_k: self.rotate_k,
+            center_k: true,
         }
     }
 }
@@ -116,6 +117,7 @@ impl Decision {
             v: self.v,
             k_geo: None,
             rotate_k: self.rotate_k,
+            center_k: true,
         }
     }
 
@@ -151,6 +153,7 @@ fn candidates() -> Vec<(&'static str, QuantKinds)> {
         v,
         k_geo: None,
         rotate_k,
+        center_k: true,
     };
     vec![
         ("fp16", kinds(CacheKind::Fp16, CacheKind::Fp16, false)),

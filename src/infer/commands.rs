@@ -26,6 +26,9 @@ pub struct CacheArgs {
     /// Rotate keys by an orthogonal Hadamard transform before quantizing (undone on the query side).
     #[arg(long)]
     pub rotate_k: bool,
+    /// Store quantized keys as they are, without subtracting each head's mean key first.
+    #[arg(long)]
+    pub no_center_k: bool,
     /// Keep the K/V of the first N attention layers in fp16 whatever the storage kind.
     #[arg(long, default_value_t = 0)]
     pub fp16_prefix_layers: usize,
@@ -49,6 +52,7 @@ impl CacheArgs {
             v: self.v_cache.unwrap_or(base),
             k_geo: None,
             rotate_k: self.rotate_k,
+            center_k: !self.no_center_k,
         })
     }
 
@@ -475,7 +479,11 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
         v["cache"] = serde_json::json!(
             args.cache
                 .kinds()
-                .map(|k| format!("k={} v={}{}", k.k, k.v, if k.rotate_k { " rotate_k" } else { "" }))
+                .map(|k| {
+                    let rot = if k.rotate_k { " rotate_k" } else { "" };
+                    let center = if k.center_k { " center_k" } else { "" };
+                    format!("k={} v={}{rot}{center}", k.k, k.v)
+                })
                 .unwrap_or_else(|| "none (full forward)".into())
         );
         emit(&mut out, &format!("{v}\n"))?;

@@ -350,6 +350,7 @@ impl Attention {
             // Quantized cache: append, then attend over the stored rows without dequantizing them all.
             let store = cache.quant_store(self.slot, || crate::cache::QuantKvSpec {
                 rotate_k: kinds.rotate_k,
+                center_k: kinds.center_k,
                 ..crate::cache::QuantKvSpec::uniform(b, nkv, hd, kinds.k, kinds.v)
             })?;
             store.append(&k, &v)?;

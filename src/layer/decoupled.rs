@@ -210,6 +210,7 @@ impl DecoupledAttention {
                 v: crate::cache::StreamSpec::uniform(vh, kinds.v),
                 residual: 0,
                 rotate_k: false,
+                center_k: kinds.center_k,
             })?;
             store.append(&k_cat, &v)?;
             let null = self.null.as_ref().map(|(k, v)| NullKv { k, v });

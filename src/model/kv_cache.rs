@@ -111,6 +111,9 @@ pub struct QuantKinds {
     pub k_geo: Option<CacheKind>,
     /// Orthogonal (Hadamard) rotation of keys before quantization.
     pub rotate_k: bool,
+    /// Subtract each head's mean key before quantizing (exact: attention adds it back); see
+    /// [`crate::cache::QuantKvSpec::center_k`]. On unless `--no-center-k`.
+    pub center_k: bool,
 }
 
 impl QuantKinds {
@@ -120,6 +123,7 @@ impl QuantKinds {
             v: kind,
             k_geo: None,
             rotate_k: false,
+            center_k: true,
         }
     }
 }
