@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         k_geo: None,
         rotate_k,
         center_k: true,
+        rotate_v: false,
     };
     let configs = [
         ("fp16", kinds(CacheKind::Fp16, CacheKind::Fp16, false)),

@@ -309,6 +309,7 @@ fn segmented_k_like_dba_with_rotation_and_its_own_v_width() {
                 residual,
                 rotate_k,
                 center_k,
+                rotate_v: center_k,
             };
             assert_eq!(spec.k.row_bytes(), (2 + 12) + (34 + 10));
             let case = Case {
@@ -319,7 +320,7 @@ fn segmented_k_like_dba_with_rotation_and_its_own_v_width() {
                 t: 1,
                 null: true,
             };
-            let label = format!("dba rotate={rotate_k} center={center_k} residual={residual}");
+            let label = format!("dba rotate={rotate_k} center+rotate_v={center_k} residual={residual}");
             check_against_dequantized(&mut rng, spec.clone(), &case, &label);
             let case = Case { t: 4, ..case };
             check_against_dequantized(&mut rng, spec, &case, &label);

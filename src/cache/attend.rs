@@ -57,14 +57,18 @@ struct Partial {
     m: Vec<f32>,
     l: Vec<f32>,
     acc: Vec<f32>,
+    /// Σ p·v over stored rows whose V is rotated (`rotate_v`; empty otherwise), rotated back
+    /// once after the merge: the rotation is linear, so it commutes with the weighted sum.
+    acc_rot: Vec<f32>,
 }
 
 impl Partial {
-    fn empty(nq: usize, dv: usize) -> Self {
+    fn empty(nq: usize, dv: usize, rotate_v: bool) -> Self {
         Self {
             m: vec![f32::NEG_INFINITY; nq],
             l: vec![0.0; nq],
             acc: vec![0.0; nq * dv],
+            acc_rot: if rotate_v { vec![0.0; nq * dv] } else { Vec::new() },
         }
     }
 
@@ -80,6 +84,10 @@ impl Partial {
             self.l[i] = self.l[i] * a + other.l[i] * b;
             let (acc, oacc) = (&mut self.acc[i * dv..][..dv], &other.acc[i * dv..][..dv]);
             acc.iter_mut().zip(oacc).for_each(|(x, y)| *x = *x * a + y * b);
+            if !self.acc_rot.is_empty() {
+                let (acc, oacc) = (&mut self.acc_rot[i * dv..][..dv], &other.acc_rot[i * dv..][..dv]);
+                acc.iter_mut().zip(oacc).for_each(|(x, y)| *x = *x * a + y * b);
+            }
             self.m[i] = m;
         }
     }
@@ -192,12 +200,29 @@ impl QuantKvStore {
         for (j, job) in jobs.iter().enumerate() {
             let mut state = match &nulls {
                 Some((nk, nv)) => {
-                    null_partial(&job.q, &nk[(j % n_kv) * dk..][..dk], &nv[(j % n_kv) * dv..][..dv])
+                    let mut p =
+                        null_partial(&job.q, &nk[(j % n_kv) * dk..][..dk], &nv[(j % n_kv) * dv..][..dv]);
+                    if spec.rotate_v {
+                        p.acc_rot = vec![0.0; nq * dv];
+                    }
+                    p
                 }
-                None => Partial::empty(nq, dv),
+                None => Partial::empty(nq, dv, spec.rotate_v),
             };
             while let Some(((_, _), p)) = parts.next_if(|((tj, _), _)| *tj == j) {
                 state.merge(p);
+            }
+            if spec.rotate_v {
+                for r in 0..nq {
+                    let rot = &mut state.acc_rot[r * dv..][..dv];
+                    for (off, s) in spec.v.offsets() {
+                        hadamard_in_place(&mut rot[off..off + s.width]);
+                    }
+                    state.acc[r * dv..][..dv]
+                        .iter_mut()
+                        .zip(rot.iter())
+                        .for_each(|(a, b)| *a += b);
+                }
             }
             // Query row gi·t + ti of job (bi, hi) is output (bi, hi·g + gi, ti).
             for r in 0..nq {
@@ -246,7 +271,7 @@ fn piece<L: Lanes>(
     let spec = store.spec();
     let (dk, dv, len) = (spec.k.width(), spec.v.width(), store.len());
     let nq = job.q.len() / dk;
-    let mut state = Partial::empty(nq, dv);
+    let mut state = Partial::empty(nq, dv, spec.rotate_v);
     let mut scores = vec![0.0f32; nq * CHUNK];
     let (mut ktile, mut vtile) = (vec![0.0f32; CHUNK * dk], vec![0.0f32; CHUNK * dv]);
     let window_start = len - store.residual_len();
@@ -286,18 +311,20 @@ fn piece<L: Lanes>(
             state.l[r] = state.l[r] * corr + sum(row);
             if corr != 1.0 {
                 state.acc[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr);
+                if spec.rotate_v {
+                    state.acc_rot[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr);
+                }
             }
             state.m[r] = m_new;
         }
         for (part, window) in parts.iter().filter(|(p, _)| !p.is_empty()) {
             let vals = rows_tile::<L>(store, job.head, part.clone(), *window, Stream::V, &mut vtile);
-            L::accumulate(
-                &scores[part.start - chunk.start..],
-                CHUNK,
-                vals,
-                dv,
-                &mut state.acc,
-            );
+            let acc = if spec.rotate_v && !*window {
+                &mut state.acc_rot
+            } else {
+                &mut state.acc
+            };
+            L::accumulate(&scores[part.start - chunk.start..], CHUNK, vals, dv, acc);
         }
     }
     state
@@ -357,6 +384,7 @@ fn null_partial(q: &[f32], k0: &[f32], v0: &[f32]) -> Partial {
         m: q.chunks_exact(dk).map(|qr| Portable::dot(qr, k0)).collect(),
         l: vec![1.0; nq],
         acc: (0..nq).flat_map(|_| v0.iter().copied()).collect(),
+        acc_rot: Vec::new(),
     }
 }
 

@@ -74,6 +74,7 @@ mod tests {
             residual: 0,
             rotate_k: false,
             center_k: false,
+            rotate_v: false,
         };
         let plain = QuantKvSpec::uniform(1, 2, 16, CacheKind::Fp16, CacheKind::Nf4);
         let mut cache = QuantKvCache::new([plain.clone(), dba.clone()]).unwrap();

@@ -102,6 +102,10 @@ pub struct QuantKvSpec {
     /// 4-bit grid otherwise spends its range on. Default: false.
     #[serde(default)]
     pub center_k: bool,
+    /// Hadamard-rotate each V segment before storing it; attention rotates its weighted sum of
+    /// stored values back (the rotation is linear). Default: false.
+    #[serde(default)]
+    pub rotate_v: bool,
 }
 
 impl QuantKvSpec {
@@ -115,6 +119,7 @@ impl QuantKvSpec {
             residual: 0,
             rotate_k: false,
             center_k: false,
+            rotate_v: false,
         }
     }
 
@@ -174,6 +179,7 @@ impl QuantKvStore {
         spec.validate()?;
         // why: centering only changes what the quantizer sees; plain keys gain nothing from it.
         spec.center_k &= spec.k.segments.iter().any(|s| s.kind.is_quantized());
+        spec.rotate_v &= spec.v.segments.iter().any(|s| s.kind.is_quantized());
         let head = HeadRows {
             k: spec
                 .k
@@ -241,7 +247,7 @@ impl QuantKvStore {
         let kf = host_f32(k)?;
         let vf = host_f32(v)?;
         let (len, residual, rotate) = (self.len, self.spec.residual, self.spec.rotate_k);
-        let center = self.spec.center_k;
+        let (center, rotate_v) = (self.spec.center_k, self.spec.rotate_v);
         let (k_spec, v_spec) = (&self.spec.k, &self.spec.v);
         let fill = |(i, head): (usize, &mut HeadRows)| {
             if center && head.k_center.is_empty() && t > 0 {
@@ -253,6 +259,7 @@ impl QuantKvStore {
                 head.k_center = mean;
             }
             let mut stored = vec![0.0f32; dk];
+            let mut stored_v = vec![0.0f32; dv];
             let transform = rotate || !head.k_center.is_empty();
             for ti in 0..t {
                 let krow = &kf[(i * t + ti) * dk..][..dk];
@@ -272,8 +279,17 @@ impl QuantKvStore {
                 for ((off, s), rows) in k_spec.offsets().zip(head.k.iter_mut()) {
                     rows.push(&kq[off..off + s.width]);
                 }
+                let vq = if rotate_v {
+                    stored_v.copy_from_slice(vrow);
+                    for (off, s) in v_spec.offsets() {
+                        hadamard_in_place(&mut stored_v[off..off + s.width]);
+                    }
+                    &stored_v[..]
+                } else {
+                    vrow
+                };
                 for ((off, s), rows) in v_spec.offsets().zip(head.v.iter_mut()) {
-                    rows.push(&vrow[off..off + s.width]);
+                    rows.push(&vq[off..off + s.width]);
                 }
                 if residual > 0 {
                     let slot = (len + ti) % residual;
@@ -371,7 +387,11 @@ impl QuantKvStore {
         }
         k.iter_mut().zip(&head.k_center).for_each(|(x, m)| *x += m);
         for ((off, s), rows) in self.spec.v.offsets().zip(&head.v) {
-            rows.decode(p, &mut v[off..off + s.width]);
+            let seg = &mut v[off..off + s.width];
+            rows.decode(p, seg);
+            if self.spec.rotate_v {
+                hadamard_in_place(seg);
+            }
         }
     }
 

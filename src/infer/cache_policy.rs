@@ -91,6 +91,7 @@ impl Candidate {
             k_geo: None,
             rotate_k: self.rotate_k,
             center_k: true,
+            rotate_v: self.rotate_k,
         }
     }
 }
@@ -118,6 +119,7 @@ impl Decision {
             k_geo: None,
             rotate_k: self.rotate_k,
             center_k: true,
+            rotate_v: self.rotate_k,
         }
     }
 
@@ -154,6 +156,7 @@ fn candidates() -> Vec<(&'static str, QuantKinds)> {
         k_geo: None,
         rotate_k,
         center_k: true,
+        rotate_v: rotate_k,
     };
     vec![
         ("fp16", kinds(CacheKind::Fp16, CacheKind::Fp16, false)),

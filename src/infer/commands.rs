@@ -29,6 +29,10 @@ pub struct CacheArgs {
     /// Store quantized keys as they are, without subtracting each head's mean key first.
     #[arg(long)]
     pub no_center_k: bool,
+    /// Rotate values by an orthogonal Hadamard transform before quantizing (undone after the
+    /// weighted sum).
+    #[arg(long)]
+    pub rotate_v: bool,
     /// Keep the K/V of the first N attention layers in fp16 whatever the storage kind.
     #[arg(long, default_value_t = 0)]
     pub fp16_prefix_layers: usize,
@@ -40,7 +44,12 @@ impl CacheArgs {
     /// `None`: the plain cache; otherwise the storage kinds.
     pub fn kinds(&self) -> Option<crate::model::QuantKinds> {
         use crate::cache::CacheKind;
-        if self.cache_kind.is_none() && self.k_cache.is_none() && self.v_cache.is_none() && !self.rotate_k {
+        if self.cache_kind.is_none()
+            && self.k_cache.is_none()
+            && self.v_cache.is_none()
+            && !self.rotate_k
+            && !self.rotate_v
+        {
             return None;
         }
         let base = match self.cache_kind {
@@ -53,6 +62,7 @@ impl CacheArgs {
             k_geo: None,
             rotate_k: self.rotate_k,
             center_k: !self.no_center_k,
+            rotate_v: self.rotate_v,
         })
     }
 
@@ -480,7 +490,12 @@ pub fn bench(cmd: &BenchCommand) -> Result<(), CliError> {
             args.cache
                 .kinds()
                 .map(|k| {
-                    let rot = if k.rotate_k { " rotate_k" } else { "" };
+                    let rot = match (k.rotate_k, k.rotate_v) {
+                        (true, true) => " rotate_k rotate_v",
+                        (true, false) => " rotate_k",
+                        (false, true) => " rotate_v",
+                        (false, false) => "",
+                    };
                     let center = if k.center_k { " center_k" } else { "" };
                     format!("k={} v={}{rot}{center}", k.k, k.v)
                 })

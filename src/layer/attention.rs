@@ -351,6 +351,7 @@ impl Attention {
             let store = cache.quant_store(self.slot, || crate::cache::QuantKvSpec {
                 rotate_k: kinds.rotate_k,
                 center_k: kinds.center_k,
+                rotate_v: kinds.rotate_v,
                 ..crate::cache::QuantKvSpec::uniform(b, nkv, hd, kinds.k, kinds.v)
             })?;
             store.append(&k, &v)?;

@@ -211,6 +211,7 @@ impl DecoupledAttention {
                 residual: 0,
                 rotate_k: false,
                 center_k: kinds.center_k,
+                rotate_v: kinds.rotate_v,
             })?;
             store.append(&k_cat, &v)?;
             let null = self.null.as_ref().map(|(k, v)| NullKv { k, v });

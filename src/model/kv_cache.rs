@@ -114,6 +114,8 @@ pub struct QuantKinds {
     /// Subtract each head's mean key before quantizing (exact: attention adds it back); see
     /// [`crate::cache::QuantKvSpec::center_k`]. On unless `--no-center-k`.
     pub center_k: bool,
+    /// Orthogonal (Hadamard) rotation of values before quantization (`--rotate-v`).
+    pub rotate_v: bool,
 }
 
 impl QuantKinds {
@@ -124,6 +126,7 @@ impl QuantKinds {
             k_geo: None,
             rotate_k: false,
             center_k: true,
+            rotate_v: false,
         }
     }
 }
@@ -168,6 +171,7 @@ impl KvCache {
                     seg.kind = CacheKind::Fp16;
                 }
                 spec.rotate_k = false;
+                spec.rotate_v = false;
             }
             *cell = Some(QuantKvStore::new(spec).map_err(candle_core::Error::wrap)?);
         }
