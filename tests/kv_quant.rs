@@ -359,15 +359,7 @@ fn rotation_keeps_scores_and_cuts_q4_0_key_error_on_outlier_channels() {
         let got = store.attend(&q, None, DecodeOptions::default()).unwrap();
         let (err, at) = worst(&got, &exact);
         assert!(err < tol, "{kind} rotate={rotate_k}: worst |Δ| {err} at {at}");
-        let (kd, _) = store.dequantize_all(&Device::Cpu).unwrap();
-        let mse = (kd - &k)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let mse = key_mse(&store, &k);
         key_err.push(mse);
     }
     eprintln!(
@@ -486,15 +478,7 @@ fn centering_keeps_scores_and_cuts_q4_0_key_error_when_keys_share_an_offset() {
                 .unwrap();
         }
         let got = store.attend(&q, None, DecodeOptions::default()).unwrap();
-        let (kd, _) = store.dequantize_all(&Device::Cpu).unwrap();
-        let mse = (kd - &k)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let mse = key_mse(&store, &k);
         errs.push((worst(&got, &exact).0, mse));
     }
     eprintln!(
@@ -518,4 +502,17 @@ fn centering_keeps_scores_and_cuts_q4_0_key_error_when_keys_share_an_offset() {
         errs[2],
         errs[1]
     );
+}
+
+/// Mean squared error of the keys a store gives back against the keys it was given.
+fn key_mse(store: &QuantKvStore, k: &Tensor) -> f32 {
+    let (kd, _) = store.dequantize_all(&Device::Cpu).unwrap();
+    (kd - k)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

@@ -143,17 +143,7 @@ impl PackedQ4_1 {
         } else {
             super::spin_pool::for_each_chunk_mut(&mut out_t, chunk, &work);
         }
-        let out = if rows == 1 {
-            out_t
-        } else {
-            let mut out = vec![0f32; n * rows];
-            for j in 0..n {
-                for r in 0..rows {
-                    out[r * n + j] = out_t[j * rows + r];
-                }
-            }
-            out
-        };
+        let out = super::qmatvec::rows_first(out_t, n, rows);
         let mut dims = xs.dims().to_vec();
         *dims.last_mut().expect("xs has a last dim") = n;
         Tensor::from_vec(out, dims, xs.device())

@@ -131,20 +131,24 @@ pub fn quantized_matvec(w: &QTensor, xs: &Tensor, exact_activations: bool) -> Re
     } else {
         super::spin_pool::for_each_chunk_mut(&mut out_t, ROWS_PER_TASK * rows, &|i, c| work((i, c)));
     }
-    let out = if rows == 1 {
-        out_t
-    } else {
-        let mut out = vec![0f32; n * rows];
-        for j in 0..n {
-            for r in 0..rows {
-                out[r * n + j] = out_t[j * rows + r];
-            }
-        }
-        out
-    };
+    let out = rows_first(out_t, n, rows);
     let mut dims = xs.dims().to_vec();
     *dims.last_mut().expect("xs has a last dim") = n;
     Tensor::from_vec(out, dims, xs.device()).map(Some)
+}
+
+/// (n, rows) products, as the parallel tasks write them, in (rows, n) order.
+pub(super) fn rows_first(out_t: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
+    if rows == 1 {
+        return out_t;
+    }
+    let mut out = vec![0f32; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            out[r * n + j] = out_t[j * rows + r];
+        }
+    }
+    out
 }
 
 fn dot(dtype: GgmlDType, wrow: &[u8], x: &QuantRow) -> f32 {
