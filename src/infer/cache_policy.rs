@@ -85,14 +85,20 @@ pub struct Candidate {
 
 impl Candidate {
     pub fn kinds(&self) -> QuantKinds {
-        QuantKinds {
-            k: self.k,
-            v: self.v,
-            k_geo: None,
-            rotate_k: self.rotate_k,
-            center_k: true,
-            rotate_v: self.rotate_k,
-        }
+        policy_kinds(self.k, self.v, self.rotate_k)
+    }
+}
+
+/// The storage a policy candidate names: keys centered whenever quantized, and "rotated" meaning
+/// both K and V (the form that was measured; docs/inference.md).
+fn policy_kinds(k: CacheKind, v: CacheKind, rotated: bool) -> QuantKinds {
+    QuantKinds {
+        k,
+        v,
+        k_geo: None,
+        rotate_k: rotated,
+        center_k: true,
+        rotate_v: rotated,
     }
 }
 
@@ -113,14 +119,7 @@ pub struct Decision {
 
 impl Decision {
     pub fn kinds(&self) -> QuantKinds {
-        QuantKinds {
-            k: self.k,
-            v: self.v,
-            k_geo: None,
-            rotate_k: self.rotate_k,
-            center_k: true,
-            rotate_v: self.rotate_k,
-        }
+        policy_kinds(self.k, self.v, self.rotate_k)
     }
 
     /// The `--explain` table.
@@ -150,14 +149,7 @@ impl Decision {
 }
 
 fn candidates() -> Vec<(&'static str, QuantKinds)> {
-    let kinds = |k, v, rotate_k| QuantKinds {
-        k,
-        v,
-        k_geo: None,
-        rotate_k,
-        center_k: true,
-        rotate_v: rotate_k,
-    };
+    let kinds = policy_kinds;
     vec![
         ("fp16", kinds(CacheKind::Fp16, CacheKind::Fp16, false)),
         ("q8_0", kinds(CacheKind::Q8_0, CacheKind::Q8_0, false)),
@@ -413,6 +405,7 @@ pub fn resolve(
     out.k_cache = Some(d.k);
     out.v_cache = Some(d.v);
     out.rotate_k = d.rotate_k;
+    out.rotate_v = d.rotate_k;
     Ok(out)
 }
 
