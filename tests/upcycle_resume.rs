@@ -1,6 +1,6 @@
 //! The upcycle through the binary on a tiny random Llama-shaped teacher (a caramba checkpoint):
 //! a blockwise phase killed with SIGKILL after its first checkpoint resumes from it and ends
-//! bit-identical to an uninterrupted run; a finished run reruns as a no-op; the global phase with
+//! bit-identical to an uninterrupted run; blockwise on the teacher's hidden states; a finished run reruns as a no-op; the global phase with
 //! `distill_loss: kl` runs; `params: attention` leaves every other weight bit-identical and keeps
 //! no optimizer state for it.
 
@@ -90,6 +90,22 @@ targets:
         steps: 3
         train: {{batch_size: 2, lr: 1.0e-4, eval_every: 0, save_every: 3, weight_decay: 0.0}}
         verify: {{type: kvcache, min_reduction: 1.5}}
+  - name: teacher_inputs
+    trainer: upcycle
+    teacher: "{teacher}"
+    model: "${{student}}"
+    data: "${{data}}"
+    upcycle:
+      calibration_batches: 1
+      teacher_batches: 3
+      verify_batches: 1
+      latency_prompt_lens: []
+      blockwise_input: teacher
+    runs:
+      - id: blockwise
+        phase: blockwise
+        steps: {STEPS}
+        train: {{batch_size: 2, lr: 1.0e-3, schedule: cosine, warmup_steps: 3, weight_decay: 0.0, save_every: 5, keep_checkpoints: 2}}
   - name: attention_only
     trainer: upcycle
     teacher: "{teacher}"
@@ -173,6 +189,27 @@ fn killed_blockwise_resumes_bit_identically_and_attention_only_freezes_the_rest(
     // Uninterrupted.
     let runs_a = tmp.path().join("runs_a");
     run_ok(&manifest, "chain", &runs_a);
+
+    // Teacher hidden states as blockwise inputs: the first layer sees the same input either way
+    // (embedding and norm are copied), so its steps match the student-prefix run bit for bit; the
+    // second layer's input is the teacher's, not the distilled first layer's, so its steps differ.
+    let runs_d = tmp.path().join("runs_d");
+    run_ok(&manifest, "teacher_inputs", &runs_d);
+    let (ls, lt) = (
+        blockwise_losses(&target(&runs_a).join("blockwise")),
+        blockwise_losses(&runs_d.join("tiny_upcycle/teacher_inputs/blockwise")),
+    );
+    assert_eq!(lt.len(), LAYERS * STEPS);
+    assert_eq!(
+        ls[..STEPS],
+        lt[..STEPS],
+        "layer 0 must see the same input in both modes"
+    );
+    assert_ne!(
+        ls[STEPS..],
+        lt[STEPS..],
+        "layer 1 must see the teacher's input, not the student's"
+    );
 
     // Killed (SIGKILL: no chance to save) after the first blockwise checkpoint, then rerun.
     let runs_b = tmp.path().join("runs_b");

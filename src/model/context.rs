@@ -73,6 +73,21 @@ impl<'a> ForwardCtx<'a> {
         }
     }
 
+    /// Record the input of the attention layer with `slot` when the trace captures it (the first
+    /// time only: a cyclic topology runs a slot more than once).
+    pub fn record_attention_input(&mut self, slot: usize, xs: &Tensor) {
+        if let Some(trace) = self.trace.as_deref_mut() {
+            let wanted = match trace.capture_inputs {
+                CaptureInputs::None => false,
+                CaptureInputs::Slot(s) => s == slot,
+                CaptureInputs::All => true,
+            };
+            if wanted && !trace.inputs.iter().any(|(s, _)| *s == slot) {
+                trace.inputs.push((slot, xs.clone()));
+            }
+        }
+    }
+
     /// Record `xs` under `path` when a trace asks for this kind of node.
     pub fn record(&mut self, kind: TraceKind, path: &str, xs: &Tensor) {
         if let Some(trace) = self.trace.as_deref_mut() {
@@ -97,6 +112,19 @@ pub struct Trace {
     pub all_layers: bool,
     /// `(topology path, output)` in execution order.
     pub entries: Vec<(String, Tensor)>,
+    /// Which attention layers' inputs to keep (blockwise distillation trains a layer on them).
+    pub capture_inputs: CaptureInputs,
+    /// `(slot, input)` of the captured attention layers, in execution order.
+    pub inputs: Vec<(usize, Tensor)>,
+}
+
+/// Which attention inputs a [`Trace`] keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CaptureInputs {
+    #[default]
+    None,
+    Slot(usize),
+    All,
 }
 
 impl Trace {
@@ -104,6 +132,16 @@ impl Trace {
         Self {
             all_layers: false,
             entries: Vec::new(),
+            capture_inputs: CaptureInputs::None,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// Attention outputs, plus the inputs of the attention layers `capture` names.
+    pub fn with_inputs(capture: CaptureInputs) -> Self {
+        Self {
+            capture_inputs: capture,
+            ..Self::attention_only()
         }
     }
 

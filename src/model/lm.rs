@@ -133,6 +133,11 @@ impl LanguageModel {
         Ok(xs)
     }
 
+    /// The attention layer that owns KV slot `slot` (blockwise distillation runs it alone).
+    pub fn attention_at(&self, slot: usize) -> Option<&Node> {
+        self.topology.attention_at(slot)
+    }
+
     /// Token ids (b, t) → embeddings (b, t, d_model).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         match &self.embedder {

@@ -5,7 +5,7 @@ pub mod init;
 pub mod kv_cache;
 pub mod lm;
 
-pub use context::{ForwardCtx, Trace, TraceKind};
+pub use context::{CaptureInputs, ForwardCtx, Trace, TraceKind};
 pub use init::SeededVarMap;
 pub use kv_cache::{KvCache, LayerKv, QuantKinds};
 pub use lm::{LanguageModel, ModelKind, ModelSpec};

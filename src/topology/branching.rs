@@ -16,6 +16,10 @@ impl Branching {
         Self { branches }
     }
 
+    pub fn branches(&self) -> &[(String, Node)] {
+        &self.branches
+    }
+
     pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let outs = self
             .branches

@@ -31,6 +31,10 @@ impl Cyclic {
         Self { inner, iterations }
     }
 
+    pub fn inner(&self) -> &Sequence {
+        &self.inner
+    }
+
     pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         if self.iterations > 1 && ctx.cache.is_some() {
             candle_core::bail!("a CyclicTopology with iterations > 1 cannot decode with a KV cache");

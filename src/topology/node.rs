@@ -70,8 +70,14 @@ impl Node {
             return Ok(xs.clone());
         }
         match self {
-            Node::Attention(a) => a.forward(xs, ctx),
-            Node::Decoupled(a) => a.forward(xs, ctx),
+            Node::Attention(a) => {
+                ctx.record_attention_input(a.slot(), xs);
+                a.forward(xs, ctx)
+            }
+            Node::Decoupled(a) => {
+                ctx.record_attention_input(a.slot(), xs);
+                a.forward(xs, ctx)
+            }
             Node::RmsNorm(n) => n.forward(xs, ctx.train),
             Node::LayerNorm(n) => n.forward(xs),
             Node::SwiGlu(m) => m.forward(xs),
@@ -83,6 +89,23 @@ impl Node {
             Node::Branching(b) => b.forward(xs, ctx),
             Node::Cyclic(c) => c.forward(xs, ctx),
         }
+    }
+
+    /// The attention layer (standard or decoupled) that owns KV slot `slot`, wherever it is nested.
+    pub fn attention_at(&self, slot: usize) -> Option<&Node> {
+        let children: &[(String, Node)] = match self {
+            Node::Attention(a) => return (a.slot() == slot).then_some(self),
+            Node::Decoupled(a) => return (a.slot() == slot).then_some(self),
+            Node::Sequence(s) => s.children(),
+            Node::Residual(r) => r.inner().children(),
+            Node::Parallel(p) => p.branches(),
+            Node::Branching(b) => b.branches(),
+            Node::Cyclic(c) => c.inner().children(),
+            Node::RmsNorm(_) | Node::LayerNorm(_) | Node::SwiGlu(_) | Node::Linear(_) | Node::Dropout(_) => {
+                return None;
+            }
+        };
+        children.iter().find_map(|(_, n)| n.attention_at(slot))
     }
 
     /// Forward one child and record its output when a trace asks for every layer.

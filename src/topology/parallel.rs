@@ -40,6 +40,10 @@ impl Parallel {
         Self { branches, reduce }
     }
 
+    pub fn branches(&self) -> &[(String, Node)] {
+        &self.branches
+    }
+
     pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         let outs = self
             .branches

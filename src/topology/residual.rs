@@ -15,6 +15,10 @@ impl Residual {
         Self { inner }
     }
 
+    pub fn inner(&self) -> &Sequence {
+        &self.inner
+    }
+
     pub fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
         xs + self.inner.forward(xs, ctx)?
     }

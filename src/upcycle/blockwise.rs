@@ -1,7 +1,9 @@
 //! Blockwise distillation: per transplanted attention layer, only that layer's parameters train,
-//! to make its output match the teacher's on the same tokens. The student's own (already
-//! distilled) prefix feeds the layer; the rest of the model is frozen (detached) and the pass stops
-//! right after the layer. Teacher outputs are computed once for a pool of batches and reused.
+//! to make its output match the teacher's on the same tokens. Teacher outputs are computed once
+//! for a pool of batches and reused. The layer's inputs are either the student's own (already
+//! distilled, frozen) prefix — computed once per layer for the pool, since the prefix does not
+//! change while the layer trains — or the teacher's (computed with the outputs; layers are then
+//! independent). Either way a step runs the one layer, not the model up to it.
 //!
 //! The phase is one sequence of `layers × steps` steps with atomic checkpoints (the trainer's
 //! layout: `checkpoints/step_N/`) every `save_every` steps, at each layer's end and on Ctrl-C. A
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::student::{Student, partially_frozen};
 use super::{DistillLoss, UpcycleError};
 use crate::console::Progress;
-use crate::model::{ForwardCtx, LanguageModel, ModelSpec, Trace};
+use crate::model::{CaptureInputs, ForwardCtx, LanguageModel, ModelSpec, Trace};
 use crate::train::checkpoint::{self, CheckpointState, FORMAT, OPTIMIZER_FILE};
 use crate::train::metrics::{MetricLine, MetricsLog, TrainLine};
 use crate::train::{Optimizer, Schedule, TrainError, TrainSpec};
@@ -28,26 +30,62 @@ use crate::train::{Optimizer, Schedule, TrainError, TrainSpec};
 pub struct TeacherBatch {
     pub ids: Tensor,
     pub outputs: Vec<Tensor>,
+    /// The teacher's attention inputs, one per slot (only for [`BlockInput::Teacher`]).
+    pub inputs: Vec<Tensor>,
 }
 
-/// Run the teacher over `batches`, keeping every attention layer's output.
+/// What feeds the layer being distilled (`upcycle.blockwise_input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockInput {
+    /// The student's own prefix (already distilled layers): what the layer will see at inference.
+    #[default]
+    Student,
+    /// The teacher's hidden states: layers are independent of each other's errors.
+    Teacher,
+}
+
+/// Run the teacher over `batches`, keeping every attention layer's output (and input, for
+/// [`BlockInput::Teacher`]).
 pub fn teacher_outputs(
     teacher: &LanguageModel,
     batches: Vec<Tensor>,
+    input: BlockInput,
 ) -> Result<Vec<TeacherBatch>, UpcycleError> {
+    let capture = match input {
+        BlockInput::Student => CaptureInputs::None,
+        BlockInput::Teacher => CaptureInputs::All,
+    };
     batches
         .into_iter()
         .map(|ids| {
-            let mut trace = Trace::attention_only();
+            let mut trace = Trace::with_inputs(capture);
             let mut ctx = ForwardCtx::eval();
             ctx.trace = Some(&mut trace);
             teacher.forward(&ids, &mut ctx)?;
+            let mut inputs = std::mem::take(&mut trace.inputs);
+            inputs.sort_by_key(|(slot, _)| *slot);
             Ok(TeacherBatch {
                 ids,
                 outputs: trace.entries.into_iter().map(|(_, t)| t).collect(),
+                inputs: inputs.into_iter().map(|(_, t)| t).collect(),
             })
         })
         .collect()
+}
+
+/// The input of attention slot `slot` when `model` runs on `ids` (its prefix only, no gradient).
+fn prefix_input(model: &LanguageModel, ids: &Tensor, slot: usize) -> Result<Tensor, UpcycleError> {
+    let mut trace = Trace::with_inputs(CaptureInputs::Slot(slot));
+    let mut ctx = ForwardCtx::eval();
+    ctx.trace = Some(&mut trace);
+    ctx.stop_after_slot = Some(slot);
+    model.forward(ids, &mut ctx)?;
+    let (_, xs) = trace
+        .inputs
+        .pop()
+        .ok_or_else(|| UpcycleError::Mismatch(format!("attention slot {slot} received no input")))?;
+    Ok(xs.detach())
 }
 
 /// Per-layer record of a blockwise phase.
@@ -85,6 +123,8 @@ pub struct Blockwise<'a> {
     /// Steps per layer.
     pub steps: usize,
     pub loss: DistillLoss,
+    /// What feeds the layer being distilled; [`BlockInput::Teacher`] needs a pool with inputs.
+    pub input: BlockInput,
     pub pool: &'a [TeacherBatch],
     pub device: &'a Device,
     pub seed: u64,
@@ -164,6 +204,28 @@ impl Blockwise<'_> {
                 self.device,
             )?;
             let mut optimizer = Optimizer::new(self.train, trainable)?;
+            let layer = model.attention_at(slot).ok_or_else(|| {
+                UpcycleError::Mismatch(format!("the student has no attention layer with slot {slot}"))
+            })?;
+            // why: the prefix is frozen while this layer trains, so its output per batch is fixed.
+            let inputs: Vec<Tensor> = match self.input {
+                BlockInput::Student => self
+                    .pool
+                    .iter()
+                    .map(|b| prefix_input(&model, &b.ids, slot))
+                    .collect::<Result<_, _>>()?,
+                BlockInput::Teacher => self
+                    .pool
+                    .iter()
+                    .map(|b| {
+                        b.inputs.get(slot).cloned().ok_or_else(|| {
+                            UpcycleError::Mismatch(format!(
+                                "no teacher input cached for attention slot {slot}"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ slot as u64);
             if first_step > 0 {
                 // A mid-layer checkpoint: its optimizer state is this layer's.
@@ -191,16 +253,10 @@ impl Blockwise<'_> {
             let schedule = Schedule::new(self.train, steps);
             for step in first_step..steps {
                 let step_start = std::time::Instant::now();
-                let batch = &self.pool[step % self.pool.len()];
-                let mut trace = Trace::attention_only();
+                let i = step % self.pool.len();
                 let mut ctx = ForwardCtx::train(&mut rng);
-                ctx.trace = Some(&mut trace);
-                ctx.stop_after_slot = Some(slot);
-                model.forward(&batch.ids, &mut ctx)?;
-                let out = trace.entries.last().map(|(_, t)| t.clone()).ok_or_else(|| {
-                    UpcycleError::Mismatch(format!("attention slot {slot} produced no output"))
-                })?;
-                let loss = distance(&out, &batch.outputs[slot], self.loss)?;
+                let out = layer.forward(&inputs[i], &mut ctx)?;
+                let loss = distance(&out, &self.pool[i].outputs[slot], self.loss)?;
                 let value = f64::from(loss.to_scalar::<f32>()?);
                 if !value.is_finite() {
                     return Err(UpcycleError::NonFinite {

@@ -172,7 +172,7 @@ pub fn run_upcycle(
                         .map(|(x, _)| x)
                         .collect();
                     tracing::info!(batches = ids.len(), "caching teacher attention outputs");
-                    pool = Some(teacher_outputs(&teacher.loaded.model, ids)?);
+                    pool = Some(teacher_outputs(&teacher.loaded.model, ids, cfg.blockwise_input)?);
                 }
                 let pool = pool.as_ref().expect("filled above");
                 let outcome = Blockwise {
@@ -181,6 +181,7 @@ pub fn run_upcycle(
                     train: &train,
                     steps: run.steps,
                     loss: cfg.distill_loss,
+                    input: cfg.blockwise_input,
                     pool,
                     device: &device,
                     seed: run.seed,

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::DbaInit;
+use super::blockwise::BlockInput;
 use crate::bench::eval_cases::{EvalCase, EvalOptions};
 
 fn default_max_new_tokens() -> usize {
@@ -43,6 +44,9 @@ pub struct UpcycleSpec {
     pub calibration_batches: usize,
     /// Blockwise loss between student and teacher attention outputs. Default: l1.
     pub distill_loss: DistillLoss,
+    /// What feeds the layer a blockwise phase trains: `student` (its own distilled prefix;
+    /// default) or `teacher` (the teacher's hidden states, cached with its outputs).
+    pub blockwise_input: BlockInput,
     /// Distinct batches whose teacher outputs are computed once and reused by every block
     /// (blockwise steps cycle through them). Default: 8.
     pub teacher_batches: usize,
@@ -65,6 +69,7 @@ impl Default for UpcycleSpec {
             dba_init: DbaInit::Aligned,
             calibration_batches: 2,
             distill_loss: DistillLoss::L1,
+            blockwise_input: BlockInput::Student,
             teacher_batches: 8,
             verify_batches: 8,
             latency_prompt_lens: vec![64, 256],

@@ -196,7 +196,7 @@ fn attention_inputs(
     for ids in calibration {
         let mut trace = Trace {
             all_layers: true,
-            entries: Vec::new(),
+            ..Trace::attention_only()
         };
         let mut ctx = ForwardCtx::eval();
         ctx.trace = Some(&mut trace);
