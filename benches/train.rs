@@ -99,6 +99,15 @@ fn main() {
         );
         return;
     }
+    // why: the trainer's step profile (CARAMBA_PROFILE_STEPS=1) is a log line.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,caramba::train::phase_clock=info")
+            }),
+        )
+        .init();
     let mut cfg: HashMap<&str, usize> = DEFAULTS.iter().copied().collect();
     for pair in args.windows(2) {
         if let Some(key) = pair[0].strip_prefix("--")

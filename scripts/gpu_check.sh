@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
 # binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
-# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf]   (all by default)
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf] [profile]
+# (all but profile by default; profile: where a training step's time goes, by phase and by kernel)
 set -uo pipefail
 BIN=${BIN:-target/device}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 STEPS="$*"
-has() { [ -z "$STEPS" ] || [[ " $STEPS " == *" $1 "* ]]; }
+has() { { [ -z "$STEPS" ] && [ "$1" != profile ]; } || [[ " $STEPS " == *" $1 "* ]]; }
 for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f"; done
 chmod +x "$BIN"/gpu_kernels "$BIN"/gpu "$BIN"/train "$BIN"/caramba 2>/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
@@ -21,6 +22,14 @@ if has kernel || has decode || has long; then
 fi
 if has hf; then
   echo "== HF transformers decode"; PYTHONUNBUFFERED=1 python3 scripts/bench_decode_hf.py --config presets/configs/llama-3.2-1b.json ${HF_COMPILE:+--compile} 2>&1 | grep -v Warning | tee "$OUT/hf_decode.txt"
+fi
+SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16"
+if has profile; then
+  echo "== train step profile (device synchronized at each phase)"
+  CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 8 --device cuda --dtype bf16 2>&1 | grep -E "step profile|tokens/s" | tee "$OUT/train_profile.txt"
+  echo "== GPU time per kernel over 4 steps (ncu)"
+  timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv "$BIN"/train $SHAPE --steps 4 --device cuda --dtype bf16 > "$OUT/ncu_train.csv" 2>"$OUT/ncu_train.err"
+  python3 scripts/ncu_summary.py "$OUT/ncu_train.csv" 40 | tee "$OUT/ncu_train_summary.txt"
 fi
 if has train; then
   SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23"

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod error;
 pub mod metrics;
 pub mod optimizer;
+pub mod phase_clock;
 pub mod schedule;
 pub mod spec;
 pub mod trainer;

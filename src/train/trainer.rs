@@ -306,8 +306,10 @@ impl<'a> Trainer<'a> {
         // why: throughput counts step time only (not eval or checkpoint writes).
         let (mut window_secs, mut window_tokens, mut train_secs) = (0f64, 0u64, 0f64);
         let (mut val_loss, mut last_checkpoint) = (None, None);
+        let mut clock = super::phase_clock::PhaseClock::from_env(&self.device);
 
         for step in start..end {
+            clock.start();
             let step_start = Instant::now();
             let lr = schedule.lr(step);
             let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
@@ -316,6 +318,7 @@ impl<'a> Trainer<'a> {
                 let (xs, ys) = self
                     .data
                     .batch(Split::Train, spec.batch_size, &mut sampler, &self.device)?;
+                clock.lap("data");
                 let step_loss = {
                     let mut ctx = ForwardCtx::train(&mut dropout);
                     let logits = self.model.forward(&xs, &mut ctx)?;
@@ -325,6 +328,7 @@ impl<'a> Trainer<'a> {
                     }
                 };
                 let value = f64::from(step_loss.to_scalar::<f32>()?);
+                clock.lap("forward");
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
                         step: step + 1,
@@ -338,6 +342,7 @@ impl<'a> Trainer<'a> {
                     step_loss
                 };
                 let store = scaled.backward()?;
+                clock.lap("backward");
                 for (slot, (_, var)) in grads.iter_mut().zip(&vars) {
                     if let Some(g) = store.get(var.as_tensor()) {
                         let g = g.to_dtype(DType::F32)?;
@@ -348,8 +353,10 @@ impl<'a> Trainer<'a> {
                     }
                 }
             }
+            clock.lap("gather grads");
             loss = loss_sum / spec.grad_accum as f64;
             let grad_norm = clip_grad_norm(&mut grads, spec.grad_clip)?;
+            clock.lap("clip");
             if !grad_norm.is_finite() {
                 return Err(TrainError::NonFinite {
                     step: step + 1,
@@ -357,6 +364,7 @@ impl<'a> Trainer<'a> {
                 });
             }
             optimizer.step(&grads, lr)?;
+            clock.lap("optimizer");
             let done = step + 1;
             tokens_seen += tokens_per_step;
             window_tokens += tokens_per_step;
@@ -430,6 +438,7 @@ impl<'a> Trainer<'a> {
                 });
             }
         }
+        clock.report();
         let wall = t0.elapsed().as_secs_f64();
         elapsed_before += wall;
         tracing::info!(
