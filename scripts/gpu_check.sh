@@ -27,8 +27,9 @@ SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 4915
 if has profile; then
   echo "== train step profile (device synchronized at each phase)"
   CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 8 --device cuda --dtype bf16 2>&1 | grep -E "step profile|tokens/s" | tee "$OUT/train_profile.txt"
-  echo "== GPU time per kernel over 4 steps (ncu)"
-  timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv "$BIN"/train $SHAPE --steps 4 --device cuda --dtype bf16 > "$OUT/ncu_train.csv" 2>"$OUT/ncu_train.err"
+  # ncu replays each kernel: a slice of ~3,000 launches in the timed steps, not the whole run.
+  echo "== GPU time per kernel, launches ${NCU_SKIP:=25000}..+${NCU_COUNT:=3000} (ncu)"
+  timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip "$NCU_SKIP" --launch-count "$NCU_COUNT" "$BIN"/train $SHAPE --steps 6 --device cuda --dtype bf16 > "$OUT/ncu_train.csv" 2>"$OUT/ncu_train.err"
   python3 scripts/ncu_summary.py "$OUT/ncu_train.csv" 40 | tee "$OUT/ncu_train_summary.txt"
 fi
 if has train; then

@@ -152,6 +152,19 @@ fn cuda_name(_device: &Device) -> String {
     "cuda".into()
 }
 
+/// GiB of the GPU's memory in use (by every process), for training logs; `None` off CUDA.
+#[cfg(feature = "cuda")]
+pub fn gpu_memory_used_gib(device: &Device) -> Option<f64> {
+    let dev = device.as_cuda_device().ok()?;
+    let (free, total) = dev.cuda_stream().context().mem_get_info().ok()?;
+    Some((total - free) as f64 / (1u64 << 30) as f64)
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn gpu_memory_used_gib(_device: &Device) -> Option<f64> {
+    None
+}
+
 /// Wait for the device's queued work: timings on a GPU are otherwise the launch time.
 pub fn synchronize(device: &Device) -> candle_core::Result<()> {
     device.synchronize()

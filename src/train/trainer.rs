@@ -384,13 +384,16 @@ impl<'a> Trainer<'a> {
                     tokens_per_sec,
                     elapsed_s: elapsed,
                 }))?;
+                let gpu = crate::device::gpu_memory_used_gib(&self.device)
+                    .map(|g| format!(" (GPU memory in use: {g:.1} GiB)"))
+                    .unwrap_or_default();
                 tracing::info!(
                     step = done,
                     loss = format!("{loss:.4}"),
                     lr = format!("{lr:.3e}"),
                     grad_norm = format!("{grad_norm:.3}"),
                     tok_per_s = format!("{tokens_per_sec:.0}"),
-                    "train"
+                    "train{gpu}"
                 );
                 progress.set_message(&format!("loss {loss:.4} · {tokens_per_sec:.0} tok/s"));
             }

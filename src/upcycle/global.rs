@@ -62,16 +62,24 @@ impl Default for GlobalSpec {
 /// # Shapes
 /// `student`, `teacher`: (b, t, vocab) (any float dtype; computed in f32) → scalar.
 pub fn kl_distill(student: &Tensor, teacher: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
-    let (b, t, v) = student.dims3()?;
-    let flat = |x: &Tensor| -> candle_core::Result<Tensor> {
-        candle_nn::ops::log_softmax(
-            &(x.to_dtype(DType::F32)?.reshape((b * t, v))? / temperature)?,
-            D::Minus1,
-        )
-    };
-    let log_s = flat(student)?;
-    let log_t = flat(&teacher.detach())?;
-    let kl = (log_t.exp()? * (&log_t - &log_s)?)?.sum(D::Minus1)?;
+    kl_of_log_probs(
+        &log_probs(student, temperature)?,
+        &log_probs(&teacher.detach(), temperature)?,
+        temperature,
+    )
+}
+
+/// (b, t, vocab) logits → (b·t, vocab) f32 log-probabilities at `temperature`.
+fn log_probs(logits: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    let x = logits.to_dtype(DType::F32)?.reshape((b * t, v))?;
+    // why: at T = 1 the division would only cost another (b·t, vocab) f32 tensor, kept for backward.
+    let x = if temperature == 1.0 { x } else { (x / temperature)? };
+    candle_nn::ops::log_softmax(&x, D::Minus1)
+}
+
+fn kl_of_log_probs(log_s: &Tensor, log_t: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    let kl = (log_t.exp()? * (log_t - log_s)?)?.sum(D::Minus1)?;
     kl.mean_all()? * (temperature * temperature)
 }
 
@@ -88,14 +96,32 @@ pub fn global_loss(
         GlobalLoss::Ce => lm_loss(logits, ys),
         GlobalLoss::Kl => {
             let teacher_logits = teacher.forward(xs, &mut ForwardCtx::eval())?.detach();
-            let kl = kl_distill(logits, &teacher_logits, spec.temperature)?;
-            if spec.ce_weight == 0.0 {
-                Ok(kl)
-            } else {
-                kl + (lm_loss(logits, ys)? * spec.ce_weight)?
-            }
+            kl_and_ce(logits, &teacher_logits, ys, spec.temperature, spec.ce_weight)
         }
     }
+}
+
+/// `ce_weight · CE + T² · KL`, sharing the student's log-softmax between the two at T = 1.
+fn kl_and_ce(
+    logits: &Tensor,
+    teacher_logits: &Tensor,
+    ys: &Tensor,
+    temperature: f64,
+    ce_weight: f64,
+) -> candle_core::Result<Tensor> {
+    let log_s = log_probs(logits, temperature)?;
+    let kl = kl_of_log_probs(&log_s, &log_probs(teacher_logits, temperature)?, temperature)?;
+    if ce_weight == 0.0 {
+        return Ok(kl);
+    }
+    // why: at T = 1 the student's log-probabilities are the ones cross-entropy needs; one
+    // (b·t, vocab) log-softmax instead of two (the largest activations of the step).
+    let ce = if temperature == 1.0 {
+        candle_nn::loss::nll(&log_s, &ys.flatten_all()?)?
+    } else {
+        lm_loss(logits, ys)?
+    };
+    kl + (ce * ce_weight)?
 }
 
 #[cfg(test)]
@@ -145,6 +171,29 @@ mod tests {
             assert!(
                 (got - want).abs() < 1e-4 * want.max(1.0),
                 "T={temp}: {got} vs hand {want}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn shared_log_softmax_gives_kl_plus_weighted_ce() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (b, t, v) = (2, 5, 17);
+        let s = Tensor::randn(0f32, 2.0, (b, t, v), &dev)?;
+        let teacher = Tensor::randn(0f32, 2.0, (b, t, v), &dev)?;
+        let ys = Tensor::from_vec(
+            (0..b * t).map(|i| ((i * 7 + 3) % v) as u32).collect::<Vec<_>>(),
+            (b, t),
+            &dev,
+        )?;
+        for temp in [1.0, 2.0] {
+            let got = f64::from(kl_and_ce(&s, &teacher, &ys, temp, 0.7)?.to_scalar::<f32>()?);
+            let want = f64::from(kl_distill(&s, &teacher, temp)?.to_scalar::<f32>()?)
+                + 0.7 * f64::from(lm_loss(&s, &ys)?.to_scalar::<f32>()?);
+            assert!(
+                (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                "T={temp}: {got} vs {want}"
             );
         }
         Ok(())

@@ -206,6 +206,9 @@ pub fn run_upcycle(
                 });
             }
             Phase::Global => {
+                // why: the teacher outputs (and inputs) cached for blockwise phases are one
+                // (batch, block, d_model) tensor per layer and batch: gigabytes a global phase needs.
+                pool = None;
                 let g = &cfg.global;
                 if !(g.temperature.is_finite() && g.temperature > 0.0) {
                     return Err(UpcycleError::Mismatch(format!(
