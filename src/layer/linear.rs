@@ -152,7 +152,9 @@ pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor, exact_activations: bool) 
     *out_dims.last_mut().expect("xs has a last dim") = n;
     let flat = xs.reshape((rows, k))?;
     let device = xs.device().clone();
-    let parts = if n <= DENSE_GEMM_CHUNK_ROWS {
+    // why: chunks bound host memory on a CPU; on a GPU the whole matrix is a transient buffer,
+    // and rebuilding device chunks from host bytes (`q.data()` copies the matrix back) is slow.
+    let parts = if n <= DENSE_GEMM_CHUNK_ROWS || !device.is_cpu() {
         vec![flat.matmul(&q.dequantize(&device)?.t()?)?]
     } else {
         // why: a tied head (vocab × d) dequantized whole would double the model's memory.

@@ -28,7 +28,9 @@ pub fn load_teacher(source: &str, device: &Device) -> Result<Teacher, LoadError>
     let opts = LoadOptions {
         dtype: DType::F32,
         device: device.clone(),
-        dequantize: false,
+        // why: on a GPU the teacher runs on every global step (KL) and on every blockwise batch:
+        // dense GEMMs beat dequantizing each quantized matrix per call, and the memory is small.
+        dequantize: !device.is_cpu(),
         requantize: None,
     };
     let loaded = load_source(&resolved, &opts)?;
