@@ -31,8 +31,9 @@ case "${1:-}" in
     chmod +x "$STAGE"/caramba
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     echo "model sha256 $got"
-    # setsid: the run outlives this call; later calls follow it with `wait`.
-    setsid nohup bash -c "cd $PWD && date > $LOG; $STAGE/caramba run presets/smollm2_135m_dba.yml --target paper --device cuda --runs-dir $RUNS >> $LOG 2>&1; echo EXIT \$? >> $LOG; date >> $LOG" > /dev/null 2>&1 &
+    # setsid: the run outlives this call; later calls follow it with `wait`. A failed attempt
+    # (say, out of GPU memory) is resumed from its last checkpoint, up to three attempts.
+    setsid nohup bash -c "cd $PWD && date > $LOG; for attempt in 1 2 3; do $STAGE/caramba run presets/smollm2_135m_dba.yml --target paper --device cuda --runs-dir $RUNS >> $LOG 2>&1 && break; echo \"attempt \$attempt failed; resuming from the last checkpoint\" >> $LOG; done; echo EXIT \$? >> $LOG; date >> $LOG" > /dev/null 2>&1 &
     sleep 20; tail -5 "$LOG"
     ;;
   wait)

@@ -447,5 +447,9 @@ fn quantized_head_on_gpu_matches_cpu_and_does_not_grow_memory() {
     let after = caramba::device::gpu_memory_used_gib(&dev).unwrap();
     eprintln!("GPU memory in use: {before:.3} GiB before 40 calls, {after:.3} GiB after");
     // 40 leaked f32 copies of the head would be 4.4 GiB.
-    assert!(after - before < 0.5, "memory grew by {:.2} GiB over 40 calls", after - before);
+    assert!(
+        after - before < 0.5,
+        "memory grew by {:.2} GiB over 40 calls",
+        after - before
+    );
 }

@@ -87,6 +87,11 @@ impl AdamW {
         Ok(())
     }
 
+    #[cfg(test)]
+    pub(super) fn master_copy(&self, i: usize) -> Option<Tensor> {
+        self.master.copy(i)
+    }
+
     pub(super) fn state(&self) -> StateTensors {
         let mut out = StateTensors::new(self.t);
         for (i, (name, _)) in self.vars.iter().enumerate() {
