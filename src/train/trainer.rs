@@ -365,6 +365,8 @@ impl<'a> Trainer<'a> {
             }
             optimizer.step(&grads, lr)?;
             clock.lap("optimizer");
+            drop(grads);
+            crate::device::trim_memory_pool(&self.device);
             let done = step + 1;
             tokens_seen += tokens_per_step;
             window_tokens += tokens_per_step;
