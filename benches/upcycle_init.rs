@@ -66,7 +66,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut cfg = target.upcycle.clone();
         cfg.dba_init = init;
         let calib: &[_] = if calibrated { &calibration } else { &[] };
-        let student = build_student(&teacher, &target.model, &cfg, 1337, calib, &device)?;
+        let student = build_student(
+            &teacher,
+            &target.model,
+            &cfg,
+            1337,
+            calib,
+            &device,
+            candle_core::DType::F32,
+        )?;
         let v = verify(
             &teacher.loaded.model,
             &teacher.loaded.spec,

@@ -106,6 +106,27 @@ targets:
         phase: blockwise
         steps: {STEPS}
         train: {{batch_size: 2, lr: 1.0e-3, schedule: cosine, warmup_steps: 3, weight_decay: 0.0, save_every: 5, keep_checkpoints: 2}}
+  - name: half
+    trainer: upcycle
+    teacher: "{teacher}"
+    model: "${{student}}"
+    data: "${{data}}"
+    upcycle:
+      calibration_batches: 1
+      teacher_batches: 2
+      verify_batches: 1
+      latency_prompt_lens: []
+      blockwise_input: teacher
+      global: {{distill_loss: kl, temperature: 1.0, ce_weight: 1.0}}
+    runs:
+      - id: blockwise
+        phase: blockwise
+        steps: 4
+        train: {{batch_size: 2, lr: 1.0e-3, weight_decay: 0.0, dtype: bf16}}
+      - id: finetune
+        phase: global
+        steps: 3
+        train: {{batch_size: 2, lr: 1.0e-4, eval_every: 0, weight_decay: 0.0, dtype: bf16}}
   - name: attention_only
     trainer: upcycle
     teacher: "{teacher}"
@@ -210,6 +231,28 @@ fn killed_blockwise_resumes_bit_identically_and_attention_only_freezes_the_rest(
         lt[STEPS..],
         "layer 1 must see the teacher's input, not the student's"
     );
+
+    // `dtype: bf16`: the student's parameters are bf16 (teacher inputs converted to it), the
+    // report says so, the saved student is bf16, and its perplexity is finite.
+    let runs_h = tmp.path().join("runs_h");
+    run_ok(&manifest, "half", &runs_h);
+    let dir_h = runs_h.join("tiny_upcycle/half");
+    let report_h: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir_h.join("artifacts/report.json")).unwrap()).unwrap();
+    assert_eq!(report_h["upcycle"]["dtype"], "bf16", "{}", report_h["upcycle"]);
+    assert!(
+        report_h["upcycle"]["summary"]["student_perplexity"]
+            .as_f64()
+            .unwrap()
+            .is_finite()
+    );
+    let saved =
+        candle_core::safetensors::load(dir_h.join("student/model.safetensors"), &Device::Cpu).unwrap();
+    let (name, t) = saved
+        .iter()
+        .find(|(n, _)| n.ends_with("q_sem.weight") || n.contains("embedder"))
+        .unwrap();
+    assert_eq!(t.dtype(), DType::BF16, "{name}");
 
     // Killed (SIGKILL: no chance to save) after the first blockwise checkpoint, then rerun.
     let runs_b = tmp.path().join("runs_b");

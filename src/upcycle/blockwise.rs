@@ -202,6 +202,7 @@ impl Blockwise<'_> {
                 &self.student.vars,
                 |n| n.starts_with(&prefix),
                 self.device,
+                self.student.dtype,
             )?;
             let mut optimizer = Optimizer::new(self.train, trainable)?;
             let layer = model.attention_at(slot).ok_or_else(|| {
@@ -218,11 +219,12 @@ impl Blockwise<'_> {
                     .pool
                     .iter()
                     .map(|b| {
-                        b.inputs.get(slot).cloned().ok_or_else(|| {
+                        let xs = b.inputs.get(slot).ok_or_else(|| {
                             UpcycleError::Mismatch(format!(
                                 "no teacher input cached for attention slot {slot}"
                             ))
-                        })
+                        })?;
+                        Ok::<_, UpcycleError>(xs.to_dtype(self.student.dtype)?)
                     })
                     .collect::<Result<_, _>>()?,
             };

@@ -66,6 +66,8 @@ struct Report {
     teacher: String,
     dba_init: super::DbaInit,
     device: String,
+    /// The student's parameter dtype.
+    dtype: String,
     git_revision: Option<String>,
     summary: Summary,
     initial: Verification,
@@ -91,6 +93,12 @@ pub fn run_upcycle(
         .ok_or_else(|| UpcycleError::Mismatch("the target has no runs".into()))?;
     let device_name = device_override.unwrap_or(&first.train.device).to_string();
     let device = parse_device(&device_name)?;
+    let dtype = crate::train::parse_dtype(&first.train.dtype, &device)?;
+    tracing::info!(
+        device = %crate::device::describe(&device),
+        dtype = crate::device::dtype_name(dtype),
+        "student"
+    );
     let teacher_src = target
         .teacher
         .as_deref()
@@ -122,7 +130,15 @@ pub fn run_upcycle(
     )?;
 
     tracing::info!(init = ?cfg.dba_init, "surgery");
-    let student = build_student(&teacher, &target.model, cfg, first.seed, &calibration, &device)?;
+    let student = build_student(
+        &teacher,
+        &target.model,
+        cfg,
+        first.seed,
+        &calibration,
+        &device,
+        dtype,
+    )?;
     let initial = verify(
         &teacher.loaded.model,
         &teacher.loaded.spec,
@@ -225,12 +241,11 @@ pub fn run_upcycle(
                             &student.vars,
                             |n| prefixes.iter().any(|p| n.starts_with(p.as_str())),
                             &device,
+                            dtype,
                         )?
                         .0
                     }
-                    None => {
-                        LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?
-                    }
+                    None => LanguageModel::build(&target.model, student.vars.var_builder(dtype, &device))?,
                 };
                 let mut opts = TrainOptions::new(&target.model, &train, run.steps, run.seed, &dir.root);
                 opts.fresh = fresh;
@@ -273,7 +288,7 @@ pub fn run_upcycle(
                 .into_iter()
                 .flatten()
                 .collect();
-            let model = LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
+            let model = LanguageModel::build(&target.model, student.vars.var_builder(dtype, &device))?;
             let v = verify(
                 &teacher.loaded.model,
                 &teacher.loaded.spec,
@@ -331,7 +346,7 @@ pub fn run_upcycle(
             }
         }
     }
-    let model = LanguageModel::build(&target.model, student.vars.var_builder(DType::F32, &device))?;
+    let model = LanguageModel::build(&target.model, student.vars.var_builder(dtype, &device))?;
     let fin = verify(
         &teacher.loaded.model,
         &teacher.loaded.spec,
@@ -354,6 +369,7 @@ pub fn run_upcycle(
         teacher: teacher_src.to_string(),
         dba_init: cfg.dba_init,
         device: device_name,
+        dtype: crate::device::dtype_name(dtype).to_string(),
         git_revision: crate::experiment::git_revision(),
         summary: Summary {
             teacher_perplexity: fin.teacher_perplexity,
@@ -373,7 +389,7 @@ pub fn run_upcycle(
     };
     let artifacts_dir = target_dir.join("artifacts");
     let record = serde_json::to_value(&report).map_err(|e| UpcycleError::Mismatch(e.to_string()))?;
-    let (bench, outcome) = bench_report(compiled, target, &teacher, &model, &report, &device)?;
+    let (bench, outcome) = bench_report(compiled, target, &teacher, &model, dtype, &report, &device)?;
     super::artifacts::write(&bench, &record, &artifacts_dir)?;
     outcome.write_extras(&bench, &artifacts_dir)?;
     println!(
@@ -423,6 +439,7 @@ fn bench_report(
     target: &TargetPlan,
     teacher: &Teacher,
     student: &LanguageModel,
+    student_dtype: DType,
     report: &Report,
     device: &candle_core::Device,
 ) -> Result<(crate::bench::Report, crate::bench::BenchOutcome), UpcycleError> {
@@ -479,7 +496,7 @@ fn bench_report(
             max_seq_len: teacher.loaded.max_seq_len,
             model_bytes: params(&target.model),
             device: device.clone(),
-            dtype: DType::F32,
+            dtype: student_dtype,
         },
     ];
     let ctx = BenchContext {

@@ -21,6 +21,9 @@ pub struct Student {
     pub attention_paths: Vec<String>,
     /// Slots of the attention layers that were transplanted (surgery sites).
     pub surgery_slots: Vec<usize>,
+    /// The parameters' dtype (the run's `dtype`: bf16 on CUDA for `auto`). Buffers such as the
+    /// per-head RoPE frequencies stay f32.
+    pub dtype: DType,
 }
 
 /// Build the student of `spec` from `teacher`. `calibration`: token batches (b, t) whose
@@ -32,10 +35,11 @@ pub fn build_student(
     seed: u64,
     calibration: &[Tensor],
     device: &Device,
+    dtype: DType,
 ) -> Result<Student, UpcycleError> {
     let pairs = pair(&teacher.loaded.spec, spec).map_err(UpcycleError::Mismatch)?;
     let vars = SeededVarMap::new(seed);
-    LanguageModel::build(spec, vars.var_builder(DType::F32, device))?;
+    LanguageModel::build(spec, vars.var_builder(dtype, device))?;
     copy_non_surgery_weights(teacher, &pairs, &vars)?;
     let inputs = attention_inputs(teacher, &pairs, calibration)?;
     let mut surgery_slots = Vec::new();
@@ -79,12 +83,13 @@ pub fn build_student(
         surgery_slots.push(slot);
     }
     // Rebuild so that layers pick up surgery's buffers (per-head RoPE frequencies).
-    let model = LanguageModel::build(spec, vars.var_builder(DType::F32, device))?;
+    let model = LanguageModel::build(spec, vars.var_builder(dtype, device))?;
     Ok(Student {
         vars,
         model,
         attention_paths,
         surgery_slots,
+        dtype,
     })
 }
 
@@ -97,6 +102,7 @@ pub fn partially_frozen(
     vars: &crate::model::SeededVarMap,
     trains: impl Fn(&str) -> bool,
     device: &Device,
+    dtype: DType,
 ) -> Result<(LanguageModel, Vec<(String, candle_core::Var)>), UpcycleError> {
     let all = vars.named_vars();
     let mut trainable = Vec::new();
@@ -110,8 +116,46 @@ pub fn partially_frozen(
         };
         tensors.insert(name, t);
     }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(AsStored(tensors)), dtype, device.clone());
     Ok((LanguageModel::build(spec, vb)?, trainable))
+}
+
+/// Tensors handed out in the dtype they are stored in: parameters are already in the run's dtype,
+/// and buffers (per-head RoPE frequencies) must stay f32 (`VarBuilder::from_tensors` would
+/// convert them, and a bf16 frequency is off by ~0.4 %: a visible rotation error at long
+/// positions).
+struct AsStored(HashMap<String, Tensor>);
+
+impl candle_nn::var_builder::SimpleBackend for AsStored {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            candle_core::bail!(
+                "`{name}` has shape {:?}, the model expects {:?}",
+                t.dims(),
+                s.dims()
+            );
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("no tensor `{name}` in the student")))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
 }
 
 fn copy_non_surgery_weights(
