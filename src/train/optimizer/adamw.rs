@@ -28,6 +28,8 @@ pub struct AdamW {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     t: usize,
+    /// Use the in-place CPU update where it applies ([`super::adamw_fused`]).
+    fused: bool,
 }
 
 impl AdamW {
@@ -44,7 +46,15 @@ impl AdamW {
             master: MasterWeights::new(&vars)?,
             vars,
             t: 0,
+            fused: true,
         })
+    }
+
+    /// The candle-ops update everywhere (the fused path's reference in tests).
+    #[cfg(test)]
+    pub(super) fn unfused(mut self) -> Self {
+        self.fused = false;
+        self
     }
 
     pub fn vars(&self) -> &[(String, Var)] {
@@ -70,6 +80,29 @@ impl AdamW {
         for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let g = g.to_dtype(DType::F32)?;
+            if self.fused {
+                // In place: the f32 master copy, or the variable itself when it is f32.
+                let copy = self.master.copy_of(i);
+                let p = copy.clone().unwrap_or_else(|| var.as_tensor().clone());
+                if super::adamw_fused::applies(&[&p, &g, &self.m[i], &self.v[i]]) {
+                    let consts = super::adamw_fused::StepConsts {
+                        b1: b1 as f32,
+                        one_minus_b1: (1.0 - b1) as f32,
+                        b2: b2 as f32,
+                        one_minus_b2: (1.0 - b2) as f32,
+                        inv_bc1: (1.0 / bc1) as f32,
+                        inv_bc2: (1.0 / bc2) as f32,
+                        eps: eps as f32,
+                        weight_decay: (weight_decay != 0.0 && decays(var)).then_some(weight_decay as f32),
+                        lr: lr as f32,
+                    };
+                    super::adamw_fused::step(&p, &g, &self.m[i], &self.v[i], consts)?;
+                    if copy.is_some() {
+                        var.set(&p.to_dtype(var.dtype())?)?;
+                    }
+                    continue;
+                }
+            }
             let p = self.master.get(i, var)?;
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
@@ -89,7 +122,7 @@ impl AdamW {
 
     #[cfg(test)]
     pub(super) fn master_copy(&self, i: usize) -> Option<Tensor> {
-        self.master.copy(i)
+        self.master.copy_of(i)
     }
 
     pub(super) fn state(&self) -> StateTensors {

@@ -42,8 +42,9 @@ impl MasterWeights {
         }
     }
 
-    #[cfg(test)]
-    pub(super) fn copy(&self, i: usize) -> Option<Tensor> {
+    /// The f32 copy of parameter `i` (sharing its storage: an in-place update changes the copy),
+    /// or `None` for an f32 parameter.
+    pub(super) fn copy_of(&self, i: usize) -> Option<Tensor> {
         self.copies[i].clone()
     }
 

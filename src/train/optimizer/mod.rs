@@ -6,6 +6,7 @@
 //! norm gains and biases — the GPT-2/nanoGPT/Llama convention.
 
 mod adamw;
+mod adamw_fused;
 mod lion;
 mod master;
 mod sgd;

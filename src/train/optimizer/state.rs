@@ -25,6 +25,11 @@ impl StateTensors {
         self.tensors.insert(name, t);
     }
 
+    #[cfg(test)]
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
