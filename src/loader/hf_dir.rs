@@ -180,15 +180,7 @@ impl HfBackend {
 
 impl SimpleBackend for HfBackend {
     fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!(
-                "`{name}` has shape {:?}, the model expects {:?}",
-                t.dims(),
-                s.dims()
-            );
-        }
-        Ok(t)
+        super::expect_shape(self.get_unchecked(name, dtype, dev)?, &s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {

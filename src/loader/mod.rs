@@ -24,3 +24,20 @@ pub use loaded::{
 };
 pub use source::ModelSource;
 pub use tokenizer::{TextTokenizer, TokenizeError};
+
+/// `t` when it has the shape a model asks for under `name`, else an error naming both shapes
+/// (the shape check of every weight backend's `get`).
+pub fn expect_shape(
+    t: candle_core::Tensor,
+    shape: &candle_core::Shape,
+    name: &str,
+) -> candle_core::Result<candle_core::Tensor> {
+    if t.shape() != shape {
+        candle_core::bail!(
+            "`{name}` has shape {:?}, the model expects {:?}",
+            t.dims(),
+            shape.dims()
+        );
+    }
+    Ok(t)
+}

@@ -135,15 +135,7 @@ impl candle_nn::var_builder::SimpleBackend for AsStored {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!(
-                "`{name}` has shape {:?}, the model expects {:?}",
-                t.dims(),
-                s.dims()
-            );
-        }
-        Ok(t)
+        crate::loader::expect_shape(self.get_unchecked(name, dtype, dev)?, &s, name)
     }
 
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
