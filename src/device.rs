@@ -152,6 +152,14 @@ fn cuda_name(_device: &Device) -> String {
     "cuda".into()
 }
 
+/// GiB of this process's resident host memory (Linux `/proc/self/statm`), for training logs;
+/// `None` where it cannot be read. A leak of tensors on the CPU shows up here.
+pub fn host_memory_resident_gib() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((pages * 4096) as f64 / (1u64 << 30) as f64)
+}
+
 /// GiB of the GPU's memory in use (by every process), for training logs; `None` off CUDA.
 #[cfg(feature = "cuda")]
 pub fn gpu_memory_used_gib(device: &Device) -> Option<f64> {

@@ -6,7 +6,7 @@
 //! order); the query heads of a group are folded into the time axis instead of copying K/V.
 //! Shapes: (b, t, d_model) -> (b, t, d_model). Weight names follow HF Llama's `self_attn`.
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -414,7 +414,7 @@ impl Attention {
             scores
         };
         let probs = if ctx.train {
-            candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+            super::softmax::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
         }

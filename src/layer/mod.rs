@@ -13,6 +13,7 @@ pub mod qmatvec;
 pub mod rms_norm;
 pub mod rope;
 pub mod sdpa;
+pub mod softmax;
 pub mod spin_pool;
 pub mod swiglu;
 

@@ -6,7 +6,7 @@
 //! Shapes: q (b, n_heads, t, dq) pre-scaled; k (b, n_kv, kt, dq); v (b, n_kv, kt, dv)
 //! -> (b, n_heads, t, dv).
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use super::dropout::apply_dropout;
@@ -65,7 +65,7 @@ pub fn grouped_attention(
     };
     let scores = scores.to_dtype(DType::F32)?;
     let probs = if opts.train {
-        candle_nn::ops::softmax(&scores, D::Minus1)?
+        super::softmax::softmax_last_dim(&scores)?
     } else {
         candle_nn::ops::softmax_last_dim(&scores)?
     }

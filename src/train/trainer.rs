@@ -146,7 +146,10 @@ pub fn run(
 pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
     let logits = logits.to_dtype(DType::F32)?.reshape((b * t, v))?;
-    candle_nn::loss::cross_entropy(&logits, &targets.reshape(b * t)?)
+    // why: the log-softmax with a closed-form backward keeps one (b·t, vocab) tensor for
+    // backward instead of candle's composite's several (the largest activations of a step).
+    let log_probs = crate::layer::softmax::log_softmax_last_dim(&logits)?;
+    candle_nn::loss::nll(&log_probs, &targets.reshape(b * t)?)
 }
 
 /// A training loss from (input ids (b, t), logits (b, t, vocab), targets (b, t)) to a scalar.
@@ -386,16 +389,19 @@ impl<'a> Trainer<'a> {
                     tokens_per_sec,
                     elapsed_s: elapsed,
                 }))?;
-                let gpu = crate::device::gpu_memory_used_gib(&self.device)
-                    .map(|g| format!(" (GPU memory in use: {g:.1} GiB)"))
-                    .unwrap_or_default();
+                let memory = match crate::device::gpu_memory_used_gib(&self.device) {
+                    Some(g) => format!(" (GPU memory in use: {g:.1} GiB)"),
+                    None => crate::device::host_memory_resident_gib()
+                        .map(|g| format!(" (resident memory: {g:.2} GiB)"))
+                        .unwrap_or_default(),
+                };
                 tracing::info!(
                     step = done,
                     loss = format!("{loss:.4}"),
                     lr = format!("{lr:.3e}"),
                     grad_norm = format!("{grad_norm:.3}"),
                     tok_per_s = format!("{tokens_per_sec:.0}"),
-                    "train{gpu}"
+                    "train{memory}"
                 );
                 progress.set_message(&format!("loss {loss:.4} · {tokens_per_sec:.0} tok/s"));
             }
