@@ -396,8 +396,9 @@ impl Attention {
         }
         // Fold the g query heads of each KV group into the time axis: (b, nkv, g·t, hd).
         let g = nh / nkv;
-        let q = q.reshape((b, nkv, g * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, g·t, kt)
+        // why: scaling q costs a pass over (t, hd) instead of one over the (t, kt) scores.
+        let q = (q.reshape((b, nkv, g * t, hd))? * scale)?;
+        let scores = q.matmul(&k.t()?)?; // (b, nkv, g·t, kt)
         let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
             let mask = mask.to_dtype(scores.dtype())?;
             scores
@@ -405,7 +406,7 @@ impl Attention {
                 .broadcast_add(&mask)?
                 .reshape((b, nkv, g * t, kt))?
         } else if self.causal && t > 1 {
-            let mask = causal_mask(t, kt, xs.device())?.to_dtype(scores.dtype())?;
+            let mask = super::sdpa::cached_causal_mask(t, kt, 0, xs.device(), scores.dtype())?;
             scores
                 .reshape((b, nkv, g, t, kt))?
                 .broadcast_add(&mask)?
@@ -430,13 +431,4 @@ impl Attention {
         ctx.finished_slot(self.slot);
         Ok(out)
     }
-}
-
-/// (t, kt) additive mask: query i (absolute position kt − t + i) sees keys j ≤ its position.
-pub fn causal_mask(t: usize, kt: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let offset = kt - t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..kt).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Tensor::from_vec(mask, (t, kt), device)
 }

@@ -3,6 +3,7 @@
 //! Every built layer has `forward(&self, xs, ctx)` with xs of shape (b, t, d_in) -> (b, t, d_out).
 
 pub mod attention;
+pub mod closed_form;
 pub mod decoupled;
 pub mod dropout;
 pub mod embedding;

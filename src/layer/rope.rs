@@ -6,6 +6,7 @@
 
 use std::sync::Mutex;
 
+use super::closed_form::{self, OpWithGrad};
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -138,20 +139,61 @@ impl Rope {
         }
         let (cos, sin) = self.cos_sin_as(offset, t, xs.device(), xs.dtype())?;
         if differentiable {
-            rope_reference(xs, &cos, &sin)
+            rope_with_grad(xs, &cos, &sin)
         } else {
             candle_nn::rotary_emb::rope(&xs.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)
         }
     }
 }
 
-/// Plain candle-ops RoPE: the reference for the fused kernel, and the training path.
+/// Half-split RoPE of `xs` (b, h, t, d) by tables (t, d/2) or per-batch-row (b, t, d/2), in xs's
+/// dtype: candle's fused kernel forward, and backward by the transposed rotation (the same
+/// rotation by −θ: one more fused kernel) instead of the reference's chain of elementwise ops.
+/// The tables are constants (no gradient reaches them).
+pub fn rope_with_grad(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    closed_form::apply(
+        xs,
+        RopeWithGrad {
+            cos: cos.contiguous()?,
+            sin: sin.contiguous()?,
+        },
+    )
+}
+
+#[derive(Clone)]
+struct RopeWithGrad {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl OpWithGrad for RopeWithGrad {
+    fn name(&self) -> &'static str {
+        "rope-with-grad"
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::rotary_emb::rope(xs, &self.cos, &self.sin)
+    }
+
+    fn backward(&self, _xs: &Tensor, _ys: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        candle_nn::rotary_emb::rope(&grad.contiguous()?, &self.cos, &self.sin.neg()?)
+    }
+
+    fn reference(&self, xs: &Tensor) -> Result<Tensor> {
+        rope_reference(xs, &self.cos, &self.sin)
+    }
+}
+
+/// Plain candle-ops RoPE (tables (t, d/2) or (b, t, d/2)): the reference for the fused paths.
 pub fn rope_reference(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = xs.dim(3)?;
     let x1 = xs.narrow(3, 0, d / 2)?;
     let x2 = xs.narrow(3, d / 2, d / 2)?;
-    let cos = cos.unsqueeze(0)?.unsqueeze(0)?;
-    let sin = sin.unsqueeze(0)?.unsqueeze(0)?;
+    let (cos, sin) = if cos.rank() == 3 {
+        (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
+    } else {
+        (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?)
+    };
     let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
     let y2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
     Tensor::cat(&[y1, y2], 3)
@@ -183,6 +225,60 @@ mod tests {
                     (g - w).abs() < 1e-5,
                     "differentiable={differentiable}: {g} vs {w}"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rope_with_grad_matches_the_reference_forward_and_backward() -> Result<()> {
+        use super::super::closed_form::check::against_reference;
+        let dev = Device::Cpu;
+        let (b, h, t, d) = (2, 3, 5, 8);
+        let xs = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?;
+        let up = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?;
+        let angle = Tensor::randn(0f32, 2.0, (t, d / 2), &dev)?;
+        let op = RopeWithGrad {
+            cos: angle.cos()?,
+            sin: angle.sin()?,
+        };
+        against_reference(op, &xs, &up, |y| Ok(y.clone()), 1e-5)?;
+        // One table per batch row, as the per-head RoPE folds heads into the batch.
+        let angle = Tensor::randn(0f32, 2.0, (b, t, d / 2), &dev)?;
+        let op = RopeWithGrad {
+            cos: angle.cos()?,
+            sin: angle.sin()?,
+        };
+        against_reference(op, &xs, &up, |y| Ok(y.clone()), 1e-5)
+    }
+
+    #[test]
+    fn per_head_rope_rotates_each_group_by_its_own_frequencies() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, n_kv, t, d) = (2, 4, 2, 3, 4);
+        let inv = Tensor::new(&[[1.0f32, 0.1], [0.5, 0.05]], &dev)?;
+        let rope = HeadRope::new(inv)?;
+        let xs = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?;
+        let offset = 7;
+        let got = rope.apply(&xs, offset)?;
+        let x: Vec<f32> = xs.flatten_all()?.to_vec1()?;
+        let y: Vec<f32> = got.flatten_all()?.to_vec1()?;
+        let freqs = [[1.0f32, 0.1], [0.5, 0.05]];
+        for bi in 0..b {
+            for hi in 0..h {
+                let f = freqs[hi / (h / n_kv)];
+                for ti in 0..t {
+                    let base = ((bi * h + hi) * t + ti) * d;
+                    for i in 0..d / 2 {
+                        let a = (offset + ti) as f32 * f[i];
+                        let (x1, x2) = (x[base + i], x[base + i + d / 2]);
+                        let want = [x1 * a.cos() - x2 * a.sin(), x1 * a.sin() + x2 * a.cos()];
+                        let have = [y[base + i], y[base + i + d / 2]];
+                        for (w, g) in want.iter().zip(have) {
+                            assert!((w - g).abs() < 1e-5, "b{bi} h{hi} t{ti} pair {i}: {g} vs {w}");
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -281,12 +377,17 @@ impl HeadRope {
             .broadcast_as((n_kv, group, half))?
             .reshape((h, 1, half))?;
         let angle = pos.broadcast_mul(&freq)?; // (h, t, half), f32
-        let cos = angle.cos()?.to_dtype(xs.dtype())?.unsqueeze(0)?;
-        let sin = angle.sin()?.to_dtype(xs.dtype())?.unsqueeze(0)?;
-        let x1 = xs.narrow(3, 0, d / 2)?;
-        let x2 = xs.narrow(3, d / 2, d / 2)?;
-        let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let y2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
-        Tensor::cat(&[y1, y2], 3)
+        let b = xs.dim(0)?;
+        // why: the fused kernel takes one table per leading row: fold heads into the batch,
+        // (b, h, t, d) → (b·h, 1, t, d), with the (h, t, half) tables repeated per batch row.
+        let table = |t: Tensor| -> Result<Tensor> {
+            t.to_dtype(xs.dtype())?
+                .unsqueeze(0)?
+                .broadcast_as((b, h, t.dim(1)?, half))?
+                .reshape((b * h, t.dim(1)?, half))
+        };
+        let (cos, sin) = (table(angle.cos()?)?, table(angle.sin()?)?);
+        let folded = xs.contiguous()?.reshape((b * h, 1, t, d))?;
+        rope_with_grad(&folded, &cos, &sin)?.reshape((b, h, t, d))
     }
 }

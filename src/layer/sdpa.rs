@@ -55,7 +55,7 @@ pub fn grouped_attention(
     let q = q.contiguous()?.reshape((b, nkv, g * t, dq))?;
     let scores = q.matmul(&k.contiguous()?.t()?)?; // (b, nkv, g·t, n_null + kt)
     let scores = if opts.causal && t > 1 {
-        let mask = causal_mask(t, kt, n_null, q.device())?.to_dtype(scores.dtype())?;
+        let mask = cached_causal_mask(t, kt, n_null, q.device(), scores.dtype())?;
         scores
             .reshape((b, nkv, g, t, n_null + kt))?
             .broadcast_add(&mask)?
@@ -74,6 +74,42 @@ pub fn grouped_attention(
     probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, dv))
 }
 
+/// [`causal_mask`] in `dtype` on `device`, kept for reuse: every layer of a forward asks for the
+/// same one, and building it means a host loop, a host-to-device copy and a conversion each time.
+/// Masks over 4M entries (16 MB in f32) are built per call instead of held.
+pub fn cached_causal_mask(
+    t: usize,
+    kt: usize,
+    n_null: usize,
+    device: &candle_core::Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    type Key = (usize, usize, usize, candle_core::DeviceLocation, DType);
+    static CACHE: std::sync::Mutex<Vec<(Key, Tensor)>> = std::sync::Mutex::new(Vec::new());
+    const MAX_ENTRIES: usize = 8;
+    const MAX_ELEMENTS: usize = 1 << 22;
+    let key = (t, kt, n_null, device.location(), dtype);
+    if let Some((_, m)) = CACHE
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("mask cache poisoned".into()))?
+        .iter()
+        .find(|(k, _)| *k == key)
+    {
+        return Ok(m.clone());
+    }
+    let mask = causal_mask(t, kt, n_null, device)?.to_dtype(dtype)?;
+    if t * (n_null + kt) <= MAX_ELEMENTS {
+        let mut cache = CACHE
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("mask cache poisoned".into()))?;
+        if cache.len() >= MAX_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push((key, mask.clone()));
+    }
+    Ok(mask)
+}
+
 /// (t, n_null + kt) additive mask: the null columns are always visible; query i (absolute
 /// position kt − t + i) sees keys j ≤ its own position, itself included.
 pub fn causal_mask(t: usize, kt: usize, n_null: usize, device: &candle_core::Device) -> Result<Tensor> {
@@ -90,4 +126,41 @@ pub fn causal_mask(t: usize, kt: usize, n_null: usize, device: &candle_core::Dev
         })
         .collect();
     Tensor::from_vec(mask, (t, n_null + kt), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn cached_masks_equal_fresh_ones_for_every_shape_and_dtype() -> Result<()> {
+        let dev = Device::Cpu;
+        // Twice over, so the second round is served from the cache; more shapes than it holds.
+        for _ in 0..2 {
+            for (t, kt, n_null) in [
+                (3, 3, 0),
+                (3, 7, 0),
+                (5, 5, 1),
+                (2, 9, 1),
+                (4, 4, 0),
+                (1, 6, 0),
+                (6, 6, 0),
+                (7, 9, 0),
+                (8, 8, 1),
+                (9, 9, 0),
+            ] {
+                for dtype in [DType::F32, DType::BF16] {
+                    let want = causal_mask(t, kt, n_null, &dev)?;
+                    let got = cached_causal_mask(t, kt, n_null, &dev, dtype)?;
+                    assert_eq!(got.dtype(), dtype);
+                    assert_eq!(got.dims(), want.dims());
+                    let (g, w): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+                        (got.to_dtype(DType::F32)?.to_vec2()?, want.to_vec2()?);
+                    assert_eq!(g, w, "t={t} kt={kt} null={n_null} {dtype:?}");
+                }
+            }
+        }
+        Ok(())
+    }
 }
