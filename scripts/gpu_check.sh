@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
 # binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
-# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf] [profile]
-# (all but profile by default; profile: where a training step's time goes, by phase and by kernel)
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf] [profile] [memory]
+# (all but profile and memory by default; profile: where a training step's time goes, by phase and
+# by kernel; memory: whether training's GPU memory grows step over step, with and without trimming)
 set -uo pipefail
 BIN=${BIN:-target/device}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 STEPS="$*"
-has() { { [ -z "$STEPS" ] && [ "$1" != profile ]; } || [[ " $STEPS " == *" $1 "* ]]; }
+has() { { [ -z "$STEPS" ] && [ "$1" != profile ] && [ "$1" != memory ]; } || [[ " $STEPS " == *" $1 "* ]]; }
 for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f"; done
 chmod +x "$BIN"/gpu_kernels "$BIN"/gpu "$BIN"/train "$BIN"/caramba 2>/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
@@ -25,12 +26,19 @@ if has hf; then
 fi
 SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16"
 if has profile; then
-  echo "== train step profile (device synchronized at each phase)"
-  CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 8 --device cuda --dtype bf16 2>&1 | grep -E "step profile|tokens/s" | tee "$OUT/train_profile.txt"
-  # ncu replays each kernel: a slice of ~3,000 launches in the timed steps, not the whole run.
-  echo "== GPU time per kernel, launches ${NCU_SKIP:=25000}..+${NCU_COUNT:=3000} (ncu)"
-  timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip "$NCU_SKIP" --launch-count "$NCU_COUNT" "$BIN"/train $SHAPE --steps 6 --device cuda --dtype bf16 > "$OUT/ncu_train.csv" 2>"$OUT/ncu_train.err"
+  echo "== train step profile (device synchronized at each phase; GPU memory after each phase)"
+  CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 8 --device cuda --dtype bf16 2>&1 | grep -E "step profile|GPU memory|tokens/s" | tee "$OUT/train_profile.txt"
+  # One whole step (the 5th) under ncu: the trainer opens the profiler's capture range around it.
+  echo "== GPU time per kernel over one training step (ncu --profile-from-start off)"
+  CARAMBA_CUDA_PROFILE_STEP=5 timeout 300 ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --csv "$BIN"/train $SHAPE --steps 5 --device cuda --dtype bf16 > "$OUT/ncu_train.csv" 2>"$OUT/ncu_train.err"
   python3 scripts/ncu_summary.py "$OUT/ncu_train.csv" 40 | tee "$OUT/ncu_train_summary.txt"
+fi
+if has memory; then
+  # Does plain training's GPU memory grow step over step (the upcycle's global phase did)?
+  for trim in 0 1; do
+    echo "== GPU memory over 60 training steps, CARAMBA_CUDA_TRIM=$trim"
+    CARAMBA_CUDA_TRIM=$trim CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 60 --device cuda --dtype bf16 2>&1 | grep -E "GPU memory|tokens/s" | tail -2 | tee -a "$OUT/train_memory.txt"
+  done
 fi
 if has train; then
   SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23"

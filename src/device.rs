@@ -201,6 +201,29 @@ pub fn trim_memory_pool(device: &Device) {
 #[cfg(not(feature = "cuda"))]
 pub fn trim_memory_pool(_device: &Device) {}
 
+/// `CARAMBA_CUDA_PROFILE_STEP=N`: the training step (1-based) whose kernels, and only those, a
+/// profiler started with `--profile-from-start off` records (`ncu`, `nsys`): one whole step
+/// instead of a guessed slice of launches.
+pub fn profiled_step() -> Option<usize> {
+    std::env::var("CARAMBA_CUDA_PROFILE_STEP").ok()?.parse().ok()
+}
+
+/// Open (`true`) or close the CUDA profiler's capture range after the queued work; no-op off CUDA.
+#[cfg(feature = "cuda")]
+pub fn cuda_profiler(device: &Device, on: bool) {
+    if !device.is_cuda() || device.synchronize().is_err() {
+        return;
+    }
+    use candle_core::cuda_backend::cudarc::driver::{profiler_start, profiler_stop};
+    let result = if on { profiler_start() } else { profiler_stop() };
+    if let Err(e) = result {
+        tracing::warn!("CUDA profiler range: {e}");
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_profiler(_device: &Device, _on: bool) {}
+
 /// Wait for the device's queued work: timings on a GPU are otherwise the launch time.
 pub fn synchronize(device: &Device) -> candle_core::Result<()> {
     device.synchronize()

@@ -6,10 +6,21 @@ use candle_core::{DType, Result, Tensor};
 
 /// Clip `grads` in place; returns the global norm before clipping (NaN/inf pass through, unscaled).
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    let mut sum_sq = 0f64;
-    for g in grads.iter().flatten() {
-        sum_sq += f64::from(g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
-    }
+    // why: one device-to-host read for all gradients (each read waits for the GPU's queue).
+    let sums = grads
+        .iter()
+        .flatten()
+        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all())
+        .collect::<Result<Vec<_>>>()?;
+    let sum_sq: f64 = if sums.is_empty() {
+        0.0
+    } else {
+        Tensor::stack(&sums, 0)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .iter()
+            .sum()
+    };
     let norm = sum_sq.sqrt();
     if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);

@@ -311,7 +311,12 @@ impl<'a> Trainer<'a> {
         let (mut val_loss, mut last_checkpoint) = (None, None);
         let mut clock = super::phase_clock::PhaseClock::from_env(&self.device);
 
+        let profiled_step = crate::device::profiled_step();
         for step in start..end {
+            let profiling = profiled_step == Some(step + 1);
+            if profiling {
+                crate::device::cuda_profiler(&self.device, true);
+            }
             clock.start();
             let step_start = Instant::now();
             let lr = schedule.lr(step);
@@ -369,6 +374,9 @@ impl<'a> Trainer<'a> {
             optimizer.step(&grads, lr)?;
             clock.lap("optimizer");
             drop(grads);
+            if profiling {
+                crate::device::cuda_profiler(&self.device, false);
+            }
             crate::device::trim_memory_pool(&self.device);
             let done = step + 1;
             tokens_seen += tokens_per_step;
