@@ -87,6 +87,8 @@ fn model(
 }
 
 fn main() {
+    // As the `caramba` binary does (src/host_allocator.rs).
+    caramba::host_allocator::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(

@@ -58,6 +58,9 @@ class Model(nn.Module):
     def __init__(self, d, layers, h, block, kv, f, vocab):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
+        # why: caramba's init (N(0, 0.02) embeddings); PyTorch's N(0, 1) default makes the tied
+        # head's logits huge and the loss start near 28 instead of ln(vocab).
+        nn.init.normal_(self.emb.weight, std=0.02)
         self.blocks = nn.ModuleList(Block(d, h, kv, f) for _ in range(layers))
         self.norm = RMSNorm(d)
         hd = d // h

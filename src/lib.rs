@@ -5,6 +5,8 @@
 
 /// `--device` / `--dtype`: parsing, `auto`, clear errors for a device the build or machine lacks.
 pub mod device;
+/// Host allocator settings for large, repeated tensor allocations.
+pub mod host_allocator;
 /// Serde types of the manifest, `${var}` substitution, lowering and validation with paths and spans.
 pub mod manifest;
 /// Lowered manifest → ordered plan (targets → runs → verify → benchmarks); `--print-plan`.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    caramba::host_allocator::keep_freed_memory_for_reuse();
     let cli = caramba::cli::Cli::parse();
     caramba::console::init(cli.verbose, cli.quiet);
     match caramba::cli::run(cli) {
