@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 /// A unary op with a fused forward and a closed-form backward.
 pub trait OpWithGrad: Send + Sync + 'static {
@@ -21,6 +21,26 @@ pub trait OpWithGrad: Send + Sync + 'static {
     fn backward(&self, xs: &Tensor, ys: &Tensor, grad: &Tensor) -> Result<Tensor>;
     /// The same function from differentiable candle ops: the tests' oracle and Metal's path.
     fn reference(&self, xs: &Tensor) -> Result<Tensor>;
+}
+
+/// A binary op with a fused forward and a closed-form backward (both arguments may train).
+pub trait OpWithGrad2: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The forward on untracked, contiguous tensors.
+    fn forward(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// (d loss / d a, d loss / d b) from the inputs, the output and d loss / d output.
+    fn backward(&self, a: &Tensor, b: &Tensor, ys: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)>;
+    /// The same function from differentiable candle ops: the tests' oracle and Metal's path.
+    fn reference(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+}
+
+/// Apply `op` to `a` and `b` (each made contiguous first); differentiable through `op.backward`.
+pub fn apply2<T: OpWithGrad2>(a: &Tensor, b: &Tensor, op: T) -> Result<Tensor> {
+    if a.device().is_metal() {
+        return op.reference(a, b);
+    }
+    a.contiguous()?
+        .apply_op2_arc(&b.contiguous()?, Arc::new(Box::new(Custom2(op))))
 }
 
 /// Apply `op` to `xs` (made contiguous first); differentiable through `op.backward`.
@@ -41,6 +61,12 @@ fn untracked(
     layout: &Layout,
     f: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<(Storage, Shape)> {
+    let xs = view(storage, layout)?;
+    into_storage(f(&xs)?)
+}
+
+/// An untracked tensor over (a copy of) an op's input storage, as `layout` describes it.
+fn view(storage: Storage, layout: &Layout) -> Result<Tensor> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!(
             "fused op: the input must be contiguous (strides {:?})",
@@ -48,8 +74,12 @@ fn untracked(
         );
     };
     let flat = Tensor::from_storage(storage, end, BackpropOp::none(), false);
-    let xs = flat.narrow(0, start, end - start)?.reshape(layout.shape())?;
-    let ys = f(&xs)?.contiguous()?;
+    flat.narrow(0, start, end - start)?.reshape(layout.shape())
+}
+
+/// A copy of a result's storage (an op must return an owned one) and its shape.
+fn into_storage(ys: Tensor) -> Result<(Storage, Shape)> {
+    let ys = ys.contiguous()?;
     let (storage, out) = ys.storage_and_layout();
     if out.start_offset() != 0 {
         candle_core::bail!("fused op: a fresh result with an offset");
@@ -86,6 +116,59 @@ impl<T: OpWithGrad> CustomOp1 for Custom<T> {
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         self.0.backward(arg, res, grad_res).map(Some)
+    }
+}
+
+struct Custom2<T>(T);
+
+impl<T: OpWithGrad2> CustomOp2 for Custom2<T> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            view(Storage::Cpu(s1.clone()), l1)?,
+            view(Storage::Cpu(s2.clone()), l2)?,
+        );
+        match into_storage(self.0.forward(&a, &b)?)? {
+            (Storage::Cpu(out), shape) => Ok((out, shape)),
+            _ => candle_core::bail!("{}: the CPU forward left the CPU", self.0.name()),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let a = view(Storage::Cuda(s1.try_clone(l1)?), l1)?;
+        let b = view(Storage::Cuda(s2.try_clone(l2)?), l2)?;
+        match into_storage(self.0.forward(&a, &b)?)? {
+            (Storage::Cuda(out), shape) => Ok((out, shape)),
+            _ => candle_core::bail!("{}: the CUDA forward left the GPU", self.0.name()),
+        }
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (da, db) = self.0.backward(a, b, res, grad_res)?;
+        Ok((Some(da), Some(db)))
     }
 }
 
@@ -132,6 +215,58 @@ pub(crate) mod check {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(scale > 1e-3, "{}: a gradient of {scale} tests nothing", op.name());
+        Ok(())
+    }
+
+    /// [`against_reference`] for a binary op: the output and both gradients.
+    pub fn against_reference2<T: OpWithGrad2 + Clone>(
+        op: T,
+        a: &Tensor,
+        b: &Tensor,
+        upstream: &Tensor,
+        tol: f32,
+    ) -> Result<()> {
+        let (va, vb) = (Var::from_tensor(a)?, Var::from_tensor(b)?);
+        let ours = apply2(va.as_tensor(), vb.as_tensor(), op.clone())?;
+        let reference = op.reference(va.as_tensor(), vb.as_tensor())?;
+        assert_eq!(ours.dtype(), reference.dtype());
+        assert_eq!(ours.dims(), reference.dims());
+        // Tolerances are relative to the largest magnitude (half precision rounds per ulp).
+        let fwd = max_abs_diff(&ours, &reference);
+        let top = reference
+            .to_dtype(DType::F32)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(
+            fwd <= tol * top.max(1.0),
+            "{}: forward differs by {fwd} (max |y| {top})",
+            op.name()
+        );
+        let loss = |y: &Tensor| -> Result<Tensor> { (y.to_dtype(DType::F32)? * upstream)?.sum_all() };
+        let (g_ours, g_ref) = (loss(&ours)?.backward()?, loss(&reference)?.backward()?);
+        for (name, var) in [("first", &va), ("second", &vb)] {
+            let x = g_ours.get(var.as_tensor()).expect("our gradient");
+            let y = g_ref.get(var.as_tensor()).expect("reference gradient");
+            let bwd = max_abs_diff(x, y);
+            let scale = y
+                .to_dtype(DType::F32)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(
+                scale > 1e-3,
+                "{}: a {name} gradient of {scale} tests nothing",
+                op.name()
+            );
+            assert!(
+                bwd <= tol * scale.max(1.0),
+                "{}: {name} gradient differs by {bwd}",
+                op.name()
+            );
+        }
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! RMSNorm (`type: RMSNormLayer`): y = x · rsqrt(mean(x²) + eps) · w, computed in f32.
 //! Shapes: (b, t, d) -> (b, t, d).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -45,24 +45,114 @@ impl RmsNorm {
         })
     }
 
-    /// `differentiable` selects the candle-ops path (the fused kernel has no backward).
+    /// `differentiable`: training, where the fused kernel runs with a closed-form backward
+    /// ([`RmsNormWithGrad`]); without a weight, the f32 candle-ops path.
     pub fn forward(&self, xs: &Tensor, differentiable: bool) -> Result<Tensor> {
         match (&self.weight, differentiable) {
             (Some(w), false) => candle_nn::ops::rms_norm(&xs.contiguous()?, w, self.eps as f32),
-            _ => {
-                let dtype = xs.dtype();
-                let x = xs.to_dtype(DType::F32)?;
-                let ms = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-                let y = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
-                match &self.weight {
-                    Some(w) => y.broadcast_mul(w),
-                    None => Ok(y),
-                }
-            }
+            (Some(w), true) => super::closed_form::apply2(xs, w, RmsNormWithGrad { eps: self.eps }),
+            (None, _) => rms_norm_reference(xs, None, self.eps),
         }
     }
 
     pub fn d_model(&self) -> usize {
         self.d_model
+    }
+}
+
+/// x · rsqrt(mean(x²) + eps) (· w) from candle ops, in f32: the reference of the fused paths.
+pub fn rms_norm_reference(xs: &Tensor, w: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let x = xs.to_dtype(DType::F32)?;
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = x.broadcast_div(&(ms + eps)?.sqrt()?)?.to_dtype(dtype)?;
+    match w {
+        Some(w) => y.broadcast_mul(w),
+        None => Ok(y),
+    }
+}
+
+/// RMSNorm with candle's fused kernel forward and a closed-form backward (in f32): with
+/// r = rsqrt(mean(x²) + eps), n = x·r and u = g ⊙ w,
+/// dx = r · (u − n · mean(u ⊙ n)) and dw = Σ_rows g ⊙ n.
+/// The composite path's backward walks ~10 ops, each of which candle also zero-fills and adds
+/// into a fresh gradient buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RmsNormWithGrad {
+    pub eps: f64,
+}
+
+impl super::closed_form::OpWithGrad2 for RmsNormWithGrad {
+    fn name(&self) -> &'static str {
+        "rms-norm-with-grad"
+    }
+
+    fn forward(&self, xs: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if xs.dtype() == DType::F64 {
+            // candle's kernel has no f64 (gradient checks run in it).
+            return rms_norm_reference(xs, Some(w), self.eps);
+        }
+        candle_nn::ops::rms_norm(xs, w, self.eps as f32)
+    }
+
+    fn backward(&self, xs: &Tensor, w: &Tensor, _ys: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = xs.to_dtype(DType::F32)?;
+        let g = grad.to_dtype(DType::F32)?;
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let n = x.broadcast_mul(&r)?;
+        let u = g.broadcast_mul(&w.to_dtype(DType::F32)?)?;
+        let dot = (&u * &n)?.mean_keepdim(D::Minus1)?;
+        let dx = (u - n.broadcast_mul(&dot)?)?.broadcast_mul(&r)?;
+        let d = w.dim(0)?;
+        let dw = (g * n)?.reshape(((), d))?.sum(0)?;
+        Ok((dx.to_dtype(xs.dtype())?, dw.to_dtype(w.dtype())?))
+    }
+
+    fn reference(&self, xs: &Tensor, w: &Tensor) -> Result<Tensor> {
+        rms_norm_reference(xs, Some(w), self.eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::closed_form::check::against_reference2;
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn fused_forward_and_closed_form_backward_match_the_candle_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        // An odd width, rows of very different scales, and a weight far from ones.
+        let (b, t, d) = (2, 5, 37);
+        let x = Tensor::randn(0f32, 1.0, (b, t, d), &dev)?
+            .broadcast_mul(&Tensor::randn(0f32, 3.0, (b, t, 1), &dev)?.abs()?)?;
+        let w = Tensor::randn(1f32, 0.5, d, &dev)?;
+        let up = Tensor::randn(0f32, 1.0, (b, t, d), &dev)?;
+        against_reference2(RmsNormWithGrad { eps: 1e-5 }, &x, &w, &up, 2e-5)?;
+        // Half precision keeps its dtype for output and gradients; the math runs in f32.
+        let (xh, wh) = (x.to_dtype(DType::BF16)?, w.to_dtype(DType::BF16)?);
+        against_reference2(RmsNormWithGrad { eps: 1e-5 }, &xh, &wh, &up, 3e-2)
+    }
+
+    #[test]
+    fn training_and_inference_paths_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let vb = candle_nn::VarBuilder::from_tensors(
+            [("weight".to_string(), Tensor::randn(1f32, 0.3, 16, &dev)?)].into(),
+            DType::F32,
+            &dev,
+        );
+        let spec = RmsNormSpec {
+            d_model: 16,
+            eps: 1e-5,
+            elementwise_affine: true,
+        };
+        let norm = RmsNorm::build(&spec, vb)?;
+        let x = Tensor::randn(0f32, 2.0, (3, 4, 16), &dev)?;
+        let a = norm.forward(&x, true)?;
+        let b = norm.forward(&x, false)?;
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
+        Ok(())
     }
 }
