@@ -398,30 +398,39 @@ impl Attention {
         let g = nh / nkv;
         // why: scaling q costs a pass over (t, hd) instead of one over the (t, kt) scores.
         let q = (q.reshape((b, nkv, g * t, hd))? * scale)?;
-        let scores = q.matmul(&k.t()?)?; // (b, nkv, g·t, kt)
-        let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
-            let mask = mask.to_dtype(scores.dtype())?;
-            scores
-                .reshape((b, nkv, g, t, kt))?
-                .broadcast_add(&mask)?
-                .reshape((b, nkv, g * t, kt))?
-        } else if self.causal && t > 1 {
-            let mask = super::sdpa::cached_causal_mask(t, kt, 0, xs.device(), scores.dtype())?;
-            scores
-                .reshape((b, nkv, g, t, kt))?
-                .broadcast_add(&mask)?
-                .reshape((b, nkv, g * t, kt))?
+        let out = if ctx.train && self.dropout_p == 0.0 && pad_mask.is_none() {
+            // Training: one op whose backward recomputes the probabilities (see sdpa.rs).
+            let mask = (self.causal && t > 1)
+                .then(|| super::sdpa::cached_causal_mask(t, kt, 0, xs.device(), q.dtype()))
+                .transpose()?;
+            let op = super::sdpa::RecomputingAttention { mask, g, t };
+            super::closed_form::apply3(&q, &k, &v, op)?
         } else {
-            scores
+            let scores = q.matmul(&k.t()?)?; // (b, nkv, g·t, kt)
+            let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
+                let mask = mask.to_dtype(scores.dtype())?;
+                scores
+                    .reshape((b, nkv, g, t, kt))?
+                    .broadcast_add(&mask)?
+                    .reshape((b, nkv, g * t, kt))?
+            } else if self.causal && t > 1 {
+                let mask = super::sdpa::cached_causal_mask(t, kt, 0, xs.device(), scores.dtype())?;
+                scores
+                    .reshape((b, nkv, g, t, kt))?
+                    .broadcast_add(&mask)?
+                    .reshape((b, nkv, g * t, kt))?
+            } else {
+                scores
+            };
+            let probs = if ctx.train {
+                super::softmax::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+            }
+            .to_dtype(v.dtype())?;
+            let probs = apply_dropout(&probs, self.dropout_p, ctx.train, ctx.rng.as_deref_mut())?;
+            probs.matmul(&v.contiguous()?)? // (b, nkv, g·t, hd)
         };
-        let probs = if ctx.train {
-            super::softmax::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
-        }
-        .to_dtype(v.dtype())?;
-        let probs = apply_dropout(&probs, self.dropout_p, ctx.train, ctx.rng.as_deref_mut())?;
-        let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, g·t, hd)
         let out = out
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 /// A unary op with a fused forward and a closed-form backward.
 pub trait OpWithGrad: Send + Sync + 'static {
@@ -41,6 +41,30 @@ pub fn apply2<T: OpWithGrad2>(a: &Tensor, b: &Tensor, op: T) -> Result<Tensor> {
     }
     a.contiguous()?
         .apply_op2_arc(&b.contiguous()?, Arc::new(Box::new(Custom2(op))))
+}
+
+/// A ternary op with a fused (or recomputing) forward and a closed-form backward.
+pub trait OpWithGrad3: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The forward on untracked, contiguous tensors.
+    fn forward(&self, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor>;
+    /// The three input gradients from the inputs, the output and d loss / d output.
+    fn backward(&self, a: &Tensor, b: &Tensor, c: &Tensor, ys: &Tensor, grad: &Tensor)
+    -> Result<[Tensor; 3]>;
+    /// The same function from differentiable candle ops: the tests' oracle and Metal's path.
+    fn reference(&self, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor>;
+}
+
+/// Apply `op` to `a`, `b`, `c` (each made contiguous first); differentiable through `op.backward`.
+pub fn apply3<T: OpWithGrad3>(a: &Tensor, b: &Tensor, c: &Tensor, op: T) -> Result<Tensor> {
+    if a.device().is_metal() {
+        return op.reference(a, b, c);
+    }
+    a.contiguous()?.apply_op3_arc(
+        &b.contiguous()?,
+        &c.contiguous()?,
+        Arc::new(Box::new(Custom3(op))),
+    )
 }
 
 /// Apply `op` to `xs` (made contiguous first); differentiable through `op.backward`.
@@ -169,6 +193,64 @@ impl<T: OpWithGrad2> CustomOp2 for Custom2<T> {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = self.0.backward(a, b, res, grad_res)?;
         Ok((Some(da), Some(db)))
+    }
+}
+
+struct Custom3<T>(T);
+
+impl<T: OpWithGrad3> CustomOp3 for Custom3<T> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = view(Storage::Cpu(s1.clone()), l1)?;
+        let b = view(Storage::Cpu(s2.clone()), l2)?;
+        let c = view(Storage::Cpu(s3.clone()), l3)?;
+        match into_storage(self.0.forward(&a, &b, &c)?)? {
+            (Storage::Cpu(out), shape) => Ok((out, shape)),
+            _ => candle_core::bail!("{}: the CPU forward left the CPU", self.0.name()),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let a = view(Storage::Cuda(s1.try_clone(l1)?), l1)?;
+        let b = view(Storage::Cuda(s2.try_clone(l2)?), l2)?;
+        let c = view(Storage::Cuda(s3.try_clone(l3)?), l3)?;
+        match into_storage(self.0.forward(&a, &b, &c)?)? {
+            (Storage::Cuda(out), shape) => Ok((out, shape)),
+            _ => candle_core::bail!("{}: the CUDA forward left the GPU", self.0.name()),
+        }
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [da, db, dc] = self.0.backward(a, b, c, res, grad_res)?;
+        Ok((Some(da), Some(db), Some(dc)))
     }
 }
 

@@ -6,7 +6,7 @@
 //! Shapes: q (b, n_heads, t, dq) pre-scaled; k (b, n_kv, kt, dq); v (b, n_kv, kt, dv)
 //! -> (b, n_heads, t, dv).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{D, DType, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use super::dropout::apply_dropout;
@@ -53,6 +53,15 @@ pub fn grouped_attention(
         None => (k.clone(), v.clone(), 0),
     };
     let q = q.contiguous()?.reshape((b, nkv, g * t, dq))?;
+    if opts.train && opts.dropout_p == 0.0 {
+        let mask = if opts.causal && t > 1 {
+            Some(cached_causal_mask(t, kt, n_null, q.device(), q.dtype())?)
+        } else {
+            None
+        };
+        let out = super::closed_form::apply3(&q, &k, &v, RecomputingAttention { mask, g, t })?;
+        return out.reshape((b, nh, t, dv));
+    }
     let scores = q.matmul(&k.contiguous()?.t()?)?; // (b, nkv, g·t, n_null + kt)
     let scores = if opts.causal && t > 1 {
         let mask = cached_causal_mask(t, kt, n_null, q.device(), scores.dtype())?;
@@ -72,6 +81,88 @@ pub fn grouped_attention(
     .to_dtype(v.dtype())?;
     let probs = apply_dropout(&probs, opts.dropout_p, opts.train, opts.rng)?;
     probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, dv))
+}
+
+/// Training attention as one op: softmax(q·kᵀ + mask)·v whose backward recomputes the
+/// probabilities from q and k (as flash attention does) instead of keeping the (g·t, kt) scores,
+/// their f32 copy and the probabilities of every layer alive until backward; and one graph node
+/// instead of ~10, each of which candle's backward would zero-fill and add into.
+///
+/// Shapes: q (b, nkv, g·t, dq) pre-scaled, with the g query heads of a KV group folded into the
+/// time axis; k (b, nkv, kk, dq); v (b, nkv, kk, dv); `mask` (t, kk) additive → (b, nkv, g·t, dv).
+/// Softmax in f32, the products in the inputs' dtype (as the unfused path). With
+/// P = softmax(S), dO the output's gradient: dV = Pᵀ·dO, dP = dO·Vᵀ,
+/// dS = P ⊙ (dP − Σ dP ⊙ P), dQ = dS·K, dK = dSᵀ·Q.
+#[derive(Clone)]
+pub struct RecomputingAttention {
+    /// (t, kk) additive mask in q's dtype, shared by the g heads of a group; `None`: no mask.
+    pub mask: Option<Tensor>,
+    pub g: usize,
+    pub t: usize,
+}
+
+impl RecomputingAttention {
+    /// softmax(q·kᵀ + mask) in f32: (b, nkv, g·t, kk).
+    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match &self.mask {
+            Some(mask) => {
+                let (b, nkv, gt, kk) = scores.dims4()?;
+                scores
+                    .reshape((b, nkv, self.g, self.t, kk))?
+                    .broadcast_add(mask)?
+                    .reshape((b, nkv, gt, kk))?
+            }
+            None => scores,
+        };
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)
+    }
+}
+
+impl super::closed_form::OpWithGrad3 for RecomputingAttention {
+    fn name(&self) -> &'static str {
+        "recomputing-attention"
+    }
+
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        self.probs(q, k)?.to_dtype(v.dtype())?.matmul(v)
+    }
+
+    fn backward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Tensor; 3]> {
+        let p = self.probs(q, k)?;
+        let grad = grad.contiguous()?;
+        let dv = p.to_dtype(v.dtype())?.t()?.matmul(&grad)?;
+        let dp = grad.matmul(&v.t()?)?.to_dtype(DType::F32)?;
+        let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+        let ds = (p * dp.broadcast_sub(&dot)?)?.to_dtype(q.dtype())?;
+        let dq = ds.matmul(k)?;
+        let dk = ds.t()?.matmul(q)?;
+        Ok([dq, dk, dv])
+    }
+
+    fn reference(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match &self.mask {
+            Some(mask) => {
+                let (b, nkv, gt, kk) = scores.dims4()?;
+                scores
+                    .reshape((b, nkv, self.g, self.t, kk))?
+                    .broadcast_add(mask)?
+                    .reshape((b, nkv, gt, kk))?
+            }
+            None => scores,
+        };
+        candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+            .to_dtype(v.dtype())?
+            .matmul(v)
+    }
 }
 
 /// [`causal_mask`] in `dtype` on `device`, kept for reuse: every layer of a forward asks for the
@@ -132,6 +223,81 @@ pub fn causal_mask(t: usize, kt: usize, n_null: usize, device: &candle_core::Dev
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn recomputing_attention_matches_the_composite_forward_and_backward() -> Result<()> {
+        use super::super::closed_form::OpWithGrad3;
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        // A KV group of 3 query heads, queries that start after the first keys, one null column.
+        let (b, nkv, g, t, kt, n_null, dq, dv) = (2, 2, 3, 4, 6, 1, 8, 5);
+        let kk = n_null + kt;
+        for masked in [true, false] {
+            let mask = masked.then(|| causal_mask(t, kt, n_null, &dev)).transpose()?;
+            let op = RecomputingAttention { mask, g, t };
+            let q = Var::from_tensor(&Tensor::randn(0f32, 0.7, (b, nkv, g * t, dq), &dev)?)?;
+            let k = Var::from_tensor(&Tensor::randn(0f32, 0.7, (b, nkv, kk, dq), &dev)?)?;
+            let v = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, nkv, kk, dv), &dev)?)?;
+            let up = Tensor::randn(0f32, 1.0, (b, nkv, g * t, dv), &dev)?;
+            let ours =
+                super::super::closed_form::apply3(q.as_tensor(), k.as_tensor(), v.as_tensor(), op.clone())?;
+            let reference = op.reference(q.as_tensor(), k.as_tensor(), v.as_tensor())?;
+            let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+                (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+            };
+            assert!(diff(&ours, &reference)? < 1e-5, "masked={masked}: forward");
+            let g_ours = (ours * &up)?.sum_all()?.backward()?;
+            let g_ref = (reference * &up)?.sum_all()?.backward()?;
+            for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, r) = (
+                    g_ours.get(var.as_tensor()).expect("our gradient"),
+                    g_ref.get(var.as_tensor()).expect("reference gradient"),
+                );
+                let scale = r.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(scale > 1e-2, "masked={masked}: d{name} of {scale} tests nothing");
+                let d = diff(a, r)?;
+                assert!(
+                    d < 1e-5 * scale.max(1.0),
+                    "masked={masked}: d{name} differs by {d}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn training_and_inference_attention_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, nh, nkv, t, dq, dv) = (2, 4, 2, 5, 8, 6);
+        let q = Tensor::randn(0f32, 0.5, (b, nh, t, dq), &dev)?;
+        let k = Tensor::randn(0f32, 0.5, (b, nkv, t, dq), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, nkv, t, dv), &dev)?;
+        let (nk, nv) = (
+            Tensor::randn(0f32, 0.5, (nkv, dq), &dev)?,
+            Tensor::randn(0f32, 1.0, (nkv, dv), &dev)?,
+        );
+        let run = |train: bool| {
+            grouped_attention(
+                &q,
+                &k,
+                &v,
+                Some(NullKv { k: &nk, v: &nv }),
+                AttendOptions {
+                    causal: true,
+                    train,
+                    dropout_p: 0.0,
+                    rng: None,
+                },
+            )
+        };
+        let d = (run(true)? - run(false)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-5, "{d}");
+        Ok(())
+    }
 
     #[test]
     fn cached_masks_equal_fresh_ones_for_every_shape_and_dtype() -> Result<()> {
