@@ -77,16 +77,40 @@ pub fn apply<T: OpWithGrad>(xs: &Tensor, op: T) -> Result<Tensor> {
 
 struct Custom<T>(T);
 
-/// Run `f` on an untracked tensor over `storage` (laid out as `layout`), and hand back the
-/// result's storage. A custom op borrows its input and must return an owned result, so both
-/// ends copy: two memory passes, against the several a composite backward saves.
-fn untracked(
-    storage: Storage,
-    layout: &Layout,
-    f: impl FnOnce(&Tensor) -> Result<Tensor>,
-) -> Result<(Storage, Shape)> {
-    let xs = view(storage, layout)?;
-    into_storage(f(&xs)?)
+/// Run `f` on untracked tensors over copies of the op's CPU inputs, and hand back a copy of the
+/// result's storage. A custom op borrows its inputs and must return an owned result, so both ends
+/// copy: memory passes that the saved backward ops more than pay for.
+fn on_cpu(
+    name: &str,
+    inputs: &[(&CpuStorage, &Layout)],
+    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<(CpuStorage, Shape)> {
+    let xs = inputs
+        .iter()
+        .map(|(s, l)| view(Storage::Cpu((*s).clone()), l))
+        .collect::<Result<Vec<_>>>()?;
+    match into_storage(f(&xs)?)? {
+        (Storage::Cpu(out), shape) => Ok((out, shape)),
+        _ => candle_core::bail!("{name}: the CPU forward left the CPU"),
+    }
+}
+
+/// [`on_cpu`] for CUDA inputs.
+#[cfg(feature = "cuda")]
+fn on_cuda(
+    name: &str,
+    inputs: &[(&candle_core::CudaStorage, &Layout)],
+    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<(candle_core::CudaStorage, Shape)> {
+    use candle_core::backend::BackendStorage;
+    let xs = inputs
+        .iter()
+        .map(|(s, l)| view(Storage::Cuda(s.try_clone(l)?), l))
+        .collect::<Result<Vec<_>>>()?;
+    match into_storage(f(&xs)?)? {
+        (Storage::Cuda(out), shape) => Ok((out, shape)),
+        _ => candle_core::bail!("{name}: the CUDA forward left the GPU"),
+    }
 }
 
 /// An untracked tensor over (a copy of) an op's input storage, as `layout` describes it.
@@ -116,26 +140,17 @@ impl<T: OpWithGrad> CustomOp1 for Custom<T> {
         self.0.name()
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        match untracked(Storage::Cpu(storage.clone()), layout, |x| self.0.forward(x))? {
-            (Storage::Cpu(out), shape) => Ok((out, shape)),
-            _ => candle_core::bail!("{}: the CPU forward left the CPU", self.0.name()),
-        }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        on_cpu(self.name(), &[(s, l)], |x| self.0.forward(&x[0]))
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        storage: &candle_core::CudaStorage,
-        layout: &Layout,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        match untracked(Storage::Cuda(storage.try_clone(layout)?), layout, |x| {
-            self.0.forward(x)
-        })? {
-            (Storage::Cuda(out), shape) => Ok((out, shape)),
-            _ => candle_core::bail!("{}: the CUDA forward left the GPU", self.0.name()),
-        }
+        on_cuda(self.name(), &[(s, l)], |x| self.0.forward(&x[0]))
     }
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -157,14 +172,9 @@ impl<T: OpWithGrad2> CustomOp2 for Custom2<T> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (
-            view(Storage::Cpu(s1.clone()), l1)?,
-            view(Storage::Cpu(s2.clone()), l2)?,
-        );
-        match into_storage(self.0.forward(&a, &b)?)? {
-            (Storage::Cpu(out), shape) => Ok((out, shape)),
-            _ => candle_core::bail!("{}: the CPU forward left the CPU", self.0.name()),
-        }
+        on_cpu(self.name(), &[(s1, l1), (s2, l2)], |x| {
+            self.0.forward(&x[0], &x[1])
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -175,13 +185,9 @@ impl<T: OpWithGrad2> CustomOp2 for Custom2<T> {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let a = view(Storage::Cuda(s1.try_clone(l1)?), l1)?;
-        let b = view(Storage::Cuda(s2.try_clone(l2)?), l2)?;
-        match into_storage(self.0.forward(&a, &b)?)? {
-            (Storage::Cuda(out), shape) => Ok((out, shape)),
-            _ => candle_core::bail!("{}: the CUDA forward left the GPU", self.0.name()),
-        }
+        on_cuda(self.name(), &[(s1, l1), (s2, l2)], |x| {
+            self.0.forward(&x[0], &x[1])
+        })
     }
 
     fn bwd(
@@ -212,13 +218,9 @@ impl<T: OpWithGrad3> CustomOp3 for Custom3<T> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let a = view(Storage::Cpu(s1.clone()), l1)?;
-        let b = view(Storage::Cpu(s2.clone()), l2)?;
-        let c = view(Storage::Cpu(s3.clone()), l3)?;
-        match into_storage(self.0.forward(&a, &b, &c)?)? {
-            (Storage::Cpu(out), shape) => Ok((out, shape)),
-            _ => candle_core::bail!("{}: the CPU forward left the CPU", self.0.name()),
-        }
+        on_cpu(self.name(), &[(s1, l1), (s2, l2), (s3, l3)], |x| {
+            self.0.forward(&x[0], &x[1], &x[2])
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -231,14 +233,9 @@ impl<T: OpWithGrad3> CustomOp3 for Custom3<T> {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let a = view(Storage::Cuda(s1.try_clone(l1)?), l1)?;
-        let b = view(Storage::Cuda(s2.try_clone(l2)?), l2)?;
-        let c = view(Storage::Cuda(s3.try_clone(l3)?), l3)?;
-        match into_storage(self.0.forward(&a, &b, &c)?)? {
-            (Storage::Cuda(out), shape) => Ok((out, shape)),
-            _ => candle_core::bail!("{}: the CUDA forward left the GPU", self.0.name()),
-        }
+        on_cuda(self.name(), &[(s1, l1), (s2, l2), (s3, l3)], |x| {
+            self.0.forward(&x[0], &x[1], &x[2])
+        })
     }
 
     fn bwd(

@@ -102,20 +102,24 @@ pub struct RecomputingAttention {
 }
 
 impl RecomputingAttention {
-    /// softmax(q·kᵀ + mask) in f32: (b, nkv, g·t, kk).
-    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+    /// q·kᵀ + mask: (b, nkv, g·t, kk) in q's dtype.
+    fn scores(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
         let scores = q.matmul(&k.t()?)?;
-        let scores = match &self.mask {
+        match &self.mask {
             Some(mask) => {
                 let (b, nkv, gt, kk) = scores.dims4()?;
                 scores
                     .reshape((b, nkv, self.g, self.t, kk))?
                     .broadcast_add(mask)?
-                    .reshape((b, nkv, gt, kk))?
+                    .reshape((b, nkv, gt, kk))
             }
-            None => scores,
-        };
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)
+            None => Ok(scores),
+        }
+    }
+
+    /// softmax(q·kᵀ + mask) in f32: (b, nkv, g·t, kk).
+    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::softmax_last_dim(&self.scores(q, k)?.to_dtype(DType::F32)?)
     }
 }
 
@@ -148,18 +152,7 @@ impl super::closed_form::OpWithGrad3 for RecomputingAttention {
     }
 
     fn reference(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let scores = q.matmul(&k.t()?)?;
-        let scores = match &self.mask {
-            Some(mask) => {
-                let (b, nkv, gt, kk) = scores.dims4()?;
-                scores
-                    .reshape((b, nkv, self.g, self.t, kk))?
-                    .broadcast_add(mask)?
-                    .reshape((b, nkv, gt, kk))?
-            }
-            None => scores,
-        };
-        candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+        candle_nn::ops::softmax(&self.scores(q, k)?.to_dtype(DType::F32)?, D::Minus1)?
             .to_dtype(v.dtype())?
             .matmul(v)
     }
