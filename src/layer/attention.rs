@@ -400,11 +400,7 @@ impl Attention {
         let q = (q.reshape((b, nkv, g * t, hd))? * scale)?;
         let out = if ctx.train && self.dropout_p == 0.0 && pad_mask.is_none() {
             // Training: one op whose backward recomputes the probabilities (see sdpa.rs).
-            let mask = (self.causal && t > 1)
-                .then(|| super::sdpa::cached_causal_mask(t, kt, 0, xs.device(), q.dtype()))
-                .transpose()?;
-            let op = super::sdpa::RecomputingAttention { mask, g, t };
-            super::closed_form::apply3(&q, &k, &v, op)?
+            super::sdpa::recomputing_attention(&q, &k, &v, self.causal, g, t, 0)?
         } else {
             let scores = q.matmul(&k.t()?)?; // (b, nkv, g·t, kt)
             let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {

@@ -54,13 +54,7 @@ pub fn grouped_attention(
     };
     let q = q.contiguous()?.reshape((b, nkv, g * t, dq))?;
     if opts.train && opts.dropout_p == 0.0 {
-        let mask = if opts.causal && t > 1 {
-            Some(cached_causal_mask(t, kt, n_null, q.device(), q.dtype())?)
-        } else {
-            None
-        };
-        let out = super::closed_form::apply3(&q, &k, &v, RecomputingAttention { mask, g, t })?;
-        return out.reshape((b, nh, t, dv));
+        return recomputing_attention(&q, &k, &v, opts.causal, g, t, n_null)?.reshape((b, nh, t, dv));
     }
     let scores = q.matmul(&k.contiguous()?.t()?)?; // (b, nkv, g·t, n_null + kt)
     let scores = if opts.causal && t > 1 {
@@ -81,6 +75,24 @@ pub fn grouped_attention(
     .to_dtype(v.dtype())?;
     let probs = apply_dropout(&probs, opts.dropout_p, opts.train, opts.rng)?;
     probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, dv))
+}
+
+/// [`RecomputingAttention`] of q (b, nkv, g·t, dq) pre-scaled over k, v whose first `n_null`
+/// columns are always visible, under a causal mask when `causal` (and t > 1).
+pub fn recomputing_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    g: usize,
+    t: usize,
+    n_null: usize,
+) -> Result<Tensor> {
+    let kt = k.dim(2)? - n_null;
+    let mask = (causal && t > 1)
+        .then(|| cached_causal_mask(t, kt, n_null, q.device(), q.dtype()))
+        .transpose()?;
+    super::closed_form::apply3(q, k, v, RecomputingAttention { mask, g, t })
 }
 
 /// Training attention as one op: softmax(q·kᵀ + mask)·v whose backward recomputes the
