@@ -79,6 +79,7 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
                 ),
             })?;
             single_stream(&device);
+            keep_pool_memory(&device);
             Ok(device)
         }
     }
@@ -100,6 +101,37 @@ fn single_stream(device: &Device) {
 
 #[cfg(not(feature = "cuda"))]
 fn single_stream(_device: &Device) {}
+
+/// Keep freed GPU memory in the device's memory pool instead of handing it back to the driver.
+/// candle allocates stream-ordered (`cuMemAllocAsync`) from the default pool, whose release
+/// threshold is 0: every synchronization (each step reads its loss) returns all unused memory
+/// to the driver, and the next step maps it again, allocation by allocation. PyTorch's caching
+/// allocator keeps it, and so does this (`cuMemPoolSetAttribute(RELEASE_THRESHOLD, u64::MAX)`);
+/// `CARAMBA_CUDA_TRIM=1` still trims after each training step.
+#[cfg(feature = "cuda")]
+fn keep_pool_memory(device: &Device) {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let Device::Cuda(dev) = device else { return };
+    let cu_device = dev.cuda_stream().context().cu_device();
+    let mut threshold = u64::MAX;
+    // SAFETY: the device handle comes from a live context; the attribute takes a u64.
+    let outcome = unsafe {
+        result::device::get_default_mem_pool(cu_device).map(|pool| {
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&raw mut threshold).cast(),
+            )
+            .result()
+        })
+    };
+    if let Err(e) | Ok(Err(e)) = outcome {
+        tracing::warn!("could not keep freed GPU memory in the pool: {e}");
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn keep_pool_memory(_device: &Device) {}
 
 /// `auto` is bf16 on CUDA (every GPU candle's CUDA kernels target has bf16 arithmetic) and f32
 /// on CPU and Metal, where bf16 matmuls are emulated and slower than f32.
@@ -170,6 +202,58 @@ pub fn gpu_memory_used_gib(device: &Device) -> Option<f64> {
 
 #[cfg(not(feature = "cuda"))]
 pub fn gpu_memory_used_gib(_device: &Device) -> Option<f64> {
+    None
+}
+
+/// Bytes of live tensor memory on `device`, for the training logs and `metrics.jsonl`: on CUDA the
+/// allocations in use from the device's default memory pool (candle allocates stream-ordered
+/// from it; unlike the driver's used memory this leaves out what the pool keeps cached for
+/// reuse), on the CPU the bytes glibc's malloc has handed out and not taken back (`mallinfo2`:
+/// heap plus mmapped). A step's tensors are freed at its end, so this is flat from step to step
+/// unless something keeps them. `None` where the device has no such statistic.
+pub fn memory_in_use_bytes(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => host_heap_in_use_bytes(),
+        Device::Cuda(_) => cuda_pool_in_use_bytes(device),
+        _ => None,
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn host_heap_in_use_bytes() -> Option<u64> {
+    // SAFETY: mallinfo2 only reads the allocator's counters (glibc ≥ 2.33).
+    let info = unsafe { libc::mallinfo2() };
+    Some((info.uordblks + info.hblkhd) as u64)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn host_heap_in_use_bytes() -> Option<u64> {
+    None
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_pool_in_use_bytes(device: &Device) -> Option<u64> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let dev = device.as_cuda_device().ok()?;
+    let stream = dev.cuda_stream();
+    stream.synchronize().ok()?;
+    let mut used: u64 = 0;
+    // SAFETY: the device handle comes from a live context; the attribute is a u64 counter.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(stream.context().cu_device()).ok()?;
+        sys::cuMemPoolGetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+            (&raw mut used).cast(),
+        )
+        .result()
+        .ok()?;
+    }
+    Some(used)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_pool_in_use_bytes(_device: &Device) -> Option<u64> {
     None
 }
 

@@ -10,6 +10,8 @@
 
 /// Fused T = 1 attention over the KV cache (standard, GQA and DBA; plain and quantized storage).
 pub mod decode_attention;
+/// Multi-tensor AdamW and gradient sums of squares (one launch for every parameter).
+pub mod optimizer;
 /// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).
 pub mod quant_rows;
 #[cfg(feature = "cuda")]

@@ -6,6 +6,28 @@ use candle_core::{DType, Result, Tensor};
 
 /// Clip `grads` in place; returns the global norm before clipping (NaN/inf pass through, unscaled).
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let norm = global_norm(grads)?;
+    if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * scale)?;
+        }
+    }
+    Ok(norm)
+}
+
+/// √(Σ_i ‖g_i‖²): on a GPU with f32 gradients by one multi-tensor kernel, else by candle ops.
+fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
+    let present: Vec<&Tensor> = grads.iter().flatten().collect();
+    let on_gpu = cfg!(feature = "cuda")
+        && !present.is_empty()
+        && present
+            .iter()
+            .all(|g| g.device().is_cuda() && g.dtype() == DType::F32 && g.is_contiguous());
+    if on_gpu {
+        let sums = crate::kernels::optimizer::sum_squares(&present)?;
+        return Ok(sums.iter().sum::<f64>().sqrt());
+    }
     // why: one device-to-host read for all gradients (each read waits for the GPU's queue).
     let sums = grads
         .iter()
@@ -21,14 +43,7 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
             .iter()
             .sum()
     };
-    let norm = sum_sq.sqrt();
-    if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut().flatten() {
-            *g = (&*g * scale)?;
-        }
-    }
-    Ok(norm)
+    Ok(sum_sq.sqrt())
 }
 
 #[cfg(test)]

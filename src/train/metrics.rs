@@ -1,6 +1,6 @@
 //! `metrics.jsonl`: one JSON object per line, in step order.
 //!
-//! Train lines: `{"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s"}`;
+//! Train lines: `{"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s", "memory_gib"}`;
 //! eval lines: `{"step", "val_loss", "elapsed_s"}`. `step` counts completed optimizer steps.
 //! On resume from step K the file is cut back to lines with `step ≤ K`, so it never holds duplicates.
 
@@ -26,6 +26,11 @@ pub struct TrainLine {
     pub tokens_per_sec: f64,
     /// Training wall time so far (across resumes).
     pub elapsed_s: f64,
+    /// GiB of live tensor memory after the step (`device::memory_in_use_bytes`: the CUDA pool's
+    /// allocations, or the host heap in use); absent where the device reports none. Flat from
+    /// step to step in a healthy run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gib: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod error;
+pub mod gradients;
 pub mod metrics;
 pub mod optimizer;
 pub mod phase_clock;

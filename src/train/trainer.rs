@@ -351,15 +351,7 @@ impl<'a> Trainer<'a> {
                 };
                 let store = scaled.backward()?;
                 clock.lap("backward");
-                for (slot, (_, var)) in grads.iter_mut().zip(&vars) {
-                    if let Some(g) = store.get(var.as_tensor()) {
-                        let g = g.to_dtype(DType::F32)?;
-                        *slot = Some(match slot.take() {
-                            Some(acc) => (acc + g)?,
-                            None => g,
-                        });
-                    }
-                }
+                super::gradients::accumulate(&mut grads, super::gradients::detached_f32(&store, &vars)?)?;
             }
             clock.lap("gather grads");
             loss = loss_sum / spec.grad_accum as f64;
@@ -389,6 +381,7 @@ impl<'a> Trainer<'a> {
             if log_due {
                 let tokens_per_sec = window_tokens as f64 / window_secs.max(1e-9);
                 (window_secs, window_tokens) = (0.0, 0);
+                let memory_gib = crate::device::memory_in_use_bytes(&self.device).map(gib);
                 metrics.write(&MetricLine::Train(TrainLine {
                     step: done,
                     loss,
@@ -396,13 +389,9 @@ impl<'a> Trainer<'a> {
                     grad_norm,
                     tokens_per_sec,
                     elapsed_s: elapsed,
+                    memory_gib,
                 }))?;
-                let memory = match crate::device::gpu_memory_used_gib(&self.device) {
-                    Some(g) => format!(" (GPU memory in use: {g:.1} GiB)"),
-                    None => crate::device::host_memory_resident_gib()
-                        .map(|g| format!(" (resident memory: {g:.2} GiB)"))
-                        .unwrap_or_default(),
-                };
+                let memory = memory_line(&self.device, memory_gib);
                 tracing::info!(
                     step = done,
                     loss = format!("{loss:.4}"),
@@ -557,6 +546,22 @@ fn install_ctrlc() {
             tracing::debug!("no Ctrl-C handler installed: {e}");
         }
     });
+}
+
+/// Bytes as GiB.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// The train log's memory note: the live tensor memory and, on a GPU, the driver's total in use.
+fn memory_line(device: &Device, in_use_gib: Option<f64>) -> String {
+    let driver = crate::device::gpu_memory_used_gib(device);
+    match (in_use_gib, driver) {
+        (Some(t), Some(d)) => format!(" (GPU tensors: {t:.2} GiB; GPU memory in use: {d:.1} GiB)"),
+        (None, Some(d)) => format!(" (GPU memory in use: {d:.1} GiB)"),
+        (Some(t), None) => format!(" (heap in use: {t:.2} GiB)"),
+        (None, None) => String::new(),
+    }
 }
 
 #[cfg(test)]

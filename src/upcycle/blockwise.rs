@@ -267,11 +267,7 @@ impl Blockwise<'_> {
                 }
                 progress_state.current_initial_loss.get_or_insert(value);
                 let grads = loss.backward()?;
-                let mut g: Vec<Option<Tensor>> = optimizer
-                    .vars()
-                    .iter()
-                    .map(|(_, v)| grads.get(v.as_tensor()).cloned())
-                    .collect();
+                let mut g = crate::train::gradients::detached_f32(&grads, optimizer.vars())?;
                 let grad_norm = crate::train::clip::clip_grad_norm(&mut g, self.train.grad_clip)?;
                 if !grad_norm.is_finite() {
                     return Err(UpcycleError::NonFinite {
@@ -290,6 +286,8 @@ impl Blockwise<'_> {
                     grad_norm,
                     tokens_per_sec: tokens_per_step as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
                     elapsed_s: elapsed,
+                    memory_gib: crate::device::memory_in_use_bytes(&self.device)
+                        .map(|b| b as f64 / (1u64 << 30) as f64),
                 }))?;
                 bar.inc(1);
                 bar.set_message(&format!("layer {slot} loss {value:.4}"));

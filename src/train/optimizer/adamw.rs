@@ -77,14 +77,36 @@ impl AdamW {
         } = self.cfg;
         let t = self.t as i32;
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        for (i, ((_, var), g)) in self.vars.iter().zip(grads).enumerate() {
+        let grads = grads
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.to_dtype(DType::F32)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        let on_gpu = if self.fused {
+            let consts = crate::kernels::optimizer::AdamWConsts {
+                b1: b1 as f32,
+                one_minus_b1: (1.0 - b1) as f32,
+                b2: b2 as f32,
+                one_minus_b2: (1.0 - b2) as f32,
+                inv_bc1: (1.0 / bc1) as f32,
+                inv_bc2: (1.0 / bc2) as f32,
+                eps: eps as f32,
+                lr: lr as f32,
+                weight_decay: weight_decay as f32,
+            };
+            self.step_multi_tensor(&grads, consts)?
+        } else {
+            vec![false; self.vars.len()]
+        };
+        for (i, ((_, var), g)) in self.vars.iter().zip(&grads).enumerate() {
             let Some(g) = g else { continue };
-            let g = g.to_dtype(DType::F32)?;
+            if on_gpu[i] {
+                continue;
+            }
             if self.fused {
                 // In place: the f32 master copy, or the variable itself when it is f32.
                 let copy = self.master.copy_of(i);
                 let p = copy.clone().unwrap_or_else(|| var.as_tensor().clone());
-                if super::adamw_fused::applies(&[&p, &g, &self.m[i], &self.v[i]]) {
+                if super::adamw_fused::applies(&[&p, g, &self.m[i], &self.v[i]]) {
                     let consts = super::adamw_fused::StepConsts {
                         b1: b1 as f32,
                         one_minus_b1: (1.0 - b1) as f32,
@@ -96,7 +118,7 @@ impl AdamW {
                         weight_decay: (weight_decay != 0.0 && decays(var)).then_some(weight_decay as f32),
                         lr: lr as f32,
                     };
-                    super::adamw_fused::step(&p, &g, &self.m[i], &self.v[i], consts)?;
+                    super::adamw_fused::step(&p, g, &self.m[i], &self.v[i], consts)?;
                     if copy.is_some() {
                         var.set(&p.to_dtype(var.dtype())?)?;
                     }
@@ -104,7 +126,7 @@ impl AdamW {
                 }
             }
             let p = self.master.get(i, var)?;
-            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
+            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let m_hat = (&m / bc1)?;
             let v_hat = (&v / bc2)?;
@@ -114,10 +136,53 @@ impl AdamW {
             }
             let p = (p - (update * lr)?)?;
             self.master.set(i, var, p)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            // why detach: state that records a graph keeps every earlier step alive (gradients.rs).
+            self.m[i] = m.detach();
+            self.v[i] = v.detach();
         }
         Ok(())
+    }
+
+    /// Update every parameter the multi-tensor GPU kernel takes (CUDA, f32 state) in one launch;
+    /// returns which ones it updated. The others go through the per-parameter paths.
+    fn step_multi_tensor(
+        &self,
+        grads: &[Option<Tensor>],
+        consts: crate::kernels::optimizer::AdamWConsts,
+    ) -> Result<Vec<bool>> {
+        use crate::kernels::optimizer::{AdamWSlot, adamw_applies, adamw_step};
+        let mut taken = vec![false; self.vars.len()];
+        if !self.vars.iter().any(|(_, v)| v.device().is_cuda()) {
+            return Ok(taken);
+        }
+        // (the f32 tensor updated in place, the half-precision parameter written after it)
+        let targets: Vec<(Tensor, Option<Tensor>)> = self
+            .vars
+            .iter()
+            .enumerate()
+            .map(|(i, (_, var))| match self.master.copy_of(i) {
+                Some(copy) => (copy, Some(var.as_tensor().clone())),
+                None => (var.as_tensor().clone(), None),
+            })
+            .collect();
+        let mut slots = Vec::new();
+        for (i, (((_, var), g), (p, out))) in self.vars.iter().zip(grads).zip(&targets).enumerate() {
+            let Some(g) = g else { continue };
+            let slot = AdamWSlot {
+                p,
+                g,
+                m: &self.m[i],
+                v: &self.v[i],
+                out: out.as_ref(),
+                decay: consts.weight_decay != 0.0 && decays(var),
+            };
+            if adamw_applies(&slot) {
+                taken[i] = true;
+                slots.push(slot);
+            }
+        }
+        adamw_step(&slots, consts)?;
+        Ok(taken)
     }
 
     #[cfg(test)]

@@ -68,7 +68,8 @@ impl Lion {
                 update = (update + (&p * weight_decay)?)?;
             }
             self.master.set(i, var, (p - (update * lr)?)?)?;
-            self.m[i] = ((&self.m[i] * b2)? + (g * (1.0 - b2))?)?;
+            // why detach: state that records a graph keeps every earlier step alive (gradients.rs).
+            self.m[i] = ((&self.m[i] * b2)? + (g * (1.0 - b2))?)?.detach();
         }
         Ok(())
     }

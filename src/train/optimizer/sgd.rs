@@ -68,7 +68,8 @@ impl Sgd {
             }
             let direction = if momentum != 0.0 {
                 let b = ((&self.buf[i] * momentum)? + g)?;
-                self.buf[i] = b.clone();
+                // why detach: state that records a graph keeps every earlier step alive (gradients.rs).
+                self.buf[i] = b.detach();
                 b
             } else {
                 g
