@@ -25,8 +25,18 @@ mod imp {
 
     pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-    const LLAMA_1B: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/configs/llama-3.2-1b.json");
-    const DBA_PRESET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/presets/llama32_1b_dba.yml");
+    const LLAMA_1B: &str = "presets/configs/llama-3.2-1b.json";
+    const DBA_PRESET: &str = "presets/llama32_1b_dba.yml";
+
+    /// `rel` under the working directory when it is there (a copy of the tree on a GPU machine,
+    /// run from its root), else under the directory this binary was built from.
+    fn repo_file(rel: &str) -> String {
+        if std::path::Path::new(rel).exists() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+        }
+    }
 
     pub fn main() -> Res<()> {
         let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -406,7 +416,7 @@ mod imp {
         use caramba::loader::{LoadOptions, load};
         let t0 = Instant::now();
         let m = load(
-            &format!("random:{LLAMA_1B}"),
+            &format!("random:{}", repo_file(LLAMA_1B)),
             &LoadOptions {
                 device: dev.clone(),
                 dtype: DType::BF16,
@@ -451,14 +461,14 @@ mod imp {
         use caramba::loader::{LoadOptions, load};
         let ctx = 16_384usize;
         let teacher = load(
-            &format!("random:{LLAMA_1B}"),
+            &format!("random:{}", repo_file(LLAMA_1B)),
             &LoadOptions {
                 device: dev.clone(),
                 dtype: DType::BF16,
                 ..LoadOptions::default()
             },
         )?;
-        let compiled = caramba::compiler::compile(std::path::Path::new(DBA_PRESET))?;
+        let compiled = caramba::compiler::compile(std::path::Path::new(&repo_file(DBA_PRESET)))?;
         let spec = compiled.run_target(Some("paper"))?.model.clone();
         let vars = caramba::model::SeededVarMap::new(1);
         let student = caramba::model::LanguageModel::build(&spec, vars.var_builder(DType::BF16, dev))?;

@@ -25,6 +25,7 @@ const DEFAULTS: &[(&str, usize)] = &[
     ("kv-heads", 0),
     ("d-ff", 0),
     ("vocab", 256),
+    ("log-every", 0),
 ];
 
 fn model(
@@ -106,7 +107,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,caramba::train::phase_clock=info")
+                // `--log-every N` prints the trainer's train lines (loss, tok/s, memory in use).
+                let trainer = if args.iter().any(|a| a == "--log-every") { ",caramba::train::trainer=info" } else { "" };
+                tracing_subscriber::EnvFilter::new(format!("warn,caramba::train::phase_clock=info{trainer}"))
             }),
         )
         .init();
@@ -157,7 +160,10 @@ fn main() {
         dtype: dtype.clone(),
         batch_size: cfg["batch"],
         eval_every: 0,
-        log_every: 1_000_000,
+        log_every: match cfg["log-every"] {
+            0 => 1_000_000,
+            n => n,
+        },
         save_every: Some(0),
         ..TrainSpec::default()
     };

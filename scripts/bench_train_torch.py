@@ -1,7 +1,8 @@
 """PyTorch-eager twin of `benches/train.rs`: the same Llama-style model (tied byte embeddings,
 pre-norm RMSNorm, RoPE half-split attention, SwiGLU d_ff = 8/3·d), AdamW (β 0.9/0.95, wd 0.1,
 decoupled), global-norm clip 1.0, batches of random blocks of the byte-tokenized license texts in
-/usr/share/common-licenses. Prints tokens/s over the timed steps (3 warmup steps excluded).
+/usr/share/common-licenses. Prints tokens/s over the timed steps (3 warmup steps excluded). `--compile` runs the model through
+torch.compile (compiled during the warm-up steps).
 
     python3 scripts/bench_train_torch.py --d-model 128 --layers 4 --heads 4 --block 128 --batch 8 --steps 30
 `--kv-heads`, `--d-ff`, `--vocab` (0: heads, 8/3·d, 256) give other shapes; `--device cuda --dtype bf16`
@@ -84,6 +85,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (its compile time is in the warm-up steps)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -95,6 +97,7 @@ def main():
     data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
     model = Model(a.d_model, a.layers, a.heads, a.block, kv, f, a.vocab).to(device=dev, dtype=dtype)
     data = data.to(dev)
+    fwd = torch.compile(model) if a.compile else model
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
@@ -107,7 +110,7 @@ def main():
         ix = torch.randint(0, len(data) - a.block - 1, (a.batch,), device=dev)
         x = torch.stack([data[i : i + a.block] for i in ix])
         y = torch.stack([data[i + 1 : i + a.block + 1] for i in ix])
-        loss = F.cross_entropy(model(x).view(-1, a.vocab).float(), y.view(-1))
+        loss = F.cross_entropy(fwd(x).view(-1, a.vocab).float(), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -122,7 +125,7 @@ def main():
     # plus causal attention's score and value matmuls: 6 · layers · block · d per token.
     flops_per_token = 6 * n_params + 6 * a.layers * a.block * a.d_model
     mfu = tokens / dt * flops_per_token / (a.peak_tflops * 1e12)
-    print(f"torch eager ({a.device} {a.dtype}, {a.threads} threads) d_model={a.d_model} layers={a.layers} heads={a.heads}/{kv} d_ff={f} vocab={a.vocab} block={a.block} batch={a.batch}: "
+    print(f"torch {'compile' if a.compile else 'eager'} ({a.device} {a.dtype}, {a.threads} threads) d_model={a.d_model} layers={a.layers} heads={a.heads}/{kv} d_ff={f} vocab={a.vocab} block={a.block} batch={a.batch}: "
           f"{tokens / dt:.0f} tokens/s over {a.steps - warm} steps ({dt:.2f} s), final loss {loss.item():.3f}, "
           f"{n_params / 1e6:.1f}M params, MFU {100 * mfu:.1f}% of {a.peak_tflops:.0f} TFLOP/s, torch {torch.__version__}")
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
 # binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
-# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf] [profile] [memory]
-# (all but profile and memory by default; profile: where a training step's time goes, by phase and
-# by kernel; memory: whether training's GPU memory grows step over step, with and without trimming)
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf] [profile] [memory] [phases]
+# (all but profile, memory and phases by default; profile: where a training step's time goes, by
+# phase and by kernel (ncu); phases: by phase only; memory: whether training's GPU memory is flat
+# over 200 steps; TORCH_COMPILE=1 adds torch.compile to the train comparison)
 set -uo pipefail
 BIN=${BIN:-target/device}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 STEPS="$*"
-has() { { [ -z "$STEPS" ] && [ "$1" != profile ] && [ "$1" != memory ]; } || [[ " $STEPS " == *" $1 "* ]]; }
+has() { { [ -z "$STEPS" ] && [ "$1" != profile ] && [ "$1" != memory ] && [ "$1" != phases ]; } || [[ " $STEPS " == *" $1 "* ]]; }
 for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f"; done
 chmod +x "$BIN"/gpu_kernels "$BIN"/gpu "$BIN"/train "$BIN"/caramba 2>/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
@@ -34,15 +35,20 @@ if has profile; then
   python3 scripts/ncu_summary.py "$OUT/ncu_train.csv" 40 | tee "$OUT/ncu_train_summary.txt"
 fi
 if has memory; then
-  # Does plain training's GPU memory grow step over step (the upcycle's global phase did)?
-  for trim in 0 1; do
-    echo "== GPU memory over 60 training steps, CARAMBA_CUDA_TRIM=$trim"
-    CARAMBA_CUDA_TRIM=$trim CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 60 --device cuda --dtype bf16 2>&1 | grep -E "GPU memory|tokens/s" | tail -2 | tee -a "$OUT/train_memory.txt"
-  done
+  # Is training's GPU memory flat step over step? 200 steps at 16 x 512, the train line every 25
+  # steps with the CUDA pool's bytes in use (tensors) and the driver's total.
+  echo "== GPU memory over 200 training steps (16 x 512)"
+  "$BIN"/train $SHAPE --steps 200 --log-every 25 --device cuda --dtype bf16 2>&1 | grep -E "GPU|tokens/s" | sed 's/\x1b\[[0-9;]*m//g' | tee "$OUT/train_memory.txt"
+fi
+if has phases; then
+  echo "== train step phases (device synchronized at each phase boundary)"
+  CARAMBA_PROFILE_STEPS=1 "$BIN"/train $SHAPE --steps 8 --device cuda --dtype bf16 2>&1 | grep -E "step profile|GPU memory|tokens/s" | tee "$OUT/train_phases.txt"
 fi
 if has train; then
   SHAPE="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23"
   echo "== train 135M shape, bf16: caramba vs torch eager"
   "$BIN"/train $SHAPE --device cuda --dtype bf16 2>&1 | tail -2 | tee "$OUT/train_caramba.txt"
   PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $SHAPE --device cuda --dtype bf16 --threads 8 2>&1 | tail -2 | tee "$OUT/train_torch.txt"
+  [ -n "${TORCH_COMPILE:-}" ] && PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $SHAPE --device cuda --dtype bf16 --threads 8 --compile 2>&1 | tail -2 | tee "$OUT/train_torch_compile.txt"
+  "$BIN"/train $SHAPE --device cuda --dtype bf16 2>&1 | tail -1 | tee -a "$OUT/train_caramba.txt"
 fi

@@ -31,14 +31,11 @@ case "${1:-}" in
     chmod +x "$STAGE"/caramba
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     echo "model sha256 $got"
-    # setsid: the run outlives this call; later calls follow it with `wait`. A failed attempt
-    # (on the H100 the global phase's GPU memory grew ~140 MB a step until out of memory:
-    # docs/gpu.md) resumes from its last checkpoint, up to $ATTEMPTS times (default 12: enough
-    # for 800 global steps at ~100 a life). CARAMBA_CUDA_TRIM=1 (default here) hands the memory
-    # pool's unused memory back after every step, the experiment that tells fragmentation from
-    # a leak: the train log prints the memory in use.
-    export CARAMBA_CUDA_TRIM=${CARAMBA_CUDA_TRIM:-1}
-    setsid nohup bash -c "cd $PWD && date > $LOG; status=1; for attempt in \$(seq 1 ${ATTEMPTS:-12}); do $STAGE/caramba run presets/smollm2_135m_dba.yml --target paper --device cuda --runs-dir $RUNS >> $LOG 2>&1; status=\$?; [ \$status -eq 0 ] && break; echo \"attempt \$attempt failed (exit \$status); resuming from the last checkpoint\" >> $LOG; done; echo EXIT \$status >> $LOG; date >> $LOG" > /dev/null 2>&1 &
+    # setsid: the run outlives this call; later calls follow it with `wait`. One process life
+    # by default; ATTEMPTS=N resumes a failed attempt from its last checkpoint up to N times.
+    # CARAMBA_CUDA_TRIM=1 hands the memory pool's unused memory back after every step (slower;
+    # an experiment from when the GPU memory grew every step: docs/gpu.md).
+    setsid nohup bash -c "cd $PWD && date > $LOG; status=1; for attempt in \$(seq 1 ${ATTEMPTS:-1}); do $STAGE/caramba run presets/smollm2_135m_dba.yml --target paper --device cuda --runs-dir $RUNS >> $LOG 2>&1; status=\$?; [ \$status -eq 0 ] && break; echo \"attempt \$attempt failed (exit \$status); resuming from the last checkpoint\" >> $LOG; done; echo EXIT \$status >> $LOG; date >> $LOG" > /dev/null 2>&1 &
     sleep 20; tail -5 "$LOG"
     ;;
   wait)

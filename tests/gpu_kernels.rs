@@ -27,6 +27,17 @@ fn gpu() -> Option<Device> {
     }
 }
 
+/// `rel` under the working directory when it is there (a copy of the tree on a GPU machine, run
+/// from its root), else under the directory this binary was built from.
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    let here = std::path::PathBuf::from(rel);
+    if here.exists() {
+        here
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+}
+
 fn opts() -> AttendOptions<'static> {
     AttendOptions {
         causal: true,
@@ -372,11 +383,8 @@ fn model_decode_on_gpu_matches_cpu() {
     let Some(dev) = gpu() else { return };
     use caramba::infer::Generator;
     use caramba::loader::{LoadOptions, load};
-    let config = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/tiny_llama_config.json"
-    );
-    let source = format!("random:{config}");
+    let config = repo_file("tests/fixtures/tiny_llama_config.json");
+    let source = format!("random:{}", config.display());
     let mut logits = Vec::new();
     for device in [Device::Cpu, dev] {
         let m = load(
