@@ -31,6 +31,21 @@ pub enum TrainError {
     #[diagnostic(help("lower the learning rate, raise warmup_steps, or enable grad_clip"))]
     NonFinite { step: usize, loss: f64 },
 
+    #[error(
+        "out of device memory at step {step} ({phase}) with batch size {batch_size}{}: {detail}",
+        in_use_gib.map(|g| format!(", {g:.2} GiB of tensors in use")).unwrap_or_default()
+    )]
+    #[diagnostic(help(
+        "lower train.batch_size (raise grad_accum to keep the tokens per step) or the block size, use dtype bf16, or pick a larger GPU; checkpoints already written are intact"
+    ))]
+    OutOfMemory {
+        step: usize,
+        phase: &'static str,
+        in_use_gib: Option<f64>,
+        batch_size: usize,
+        detail: String,
+    },
+
     #[error("interrupted at step {step}; checkpoint saved to `{checkpoint}`")]
     #[diagnostic(help("run the same command again to resume"))]
     Interrupted { step: usize, checkpoint: PathBuf },

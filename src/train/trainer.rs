@@ -327,15 +327,17 @@ impl<'a> Trainer<'a> {
                     .data
                     .batch(Split::Train, spec.batch_size, &mut sampler, &self.device)?;
                 clock.lap("data");
+                let failed = |phase| in_phase(step + 1, phase, &self.device, spec.batch_size);
                 let step_loss = {
                     let mut ctx = ForwardCtx::train(&mut dropout);
-                    let logits = self.model.forward(&xs, &mut ctx)?;
+                    let logits = self.model.forward(&xs, &mut ctx).map_err(failed("forward"))?;
                     match &self.loss {
-                        Some(loss) => loss(&xs, &logits, &ys)?,
-                        None => lm_loss(&logits, &ys)?,
+                        Some(loss) => loss(&xs, &logits, &ys),
+                        None => lm_loss(&logits, &ys),
                     }
+                    .map_err(failed("loss"))?
                 };
-                let value = f64::from(step_loss.to_scalar::<f32>()?);
+                let value = f64::from(step_loss.to_scalar::<f32>().map_err(failed("forward"))?);
                 clock.lap("forward");
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
@@ -349,13 +351,16 @@ impl<'a> Trainer<'a> {
                 } else {
                     step_loss
                 };
-                let store = scaled.backward()?;
+                let store = scaled.backward().map_err(failed("backward"))?;
                 clock.lap("backward");
-                super::gradients::accumulate(&mut grads, super::gradients::detached_f32(&store, &vars)?)?;
+                super::gradients::detached_f32(&store, &vars)
+                    .and_then(|more| super::gradients::accumulate(&mut grads, more))
+                    .map_err(failed("gathering gradients"))?;
             }
             clock.lap("gather grads");
             loss = loss_sum / spec.grad_accum as f64;
-            let grad_norm = clip_grad_norm(&mut grads, spec.grad_clip)?;
+            let failed = |phase| in_phase(step + 1, phase, &self.device, spec.batch_size);
+            let grad_norm = clip_grad_norm(&mut grads, spec.grad_clip).map_err(failed("clipping"))?;
             clock.lap("clip");
             if !grad_norm.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -363,7 +368,7 @@ impl<'a> Trainer<'a> {
                     loss: grad_norm,
                 });
             }
-            optimizer.step(&grads, lr)?;
+            optimizer.step(&grads, lr).map_err(failed("optimizer"))?;
             clock.lap("optimizer");
             drop(grads);
             if profiling {
@@ -548,6 +553,30 @@ fn install_ctrlc() {
     });
 }
 
+/// A tensor error of step `step`'s `phase`; running out of device memory becomes
+/// [`TrainError::OutOfMemory`] with the step, the phase, the memory in use and the batch size.
+fn in_phase<'a>(
+    step: usize,
+    phase: &'static str,
+    device: &'a Device,
+    batch_size: usize,
+) -> impl FnOnce(candle_core::Error) -> TrainError + 'a {
+    move |e| {
+        let text = e.to_string();
+        if text.contains("OUT_OF_MEMORY") || text.contains("out of memory") {
+            TrainError::OutOfMemory {
+                step,
+                phase,
+                in_use_gib: crate::device::memory_in_use_bytes(device).map(gib),
+                batch_size,
+                detail: text.lines().next().unwrap_or_default().to_string(),
+            }
+        } else {
+            TrainError::Tensor(e)
+        }
+    }
+}
+
 /// Bytes as GiB.
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
@@ -567,6 +596,17 @@ fn memory_line(device: &Device, in_use_gib: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_memory_names_the_step_the_phase_and_the_batch() {
+        let driver = candle_core::Error::Cuda("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
+        let e = in_phase(42, "backward", &Device::Cpu, 16)(driver);
+        let text = e.to_string();
+        assert!(matches!(e, TrainError::OutOfMemory { step: 42, phase: "backward", batch_size: 16, .. }), "{text}");
+        assert!(text.contains("step 42 (backward) with batch size 16"), "{text}");
+        let other = in_phase(1, "forward", &Device::Cpu, 1)(candle_core::Error::Msg("shape mismatch".into()));
+        assert!(matches!(other, TrainError::Tensor(_)));
+    }
 
     #[test]
     fn fingerprint_ignores_device_and_cadence_but_not_the_recipe() {
