@@ -252,3 +252,4 @@ fn hub_models_in_the_cache_load_without_the_network() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["token_ids"].as_array().unwrap().len(), 3);
 }
+
