@@ -15,16 +15,16 @@ pub struct SamplingArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
-    /// Softmax temperature; 0 is greedy.
+    /// Softmax temperature (finite, >= 0); 0 is greedy.
     #[arg(long, short = 't', default_value_t = 0.0)]
     pub temperature: f64,
-    /// Sample among the k most likely tokens.
+    /// Sample among the k most likely tokens (k >= 1).
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Sample among the most likely tokens that reach probability p.
+    /// Sample among the most likely tokens that reach probability p, in (0, 1].
     #[arg(long)]
     pub top_p: Option<f64>,
-    /// Penalise tokens already in the sequence (1.0 = off).
+    /// Penalise tokens already in the sequence (> 0; 1.0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f64,
     /// RNG seed.
@@ -36,8 +36,26 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// The generation config these flags name (no eos ids yet: they come with the tokenizer).
+    /// The generation config these flags name (no eos ids yet: they come with the tokenizer);
+    /// a value out of its range is a usage error naming the flag and the range.
     pub fn resolve(&self) -> Result<GenerateConfig, CliError> {
+        let bad = |flag: &str, value: &dyn std::fmt::Display, range: &str| {
+            Err(CliError::usage(miette::miette!("{flag} {value}: must be {range}")))
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("--temperature", &self.temperature, "finite and >= 0 (0 is greedy)");
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad("--top-p", &p, "in (0, 1]");
+        }
+        if self.top_k == Some(0) {
+            return bad("--top-k", &0, ">= 1");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad("--repetition-penalty", &self.repetition_penalty, "finite and > 0 (1.0 is off)");
+        }
         Ok(GenerateConfig {
             max_new_tokens: self.max_new_tokens,
             sampling: SamplingParams {
