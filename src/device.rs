@@ -20,25 +20,6 @@ pub enum DeviceError {
     UnknownDtype(String),
 }
 
-/// Device and dtype options of the commands that load a model.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DeviceArgs {
-    /// Where to run: cpu, cuda, cuda:N or metal (needs a build with that feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Weights and activations: auto (bf16 on CUDA, f32 elsewhere), f32, bf16 or f16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-}
-
-impl DeviceArgs {
-    pub fn resolve(&self) -> Result<(Device, DType), DeviceError> {
-        let device = parse_device(&self.device)?;
-        let dtype = resolve_dtype(&self.dtype, &device)?;
-        Ok((device, dtype))
-    }
-}
-
 /// `cpu`, `cuda`, `cuda:N`, `metal`.
 pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
     let unavailable = |e: candle_core::Error| DeviceError::Unavailable {

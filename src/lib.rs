@@ -37,5 +37,5 @@ pub mod bench;
 pub mod experiment;
 /// tracing subscriber + indicatif progress bars that live together.
 pub mod console;
-/// clap subcommands (`compile`, `run`, `prepare`, `generate`, …) and exit codes.
+/// The command line: each command's clap arguments, resolved once into library types, and exit codes.
 pub mod cli;

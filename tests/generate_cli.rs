@@ -252,3 +252,59 @@ fn hub_models_in_the_cache_load_without_the_network() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["token_ids"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn sampling_flags_out_of_range_are_usage_errors_that_name_the_range() {
+    for (flag, value, range) in [
+        ("--temperature", "NaN", ">= 0"),
+        ("--temperature", "-1", ">= 0"),
+        ("--top-p", "0", "(0, 1]"),
+        ("--top-p", "1.5", "(0, 1]"),
+        ("--top-k", "0", ">= 1"),
+        ("--repetition-penalty", "0", "> 0"),
+        ("--repetition-penalty", "-2", "> 0"),
+    ] {
+        let out = caramba()
+            .args(["generate", "-q", "--model"])
+            .arg(fixture())
+            .args(["--prompt", "hello", "--max-new-tokens", "1"])
+            .arg(format!("{flag}={value}"))
+            .assert()
+            .code(2)
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8_lossy(&out);
+        assert!(err.contains(flag) && err.contains(range), "{flag}={value}: {err}");
+    }
+    let out = caramba()
+        .args(["chat", "-q", "--top-p=2", "--model"])
+        .arg(fixture().join("tiny_llama.q8_0.gguf"))
+        .write_stdin("hello\n")
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("--top-p"));
+}
+
+#[test]
+fn chat_uses_a_model_directorys_chat_template_jinja() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+         {% if add_generation_prompt %}assistant:{% endif %}",
+    )
+    .unwrap();
+    caramba()
+        .args(["chat", "-q", "--max-new-tokens", "3", "--model"])
+        .arg(dir.path())
+        .write_stdin("hello there\n/exit\n")
+        .assert()
+        .success();
+}

@@ -169,3 +169,23 @@ fn a_prompt_longer_than_the_context_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_forward_leaves_a_quantized_cache_as_it_was() {
+    use caramba::cache::{CacheKind, QuantKvSpec};
+    use caramba::model::{KvCache, QuantKinds};
+    let m = model();
+    let mut cache = KvCache::quantized(m.model.n_slots(), QuantKinds::uniform(CacheKind::Q8_0));
+    // why: the last slot's store expects a head dim the model does not have, so the forward
+    // fails in the last attention layer after every earlier layer has appended.
+    let last = m.model.n_slots() - 1;
+    cache
+        .quant_store(last, || QuantKvSpec::uniform(1, 2, 8, CacheKind::Q8_0, CacheKind::Q8_0))
+        .unwrap();
+    let mut g = Generator::new(&m.model, 64, DType::F32, &Device::Cpu).with_cache(cache);
+    let err = g.prefill(&[5, 6, 7]).unwrap_err();
+    assert!(matches!(err, GenerateError::Model(_)), "{err}");
+    assert_eq!(g.pos(), 0, "the failed prefill left positions in the cache");
+    assert_eq!(g.cache().len(), 0);
+    assert!(g.tokens().is_empty());
+}

@@ -1,6 +1,6 @@
 //! Benchmarks and their publication-ready artifacts.
 //!
-//! A target's `benchmarks:` ([`spec`]) or `caramba bench KIND` ([`commands`]) run the benchmarks
+//! A target's `benchmarks:` ([`spec`]) or `caramba bench KIND` (`cli::bench`) run the benchmarks
 //! ([`runner`]: perplexity, [`latency`], [`memory`], [`accuracy`], [`generation`], [`behavior`]
 //! over [`eval_cases`]) on [`BenchModel`]s; they produce the records of
 //! [`results`](crate::bench::results); a [`Report`](crate::bench::Report) gathers them with the
@@ -11,7 +11,6 @@
 pub mod accuracy;
 pub mod artifacts;
 pub mod behavior;
-pub mod commands;
 pub mod error;
 pub mod eval_cases;
 pub mod generation;

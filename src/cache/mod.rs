@@ -7,12 +7,14 @@
 //! - [`Rows`]: the growable rows of one (batch, KV head, segment);
 //! - [`QuantKvStore`]: one attention layer's K/V (segments, fp16 window, Hadamard rotation), with
 //!   [`QuantKvStore::attend`] for decode;
-//! - [`QuantKvCache`]: one store per attention slot of a model.
+//! - [`PlainKv`]: one attention layer's K/V as f32/f16/bf16 tensors;
+//! - [`LayerCache`]: one attention slot, plain or quantized, with one append/truncate/reset API.
 
 pub mod attend;
 pub mod error;
 pub mod kind;
-pub mod model_cache;
+pub mod layer_cache;
+pub mod plain;
 pub mod quant;
 pub mod rotate;
 pub mod rows;
@@ -22,6 +24,7 @@ pub mod store;
 pub use attend::DecodeOptions;
 pub use error::CacheError;
 pub use kind::CacheKind;
-pub use model_cache::QuantKvCache;
+pub use layer_cache::LayerCache;
+pub use plain::PlainKv;
 pub use rows::Rows;
 pub use store::{QuantKvSpec, QuantKvStore, Segment, StreamSpec};

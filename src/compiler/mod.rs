@@ -1,14 +1,12 @@
 //! Lowered manifest → executable plan: targets → runs → verify → benchmarks, in a stable order,
 //! with every default decided. `compile` drives the whole chain (load, vars, types, validate,
-//! lower, plan); `render_plan` is `--print-plan`; `command` is `caramba compile`.
+//! lower, plan); `render_plan` is `--print-plan` (the `caramba compile` command itself is `cli::compile`).
 
-pub mod command;
 pub mod compile;
 pub mod plan;
 pub mod render;
 pub mod stats;
 
-pub use command::CompileArgs;
 pub use compile::{Compiled, compile, compile_str};
 pub use plan::{Plan, RunPlan, TargetPlan};
 pub use render::render_plan;

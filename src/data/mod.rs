@@ -5,7 +5,6 @@
 //! `(x, y)` batches from it with a resumable [`BatchSampler`].
 
 pub mod batches;
-pub mod command;
 pub mod error;
 pub mod npy;
 pub mod prepare;
@@ -13,7 +12,6 @@ pub mod spec;
 pub mod tokenizer;
 
 pub use batches::{BatchSampler, SamplerState, Split, TokenDataset};
-pub use command::PrepareArgs;
 pub use error::DataError;
 pub use npy::{NpyWriter, TokenDtype, TokenFile};
 pub use prepare::{PrepareSummary, PreparedData, ensure_prepared, prepare};

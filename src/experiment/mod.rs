@@ -1,8 +1,10 @@
 //! The runner that walks a plan: prepares data, owns the run directory, trains each run, and
 //! prints what happened. `caramba run MANIFEST [--target T] [--dry-run] [--fresh]`.
 
+mod error;
 mod run_dir;
 mod runner;
 
+pub use error::RunError;
 pub use run_dir::{RunDir, RunMetadata, build_features, git_revision, write_atomic, write_json};
-pub use runner::{RunArgs, run};
+pub use runner::{RunOptions, run};

@@ -5,30 +5,26 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::run_dir::{RunDir, write_json};
-use crate::cli::CliError;
+use super::error::RunError;
 use crate::compiler::{self, Compiled, TargetPlan};
 use crate::data::ensure_prepared;
 use crate::manifest::TrainerKind;
 use crate::train::{TrainOptions, TrainSummary};
 
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
+/// What `caramba run` is asked (resolved from its flags by `cli::run`).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
     /// Manifest file (.yml, .yaml or .json).
     pub manifest: PathBuf,
-    /// Target or entry point to run. Default: `entrypoints.default`, else the first target.
-    #[arg(long)]
+    /// Target or entry point to run; `None`: `entrypoints.default`, else the first target.
     pub target: Option<String>,
     /// Validate and print the plan without running anything.
-    #[arg(long)]
     pub dry_run: bool,
     /// Ignore existing checkpoints and start every run from step 0.
-    #[arg(long)]
     pub fresh: bool,
     /// Root of the run directories.
-    #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
     /// Override every run's device (`cpu`, `cuda`, `cuda:N`, `metal`).
-    #[arg(long)]
     pub device: Option<String>,
 }
 
@@ -45,11 +41,11 @@ struct RunRecord<'a> {
     checkpoint: Option<String>,
 }
 
-pub fn run(args: &RunArgs) -> Result<(), CliError> {
-    let compiled = compiler::compile(&args.manifest).map_err(CliError::usage)?;
+pub fn run(args: &RunOptions) -> Result<(), RunError> {
+    let compiled = compiler::compile(&args.manifest).map_err(RunError::usage)?;
     let target = compiled
         .run_target(args.target.as_deref())
-        .map_err(CliError::usage)?;
+        .map_err(RunError::usage)?;
     if args.dry_run {
         println!("{}", compiler::render_plan(&compiled));
         let n = target.runs.len();
@@ -69,12 +65,12 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             args.fresh,
         )
         .map_err(|e| match &e {
-            crate::upcycle::UpcycleError::Mismatch(_) => CliError::usage(e),
-            crate::upcycle::UpcycleError::Train(t) => CliError {
+            crate::upcycle::UpcycleError::Mismatch(_) => RunError::usage(e),
+            crate::upcycle::UpcycleError::Train(t) => RunError {
                 code: t.exit_code(),
                 report: e.into(),
             },
-            _ => CliError::failed(e),
+            _ => RunError::failed(e),
         })?;
         return Ok(());
     }
@@ -92,15 +88,15 @@ fn benchmark_runs(
     compiled: &Compiled,
     target: &TargetPlan,
     runs: &[(String, TrainSummary, RunDir)],
-    args: &RunArgs,
-) -> Result<(), CliError> {
+    args: &RunOptions,
+) -> Result<(), RunError> {
     use crate::bench::{BenchContext, BenchModel, Report, run_benchmarks};
     let device_name = args
         .device
         .clone()
         .or_else(|| target.runs.first().map(|r| r.train.device.clone()))
         .unwrap_or_else(|| "cpu".into());
-    let device = crate::train::parse_device(&device_name).map_err(CliError::usage)?;
+    let device = crate::train::parse_device(&device_name).map_err(RunError::usage)?;
     let opts = crate::loader::LoadOptions {
         device,
         ..crate::loader::LoadOptions::default()
@@ -110,7 +106,7 @@ fn benchmark_runs(
         .map(|(id, _, dir)| {
             crate::loader::load(&dir.root.display().to_string(), &opts)
                 .map(|l| (id.clone(), l))
-                .map_err(CliError::failed)
+                .map_err(RunError::failed)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let models: Vec<BenchModel> = loaded
@@ -126,9 +122,9 @@ fn benchmark_runs(
     };
     let bench_err = |e: crate::bench::BenchError| {
         if e.is_usage() {
-            CliError::usage(e)
+            RunError::usage(e)
         } else {
-            CliError::failed(e)
+            RunError::failed(e)
         }
     };
     let mut outcome = run_benchmarks(&target.benchmarks, &models, &ctx).map_err(bench_err)?;
@@ -153,7 +149,7 @@ fn benchmark_runs(
         .join(&target.name)
         .join("artifacts");
     crate::bench::artifacts::write_all(&report, &dir)
-        .map_err(|e| CliError::failed(miette::miette!("{e}")))?;
+        .map_err(|e| RunError::failed(miette::miette!("{e}")))?;
     outcome.write_extras(&report, &dir).map_err(bench_err)?;
     println!(
         "\n{}",
@@ -166,15 +162,15 @@ fn benchmark_runs(
 fn train_target(
     compiled: &Compiled,
     target: &TargetPlan,
-    args: &RunArgs,
-) -> Result<Vec<(String, TrainSummary, RunDir)>, CliError> {
+    args: &RunOptions,
+) -> Result<Vec<(String, TrainSummary, RunDir)>, RunError> {
     let val_frac = target.data.val_frac.unwrap_or(0.1);
     let tokenizer = target.data.tokenizer.clone().unwrap_or_else(|| "bytes".into());
     let data = ensure_prepared(&target.data, val_frac, &tokenizer).map_err(|e| {
         if e.is_usage() {
-            CliError::usage(e)
+            RunError::usage(e)
         } else {
-            CliError::failed(e)
+            RunError::failed(e)
         }
     })?;
     let mut out = Vec::new();
@@ -185,7 +181,7 @@ fn train_target(
         }
         let dir = RunDir::for_run(&args.runs_dir, &compiled.plan.name, &target.name, &run.id);
         dir.write_header(compiled, target, &run).map_err(|e| {
-            CliError::failed(miette::miette!(
+            RunError::failed(miette::miette!(
                 "cannot write run directory {}: {e}",
                 dir.root.display()
             ))
@@ -194,7 +190,7 @@ fn train_target(
         let mut opts = TrainOptions::new(&target.model, &run.train, run.steps, run.seed, &dir.root);
         opts.fresh = args.fresh;
         let summary =
-            crate::train::run(&target.model, &run.train, &data.dataset, opts).map_err(|e| CliError {
+            crate::train::run(&target.model, &run.train, &data.dataset, opts).map_err(|e| RunError {
                 code: e.exit_code(),
                 report: e.into(),
             })?;
@@ -202,7 +198,7 @@ fn train_target(
         if let Some(tok) = target.data.tokenizer.as_deref().filter(|t| t.ends_with(".json")) {
             let dst = dir.root.join("tokenizer.json");
             std::fs::copy(tok, &dst).map_err(|e| {
-                CliError::failed(miette::miette!("cannot copy {tok} to {}: {e}", dst.display()))
+                RunError::failed(miette::miette!("cannot copy {tok} to {}: {e}", dst.display()))
             })?;
         }
         let record = RunRecord {
@@ -216,7 +212,7 @@ fn train_target(
             checkpoint: summary.checkpoint.as_ref().map(|p| p.display().to_string()),
         };
         write_json(&dir.root.join("summary.json"), &record)
-            .map_err(|e| CliError::failed(miette::miette!("cannot write summary.json: {e}")))?;
+            .map_err(|e| RunError::failed(miette::miette!("cannot write summary.json: {e}")))?;
         out.push((run.id.clone(), summary, dir));
     }
     Ok(out)
@@ -224,7 +220,7 @@ fn train_target(
 
 /// Copy the last checkpoint's weights to `<run>/model.safetensors` (beside `model_spec.json`), so
 /// the run directory itself is a model source for `generate`, `bench` and teachers.
-fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), CliError> {
+fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), RunError> {
     let Some(ckpt) = &summary.checkpoint else {
         return Ok(());
     };
@@ -234,7 +230,7 @@ fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), Cli
     std::fs::copy(&src, &tmp)
         .and_then(|_| std::fs::rename(&tmp, &dst))
         .map_err(|e| {
-            CliError::failed(miette::miette!(
+            RunError::failed(miette::miette!(
                 "cannot publish {} as {}: {e}",
                 src.display(),
                 dst.display()

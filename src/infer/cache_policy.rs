@@ -312,84 +312,47 @@ fn decode_speed(
     Ok(steps as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// `--cache-kind` values: a storage kind or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheKindArg {
-    Auto,
-    Kind(CacheKind),
+/// `--cache-kind auto` could not run.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum AutoCacheError {
+    #[error("--cache-kind auto probes real text and needs the model's tokenizer")]
+    NoTokenizer,
+    #[error("cache policy: {0}")]
+    Policy(String),
 }
 
-impl std::str::FromStr for CacheKindArg {
-    type Err = crate::cache::CacheError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "auto" {
-            Ok(Self::Auto)
-        } else {
-            s.parse().map(Self::Kind)
-        }
+impl AutoCacheError {
+    /// A model that cannot be probed (exit code 2) rather than a probe that failed.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::NoTokenizer)
     }
 }
 
-/// Options of `--cache-kind auto`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AutoCacheArgs {
-    /// With `--cache-kind auto`: most megabytes (10⁶ bytes) the KV cache may take at the model's
-    /// full context.
-    #[arg(long)]
-    pub kv_budget_mb: Option<f64>,
-    /// With `--cache-kind auto`: largest mean nll increase over fp16 on the probe (nats).
-    #[arg(long, default_value_t = Gates::default().max_delta_nll)]
-    pub max_delta_nll: f64,
-    /// With `--cache-kind auto`: largest perplexity ratio over fp16.
-    #[arg(long, default_value_t = Gates::default().max_ppl_ratio)]
-    pub max_ppl_ratio: f64,
-    /// With `--cache-kind auto`: largest mean KL(fp16 ‖ candidate) (nats).
-    #[arg(long, default_value_t = Gates::default().max_mean_kl)]
-    pub max_mean_kl: f64,
-    /// With `--cache-kind auto`: also time decode steps per passing candidate.
-    #[arg(long)]
-    pub cache_speed_probe: bool,
-    /// With `--cache-kind auto`: print every candidate's bytes, gate values and speed (stderr).
-    #[arg(long)]
-    pub explain: bool,
-}
-
-/// Replace `auto` in `args` by the storage [`choose`] picks for `loaded` (stored decisions under
-/// `$CARAMBA_CACHE/policy/`); other arguments pass through.
+/// Replace `cfg.auto` by the storage [`choose`] picks for `loaded` (stored decisions under
+/// `$CARAMBA_CACHE/policy/`); a config without `auto` passes through.
 pub fn resolve(
-    args: &super::commands::CacheArgs,
+    cfg: &super::cache_config::CacheConfig,
     loaded: &crate::loader::LoadedModel,
-) -> Result<super::commands::CacheArgs, crate::cli::CliError> {
-    use crate::cli::CliError;
-    if args.cache_kind != Some(CacheKindArg::Auto) {
-        return Ok(args.clone());
-    }
-    let tok = loaded.tokenizer.as_ref().ok_or_else(|| {
-        CliError::usage(miette::miette!(
-            "--cache-kind auto probes real text and needs the model's tokenizer"
-        ))
-    })?;
+) -> Result<super::cache_config::CacheConfig, AutoCacheError> {
+    let Some(a) = cfg.auto else {
+        return Ok(cfg.clone());
+    };
+    let tok = loaded.tokenizer.as_ref().ok_or(AutoCacheError::NoTokenizer)?;
     let mut probe = tok
         .encode(PROBE_TEXT, false)
-        .map_err(|e| CliError::failed(miette::miette!("{e}")))?;
+        .map_err(|e| AutoCacheError::Policy(e.to_string()))?;
     probe.truncate(loaded.max_seq_len);
-    let a = &args.auto;
     let req = PolicyRequest {
         model_id: loaded.path.display().to_string(),
         max_seq_len: loaded.max_seq_len,
-        budget_bytes: a.kv_budget_mb.map(|mb| (mb * 1e6) as u64),
-        gates: Gates {
-            max_delta_nll: a.max_delta_nll,
-            max_ppl_ratio: a.max_ppl_ratio,
-            max_mean_kl: a.max_mean_kl,
-        },
-        speed_probe: a.cache_speed_probe,
+        budget_bytes: a.budget_bytes,
+        gates: a.gates,
+        speed_probe: a.speed_probe,
         reprobe_secs: 3600,
     };
     let store = crate::loader::fetch::cache_dir().join("policy");
     let d = choose(&loaded.model, &probe, &loaded.device, &req, Some(&store))
-        .map_err(|e| CliError::failed(miette::miette!("cache policy: {e}")))?;
+        .map_err(|e| AutoCacheError::Policy(e.to_string()))?;
     if a.explain {
         eprint!("{}", d.table());
         if d.reused {
@@ -400,13 +363,19 @@ pub fn resolve(
         }
     }
     tracing::info!("--cache-kind auto chose {}", d.chosen);
-    let mut out = args.clone();
-    out.cache_kind = None;
-    out.k_cache = Some(d.k);
-    out.v_cache = Some(d.v);
-    out.rotate_k = d.rotate_k;
-    out.rotate_v = d.rotate_k;
-    Ok(out)
+    let center_k = cfg.kinds.is_none_or(|k| k.center_k);
+    Ok(super::cache_config::CacheConfig {
+        kinds: Some(QuantKinds {
+            k: d.k,
+            v: d.v,
+            k_geo: None,
+            rotate_k: d.rotate_k,
+            center_k,
+            rotate_v: d.rotate_k,
+        }),
+        auto: None,
+        ..cfg.clone()
+    })
 }
 
 #[cfg(test)]

@@ -206,12 +206,9 @@ impl<'m> Generator<'m> {
         match ran {
             Ok(logits) => Ok(logits),
             Err(e) => {
-                // why: a forward that failed half-way appended to some layers only.
-                for layer in &mut self.cache.layers {
-                    if layer.len() > pos {
-                        layer.truncate(pos)?;
-                    }
-                }
+                // why: a forward that failed half-way appended to some slots only (plain or
+                // quantized alike).
+                self.cache.truncate_each(pos)?;
                 Err(e.into())
             }
         }

@@ -365,11 +365,9 @@ impl Attention {
         let mut pad_mask = None;
         let (k, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
-                let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
-                    candle_core::Error::Msg(format!("no KV cache slot {} for {}", self.slot, self.path))
-                })?;
-                let dtype = k.dtype();
-                let (k, v) = slot.append(&k.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                let (dtype, stored) = (k.dtype(), cache.dtype);
+                let slot = cache.plain_slot(self.slot).map_err(|e| e.context(self.path.clone()))?;
+                let (k, v) = slot.append(&k.to_dtype(stored)?, &v.to_dtype(stored)?)?;
                 pad_mask = cache.padding_mask(t, k.dim(2)?, xs.device())?;
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
             }

@@ -224,11 +224,9 @@ impl DecoupledAttention {
         let mut padded = false;
         let (k_cat, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
-                let slot = cache.layers.get_mut(self.slot).ok_or_else(|| {
-                    candle_core::Error::Msg(format!("no KV cache slot {} for {}", self.slot, self.path))
-                })?;
-                let dtype = k_cat.dtype();
-                let (k, v) = slot.append(&k_cat.to_dtype(cache.dtype)?, &v.to_dtype(cache.dtype)?)?;
+                let (dtype, stored) = (k_cat.dtype(), cache.dtype);
+                let slot = cache.plain_slot(self.slot).map_err(|e| e.context(self.path.clone()))?;
+                let (k, v) = slot.append(&k_cat.to_dtype(stored)?, &v.to_dtype(stored)?)?;
                 padded = cache.padding_mask(t, k.dim(2)?, xs.device())?.is_some();
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)
             }

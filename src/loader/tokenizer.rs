@@ -39,7 +39,8 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// `tokenizer.json` (+ optional `tokenizer_config.json`, `generation_config.json`) in `dir`;
+    /// `tokenizer.json` (+ optional `tokenizer_config.json`, `chat_template.jinja`,
+    /// `generation_config.json`) in `dir`;
     /// `eos` holds the ids the model config names.
     pub fn from_hf_dir(dir: &Path, bos: Option<u32>, eos: &[u32]) -> Result<Self, LoadError> {
         let path = dir.join("tokenizer.json");
@@ -65,6 +66,16 @@ impl TextTokenizer {
             if let Some(id) = special_id(&inner, cfg.get("eos_token")) {
                 eos_ids.push(id);
             }
+        }
+        // why: HF's newer layout keeps the template in its own file, which then wins over
+        // tokenizer_config.json's.
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            let text = std::fs::read_to_string(&jinja).map_err(|e| LoadError::Tokenizer {
+                path: jinja.clone(),
+                message: e.to_string(),
+            })?;
+            chat_template = Some(text);
         }
         if let Some(gen_cfg) = read_json(&dir.join("generation_config.json"))?
             && let Some(v) = gen_cfg.get("eos_token_id")

@@ -1,105 +1,28 @@
-//! A plain growable KV cache, one slot per attention layer.
-//!
-//! Storage is a preallocated (b, kv_heads, capacity, head_dim) buffer per K and V that doubles when
-//! full (amortized O(1) appends, never an O(n²) chain of concatenations). Reads are views.
+//! `KvCache`: a model's KV cache, one [`LayerCache`] per attention slot (plain or quantized,
+//! created by the slot's layer on first use), plus the batch's left padding. Every slot advances,
+//! truncates and resets through the one [`LayerCache`] API.
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::cache::{CacheKind, QuantKvSpec, QuantKvStore};
+use crate::cache::{CacheKind, LayerCache, PlainKv, QuantKvSpec, QuantKvStore};
 
-/// Keys and values of one attention layer.
-#[derive(Debug, Default, Clone)]
-pub struct LayerKv {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-    len: usize,
-}
-
-impl LayerKv {
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Append k, v of shape (b, kv_heads, t, head_dim); returns the full cached (k, v) views.
-    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t = k.dim(2)?;
-        let needed = self.len + t;
-        self.k = Some(grow_and_write(self.k.take(), k, self.len, needed)?);
-        self.v = Some(grow_and_write(self.v.take(), v, self.len, needed)?);
-        self.len = needed;
-        self.view()
-    }
-
-    /// The cached (k, v), each (b, kv_heads, len, head_dim).
-    pub fn view(&self) -> Result<(Tensor, Tensor)> {
-        match (&self.k, &self.v) {
-            (Some(k), Some(v)) => Ok((k.narrow(2, 0, self.len)?, v.narrow(2, 0, self.len)?)),
-            _ => candle_core::bail!("the KV cache is empty"),
-        }
-    }
-
-    /// Drop everything after the first `len` positions.
-    pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len > self.len {
-            candle_core::bail!("cannot truncate a KV cache of {} positions to {len}", self.len);
-        }
-        self.len = len;
-        Ok(())
-    }
-
-    /// Bytes held by the live part of the cache (capacity slack excluded).
-    pub fn bytes(&self) -> usize {
-        let per = |t: &Option<Tensor>| {
-            t.as_ref().map_or(0, |t| {
-                let (b, h, _, d) = t.dims4().unwrap_or((0, 0, 0, 0));
-                b * h * self.len * d * t.dtype().size_in_bytes()
-            })
-        };
-        per(&self.k) + per(&self.v)
-    }
-}
-
-fn grow_and_write(buf: Option<Tensor>, new: &Tensor, at: usize, needed: usize) -> Result<Tensor> {
-    let (b, h, t, d) = new.dims4()?;
-    let buf = match buf {
-        Some(buf) if buf.dim(2)? >= needed => buf,
-        old => {
-            let capacity = needed.next_power_of_two().max(64);
-            let grown = Tensor::zeros((b, h, capacity, d), new.dtype(), new.device())?;
-            if let Some(old) = old {
-                if at > 0 {
-                    grown.slice_set(&old.narrow(2, 0, at)?.contiguous()?, 2, 0)?;
-                }
-            }
-            grown
-        }
-    };
-    debug_assert_eq!(t + at, needed);
-    buf.slice_set(&new.contiguous()?, 2, at)?;
-    Ok(buf)
-}
-
-/// One [`LayerKv`] per attention slot of a model.
+/// One [`LayerCache`] per attention slot of a model.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    pub layers: Vec<LayerKv>,
-    /// Storage dtype of new entries (f32, f16 or bf16).
+    /// Storage dtype of new plain entries (f32, f16 or bf16).
     pub dtype: DType,
     /// Per batch row, how many leading positions are left padding (attention never looks at
     /// them from a real token). Empty: no padding.
     pub left_pad: Vec<usize>,
     /// Quantized storage: when set, attention layers keep K/V in one [`QuantKvStore`] per slot
-    /// (created on first use with the layer's shapes) and attend over the stored rows directly.
+    /// (created on first use with the layer's shapes) and attend over the stored rows directly;
+    /// otherwise each slot is a [`PlainKv`].
     pub quant: Option<QuantKinds>,
     /// With `quant`: the first this many slots store K/V as fp16 whatever `quant` says
     /// (`--fp16-prefix-layers`; early layers are the most sensitive to key error). Default: 0.
     pub fp16_prefix_slots: usize,
-    stores: Vec<Option<QuantKvStore>>,
+    /// One per attention slot; `None` until the slot's layer first appends.
+    slots: Vec<Option<LayerCache>>,
 }
 
 /// Storage kinds of a quantized cache (`--k-cache`, `--v-cache`, `--cache-kind`).
@@ -134,12 +57,11 @@ impl QuantKinds {
 impl KvCache {
     pub fn new(n_slots: usize, dtype: DType) -> Self {
         Self {
-            layers: vec![LayerKv::default(); n_slots],
             dtype,
             left_pad: Vec::new(),
             quant: None,
             fp16_prefix_slots: 0,
-            stores: (0..n_slots).map(|_| None).collect(),
+            slots: (0..n_slots).map(|_| None).collect(),
         }
     }
 
@@ -148,6 +70,21 @@ impl KvCache {
         Self {
             quant: Some(kinds),
             ..Self::new(n_slots, DType::F32)
+        }
+    }
+
+    /// The slot cell, or an error naming the slot.
+    fn cell(&mut self, slot: usize) -> Result<&mut Option<LayerCache>> {
+        self.slots
+            .get_mut(slot)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no KV cache slot {slot}")))
+    }
+
+    /// The plain K/V of `slot`, created empty on first use.
+    pub fn plain_slot(&mut self, slot: usize) -> Result<&mut PlainKv> {
+        match self.cell(slot)?.get_or_insert_with(|| LayerCache::Plain(PlainKv::default())) {
+            LayerCache::Plain(kv) => Ok(kv),
+            LayerCache::Quant(_) => candle_core::bail!("KV cache slot {slot} holds quantized storage"),
         }
     }
 
@@ -160,22 +97,30 @@ impl KvCache {
         if !self.left_pad.iter().all(|&p| p == 0) {
             candle_core::bail!("batched prompts with left padding cannot use a quantized KV cache yet");
         }
-        let cell = self
-            .stores
-            .get_mut(slot)
-            .ok_or_else(|| candle_core::Error::Msg(format!("no KV cache slot {slot}")))?;
+        let fp16_prefix = slot < self.fp16_prefix_slots;
+        let cell = self.cell(slot)?;
         if cell.is_none() {
             let mut spec = spec();
-            if slot < self.fp16_prefix_slots {
+            if fp16_prefix {
                 for seg in spec.k.segments.iter_mut().chain(spec.v.segments.iter_mut()) {
                     seg.kind = CacheKind::Fp16;
                 }
                 spec.rotate_k = false;
                 spec.rotate_v = false;
             }
-            *cell = Some(QuantKvStore::new(spec).map_err(candle_core::Error::wrap)?);
+            *cell = Some(LayerCache::Quant(
+                QuantKvStore::new(spec).map_err(candle_core::Error::wrap)?,
+            ));
         }
-        Ok(cell.as_mut().expect("filled above"))
+        match cell.as_mut().expect("filled above") {
+            LayerCache::Quant(store) => Ok(store),
+            LayerCache::Plain(_) => candle_core::bail!("KV cache slot {slot} holds plain storage"),
+        }
+    }
+
+    /// The storage of `slot` (`None` before its layer first appended).
+    pub fn slot(&self, slot: usize) -> Option<&LayerCache> {
+        self.slots.get(slot).and_then(Option::as_ref)
     }
 
     /// Additive (b, 1, 1, t, kt) mask for `t` new queries over `kt` keys that hides future keys and,
@@ -203,60 +148,76 @@ impl KvCache {
         Tensor::from_vec(mask, (b, 1, 1, t, kt), device).map(Some)
     }
 
-    /// Cached length (all slots advance together).
+    /// Cached length (all slots advance together; the first slot's).
     pub fn len(&self) -> usize {
-        if self.quant.is_some() {
-            return self
-                .stores
-                .first()
-                .and_then(|s| s.as_ref())
-                .map_or(0, |s| s.len());
-        }
-        self.layers.first().map_or(0, |l| l.len())
+        self.slot(0).map_or(0, LayerCache::len)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Keep the first `len` positions in every slot.
+    /// Keep the first `len` positions in every slot; errors (changing nothing) when `len` exceeds
+    /// any slot's length.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if self.quant.is_some() {
-            if len > self.len() {
-                candle_core::bail!("cannot truncate a KV cache of {} positions to {len}", self.len());
-            }
-            return self
-                .stores
-                .iter_mut()
-                .flatten()
-                .try_for_each(|s| s.truncate(len).map_err(candle_core::Error::wrap));
+        let lens = self.slots.iter().map(|s| s.as_ref().map_or(0, LayerCache::len));
+        if let Some(short) = lens.filter(|&l| l < len).min() {
+            return Err(crate::cache::CacheError::TruncateBeyondLen { requested: len, len: short }.into());
         }
-        self.layers.iter_mut().try_for_each(|l| l.truncate(len))
+        self.slots.iter_mut().flatten().try_for_each(|s| s.truncate(len))
     }
 
     /// Keep at most `len` positions in every slot; slots already shorter are left as they are.
-    /// Speculative decoding needs it: a self-draft advances only the slots of its first layers.
+    /// Speculative decoding needs it (a self-draft advances only the slots of its first layers),
+    /// and so does rolling back a forward that failed half-way.
     pub fn truncate_each(&mut self, len: usize) -> Result<()> {
-        for l in self.layers.iter_mut().filter(|l| l.len() > len) {
-            l.truncate(len)?;
-        }
-        self.stores
+        self.slots
             .iter_mut()
             .flatten()
             .filter(|s| s.len() > len)
-            .try_for_each(|s| s.truncate(len).map_err(candle_core::Error::wrap))
+            .try_for_each(|s| s.truncate(len))
     }
 
     /// Drop every entry (and the padding).
     pub fn reset(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = LayerKv::default());
-        self.stores.iter_mut().for_each(|s| *s = None);
+        self.slots.iter_mut().for_each(|s| *s = None);
         self.left_pad.clear();
     }
 
     /// Bytes of live entries (quantized: data and scales).
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.bytes()).sum::<usize>()
-            + self.stores.iter().flatten().map(|s| s.bytes()).sum::<usize>()
+        self.slots.iter().flatten().map(LayerCache::bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn slots_advance_truncate_and_reset_together() {
+        let dev = Device::Cpu;
+        let mut cache = KvCache::quantized(2, QuantKinds::uniform(CacheKind::Q8_0));
+        for slot in 0..2 {
+            let k = Tensor::randn(0f32, 1.0, (1, 2, 5, 16), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (1, 2, 5, 16), &dev).unwrap();
+            cache
+                .quant_store(slot, || QuantKvSpec::uniform(1, 2, 16, CacheKind::Q8_0, CacheKind::Q4_0))
+                .unwrap()
+                .append(&k, &v)
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 5);
+        assert!(cache.plain_slot(0).is_err(), "a quantized slot is not plain");
+        let err = cache.truncate(6).unwrap_err().to_string();
+        assert!(err.contains("cannot truncate a KV cache of 5 positions to 6"), "{err}");
+        cache.truncate(2).unwrap();
+        assert!((0..2).all(|i| cache.slot(i).unwrap().len() == 2));
+        cache.truncate_each(1).unwrap();
+        assert_eq!(cache.len(), 1);
+        cache.reset();
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
     }
 }

@@ -7,5 +7,5 @@ pub mod lm;
 
 pub use context::{CaptureInputs, ForwardCtx, Trace, TraceKind};
 pub use init::SeededVarMap;
-pub use kv_cache::{KvCache, LayerKv, QuantKinds};
+pub use kv_cache::{KvCache, QuantKinds};
 pub use lm::{LanguageModel, ModelKind, ModelSpec};

