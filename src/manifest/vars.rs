@@ -34,8 +34,18 @@ pub struct VarProblem {
 /// Remove `vars` from the root mapping and substitute every reference in the rest. All failures
 /// are returned (one per offending string).
 pub fn substitute(root: &mut Value) -> Result<(), Vec<VarProblem>> {
+    substitute_tracked(root).map(|_| ())
+}
+
+/// Where a whole value came from a variable: the manifest path of the use (`model.d_model`)
+/// and the variable's name (`d`), for every exact reference (`"${d}"`) substituted.
+pub type Origins = Vec<(String, String)>;
+
+/// [`substitute`], also returning the [`Origins`] of substituted values, so that a later problem
+/// with such a value can point at the variable's definition.
+pub fn substitute_tracked(root: &mut Value) -> Result<Origins, Vec<VarProblem>> {
     let Some(map) = root.as_object_mut() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let vars = match map.remove("vars") {
         None | Some(Value::Null) => Map::new(),
@@ -59,7 +69,7 @@ fn substitute_with_budget(
     map: &mut Map<String, Value>,
     vars: &Map<String, Value>,
     budget: usize,
-) -> Result<(), Vec<VarProblem>> {
+) -> Result<Origins, Vec<VarProblem>> {
     let mut resolver = Resolver {
         vars,
         done: HashMap::new(),
@@ -68,6 +78,7 @@ fn substitute_with_budget(
         left: budget,
         budget,
         exhausted: false,
+        origins: Vec::new(),
     };
     for (key, value) in map.iter_mut() {
         resolver.walk(value, key);
@@ -80,7 +91,7 @@ fn substitute_with_budget(
         }
     }
     if resolver.problems.is_empty() {
-        Ok(())
+        Ok(resolver.origins)
     } else {
         Err(resolver.problems)
     }
@@ -99,6 +110,8 @@ struct Resolver<'a> {
     budget: usize,
     /// The budget ran out (reported once; nothing more is expanded).
     exhausted: bool,
+    /// Exact references substituted (see [`Origins`]).
+    origins: Origins,
 }
 
 impl Resolver<'_> {
@@ -249,7 +262,9 @@ impl Resolver<'_> {
         if let [(0, end, name)] = refs.as_slice()
             && *end == s.len()
         {
-            return self.resolve(name, path);
+            let v = self.resolve(name, path)?;
+            self.origins.push((path.to_string(), name.to_string()));
+            return Some(v);
         }
         let mut out = String::with_capacity(s.len());
         let mut last = 0;
@@ -418,22 +433,41 @@ mod tests {
     fn unused_variables_are_checked_but_not_expanded() {
         let mut v = laughs();
         v["model"]["name"] = json!("plain");
-        assert_eq!(run(v).expect("unused blow-up is harmless"), json!({"model": {"name": "plain"}}));
+        assert_eq!(
+            run(v).expect("unused blow-up is harmless"),
+            json!({"model": {"name": "plain"}})
+        );
         let errs = run(json!({"vars": {"a": "${b}", "b": "${a}", "c": "${nope}"}, "x": 1}))
             .expect_err("unused but broken");
         assert!(errs.iter().any(|e| e.message.contains("cycle")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.path == "vars.c" && e.message.contains("nope")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "vars.c" && e.message.contains("nope")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn repeated_uses_of_a_large_value_are_charged_each_time() {
         let mut root = json!({"vars": {"big": "y".repeat(1000)}, "l": []});
         root["l"] = Value::Array((0..100).map(|_| json!("${big}")).collect());
-        let Value::Object(mut map) = root else { unreachable!("a mapping") };
-        let Some(Value::Object(vars)) = map.remove("vars") else { unreachable!("a mapping") };
+        let Value::Object(mut map) = root else {
+            unreachable!("a mapping")
+        };
+        let Some(Value::Object(vars)) = map.remove("vars") else {
+            unreachable!("a mapping")
+        };
         let errs = substitute_with_budget(&mut map, &vars, 50_000).expect_err("100 kB > 50 kB");
         assert_eq!(errs.len(), 1);
         assert!(errs[0].path.starts_with("l["), "{errs:?}");
+    }
+
+    #[test]
+    fn exact_references_record_their_origin() {
+        let mut v = json!({"vars": {"d": 8, "e": "${d}"}, "m": {"a": "${e}", "b": "x${d}"}});
+        let origins = substitute_tracked(&mut v).expect("valid");
+        assert!(origins.contains(&("m.a".into(), "e".into())), "{origins:?}");
+        assert!(!origins.iter().any(|(p, _)| p == "m.b"), "{origins:?}");
     }
 
     #[test]
