@@ -39,11 +39,9 @@ fn finish(
 ) -> Result<Compiled, ManifestError> {
     let manifest = parse::parse(&mut source, value)?;
     validate(&manifest, &source)?;
-    if let Some(limit) = super::memory::host_memory_bytes() {
-        let problems = super::memory::problems(&manifest, &source, limit);
-        if !problems.is_empty() {
-            return Err(source.invalid(problems));
-        }
+    let problems = super::memory::problems(&manifest, &source, super::memory::host_memory_bytes());
+    if !problems.is_empty() {
+        return Err(source.invalid(problems));
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("manifest");
     let lowered = lower(&manifest, stem);

@@ -5,7 +5,8 @@
 //! gradients and optimizer state (AdamW two moments, Lion and SGD one), plus the activations a
 //! step keeps for its backward pass — one value per token for every output feature of every
 //! layer, and the logits — at the run's dtype. Attention scores, temporaries and allocator
-//! slack come on top. Without this check a manifest whose sizes each pass validation
+//! slack come on top. CPU runs must fit in this machine's memory; runs on an accelerator only
+//! below [`ANY_MACHINE`] (the GPU box is often not the one that compiles). Without this check a manifest whose sizes each pass validation
 //! (`d_model: 16777216`, `batch_size: 1000000000`) allocates until the process aborts.
 
 use serde::{Deserialize, Serialize};
@@ -112,9 +113,27 @@ pub fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-/// One problem for every run of `m` (validated) whose estimate exceeds `limit` bytes: at the
-/// model when its weights and optimizer state alone do not fit, else at the run's `batch_size`.
-pub fn problems(m: &Manifest, src: &Source, limit: u64) -> Vec<Problem> {
+/// The most memory any one machine is assumed to have: 16 TiB (an 8-GPU H200 node has about
+/// 1.1 TiB of GPU memory). Runs on an accelerator are checked against this, not this machine's
+/// memory, because a manifest is often compiled on a smaller machine than the one that runs it.
+pub const ANY_MACHINE: u64 = 16 << 40;
+
+/// The memory a run on `device` can have: this machine's `host` memory for `cpu`, else
+/// [`ANY_MACHINE`]; with a description for messages.
+pub fn limit_for(device: &str, host: Option<u64>) -> (u64, String) {
+    match host {
+        Some(host) if device == "cpu" => (host, format!("this machine's {}", gib(host))),
+        _ => (
+            ANY_MACHINE,
+            format!("{} (more than any one machine)", gib(ANY_MACHINE)),
+        ),
+    }
+}
+
+/// One problem for every run of `m` (validated) whose estimate exceeds its limit
+/// ([`limit_for`] its device, given this machine's `host` memory): at the model when its
+/// weights and optimizer state alone do not fit, else at the run's `batch_size`.
+pub fn problems(m: &Manifest, src: &Source, host: Option<u64>) -> Vec<Problem> {
     let mut out = Vec::new();
     for (i, t) in m.targets.iter().enumerate() {
         let target = join_index("targets", i);
@@ -126,6 +145,7 @@ pub fn problems(m: &Manifest, src: &Source, limit: u64) -> Vec<Problem> {
         let mut model_reported = false;
         for (j, run) in t.runs.iter().enumerate() {
             let est = TrainingMemory::estimate(model, &run.train, t.data.block_size);
+            let (limit, machine) = limit_for(&run.train.device, host);
             if est.total() <= limit {
                 continue;
             }
@@ -143,10 +163,8 @@ pub fn problems(m: &Manifest, src: &Source, limit: u64) -> Vec<Problem> {
                         src.problem(
                             &model_path,
                             format!(
-                                "training this model needs at least {} ({breakdown}), more than this \
-                                 machine's {}",
+                                "training this model needs at least {} ({breakdown}), more than {machine}",
                                 gib(est.total()),
-                                gib(limit)
                             ),
                         )
                         .with_help("check the widths (d_model, d_ff, vocab_size) and `repeat:` counts"),
@@ -159,11 +177,10 @@ pub fn problems(m: &Manifest, src: &Source, limit: u64) -> Vec<Problem> {
                         &join_key(&join_key(&run_path, "train"), "batch_size"),
                         format!(
                             "a step of batch_size {} × block_size {} needs at least {} ({breakdown}), \
-                             more than this machine's {}",
+                             more than {machine}",
                             run.train.batch_size,
                             t.data.block_size,
                             gib(est.total()),
-                            gib(limit)
                         ),
                     )
                     .with_help("lower batch_size (raise grad_accum to keep the tokens per step)"),
