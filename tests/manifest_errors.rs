@@ -586,3 +586,114 @@ fn eval_case_problems_point_at_the_case_field() {
         None,
     );
 }
+
+/// Variables that use variables (ten deep, ten uses each: 10^10 copies): one problem with a
+/// position, after a bounded amount of work, instead of gigabytes and an abort.
+#[test]
+fn exponential_variables_stop_at_the_expansion_budget() {
+    let mut vars = String::from("  l0: \"xxxxxxxxxxxxxxxx\"\n");
+    for i in 1..10 {
+        vars.push_str(&format!(
+            "  l{i}: \"{}\"\n",
+            format!("${{l{}}}", i - 1).repeat(10)
+        ));
+    }
+    let yaml = edit("  d: 64\n", &format!("  d: 64\n{vars}")).replacen("name: t\n", "name: \"${l9}\"\n", 1);
+    let ps = problems(&yaml);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert!(ps[0].message.contains("larger than"), "{}", ps[0].headline());
+    assert!(ps[0].path.starts_with("vars.l"), "{}", ps[0].headline());
+    assert!(ps[0].line.is_some(), "{}", ps[0].headline());
+    // Unused, the same definitions cost nothing.
+    let unused = edit("  d: 64\n", &format!("  d: 64\n{vars}"));
+    compile_str(Path::new("t.yml"), &unused, Format::Yaml).expect("unused variables are not expanded");
+}
+
+/// Sizes that each pass validation but together cannot fit in memory are refused at compile
+/// time, at the field to change.
+#[test]
+fn models_and_batches_that_cannot_fit_in_memory_are_refused() {
+    let wide = BASE.replace("64", "16777216");
+    let p = expect(&wide, "model", "needs at least", None);
+    assert!(p.message.contains("GiB") && p.line.is_some(), "{}", p.headline());
+
+    let p = expect(
+        &edit("steps: 10", "steps: 10\n        train: {batch_size: 1000000000}"),
+        "targets[0].runs[0].train.batch_size",
+        "needs at least",
+        Some((27, 17)),
+    );
+    assert!(
+        p.help.as_deref().is_some_and(|h| h.contains("grad_accum")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn print_plan_shows_the_memory_estimate() {
+    let c = compile_str(Path::new("t.yml"), BASE, Format::Yaml).expect("valid");
+    let r = &c.plan.targets[0].runs[0];
+    assert!(r.memory.weights > 0 && r.memory.activations > 0, "{:?}", r.memory);
+    let text = caramba::compiler::render_plan(&c);
+    assert!(text.contains("memory at least:"), "{text}");
+}
+
+#[test]
+fn norm_eps_and_rope_base_must_be_positive_and_finite() {
+    for bad in ["-1", "0", "-1e-9"] {
+        expect(
+            &edit(
+                "{type: RMSNormLayer, d_model: 64}\n",
+                &format!("{{type: RMSNormLayer, d_model: 64, eps: {bad}}}\n"),
+            ),
+            "model.topology.layers[0].layers[0].eps",
+            "positive",
+            None,
+        );
+    }
+    for bad in ["0", "-10000"] {
+        expect(
+            &edit("n_heads: 4}", &format!("n_heads: 4, rope_base: {bad}}}")),
+            "model.topology.layers[0].layers[1].rope_base",
+            "positive",
+            None,
+        );
+    }
+    // Non-finite numbers stop at the YAML parser, with their position.
+    for bad in [".nan", ".inf", "-.inf"] {
+        let ps = problems(&edit("n_heads: 4}", &format!("n_heads: 4, rope_base: {bad}}}")));
+        assert_eq!(ps[0].line, Some(15), "{}", ps[0].headline());
+        assert!(ps[0].message.contains("non-finite"), "{}", ps[0].headline());
+    }
+}
+
+/// serde stops at an internally tagged mapping (`embedder: {type: token, …}`); the problem
+/// still names the field.
+#[test]
+fn a_bad_field_of_the_embedder_is_named() {
+    expect(
+        &edit("vocab_size: 256", "vocab_size: -1"),
+        "model.embedder.vocab_size",
+        "invalid value",
+        Some((8, 27)),
+    );
+    expect(
+        &edit("vocab_size: 256", "vocab_size: lots"),
+        "model.embedder.vocab_size",
+        "invalid type",
+        None,
+    );
+}
+
+/// A bad value that a variable put in place is reported at the variable's definition.
+#[test]
+fn a_bad_value_from_a_variable_points_at_its_definition() {
+    let yaml = edit("d_ff: 128", "d_ff: \"${d}\"").replacen("  d: 64\n", "  d: 0\n", 1);
+    let p = expect(
+        &yaml,
+        "model.topology.layers[1].layers[1].d_ff",
+        "`${d}`",
+        Some((4, 3)),
+    );
+    assert!(p.message.contains("must be in 1..="), "{}", p.headline());
+}

@@ -1,4 +1,5 @@
-//! The compile chain: load → parse (vars, defaults, types) → validate → lower → plan; and
+//! The compile chain: load → parse (vars, defaults, types) → validate → memory check (see
+//! [`super::memory`]) → lower → plan; and
 //! target selection on the result.
 
 use std::path::{Path, PathBuf};
@@ -31,9 +32,17 @@ pub fn compile_str(path: &Path, text: &str, format: Format) -> Result<Compiled, 
     finish(path, source, value)
 }
 
-fn finish(path: &Path, source: load::Source, value: serde_json::Value) -> Result<Compiled, ManifestError> {
-    let manifest = parse::parse(&source, value)?;
+fn finish(
+    path: &Path,
+    mut source: load::Source,
+    value: serde_json::Value,
+) -> Result<Compiled, ManifestError> {
+    let manifest = parse::parse(&mut source, value)?;
     validate(&manifest, &source)?;
+    let problems = super::memory::problems(&manifest, &source, super::memory::host_memory_bytes());
+    if !problems.is_empty() {
+        return Err(source.invalid(problems));
+    }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("manifest");
     let lowered = lower(&manifest, stem);
     let plan = Plan::from_lowered(&lowered);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::memory::TrainingMemory;
 use super::stats::ModelStats;
 use crate::data::DataSpec;
 use crate::manifest::lower::{DEFAULT_SEED, DEFAULT_TOKENIZER, DEFAULT_VAL_FRAC};
@@ -68,6 +69,8 @@ pub struct RunPlan {
     pub phase: crate::upcycle::Phase,
     /// Checks after the run (empty until verify is supported).
     pub verify: Vec<Value>,
+    /// Memory the run needs at the least (see [`super::memory`]).
+    pub memory: TrainingMemory,
 }
 
 impl Plan {
@@ -99,13 +102,15 @@ impl Plan {
                             }
                             None => vec![(r.id.clone(), DEFAULT_SEED)],
                         };
-                        seeds.into_iter().map(|(id, seed)| RunPlan {
+                        let memory = TrainingMemory::estimate(model, &r.train, t.data.block_size);
+                        seeds.into_iter().map(move |(id, seed)| RunPlan {
                             id,
                             seed,
                             steps: r.steps,
                             train: r.train.clone(),
                             phase: r.phase.unwrap_or_default(),
                             verify: r.verify.iter().cloned().collect(),
+                            memory,
                         })
                     })
                     .collect();

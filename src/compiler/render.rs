@@ -227,6 +227,16 @@ fn render_run(out: &mut String, n: usize, j: usize, r: &RunPlan) {
         t.dtype,
         t.save_every.unwrap_or_default()
     );
+    let m = &r.memory;
+    let _ = writeln!(
+        out,
+        "         memory at least: {} (weights {}, gradients {}, optimizer {}, activations {})",
+        super::memory::gib(m.total()),
+        super::memory::gib(m.weights),
+        super::memory::gib(m.gradients),
+        super::memory::gib(m.optimizer),
+        super::memory::gib(m.activations)
+    );
     let _ = writeln!(
         out,
         "         verify: {}",

@@ -84,6 +84,13 @@ impl TokenFile {
             std::io::ErrorKind::NotFound => DataError::Missing { path: path.clone() },
             _ => DataError::io(&path, e),
         })?;
+        // why: mapping a directory fails with ENODEV, which reads "No such device".
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(DataError::BadNpy {
+                path,
+                reason: "it is a directory, not a .npy file".into(),
+            });
+        }
         // SAFETY: the map is read-only; a token file changed underneath a run is outside our contract
         // (prepare writes a new file and renames it into place, so it never mutates a mapped file).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| DataError::io(&path, e))?;
@@ -328,6 +335,15 @@ fn header_bytes(dtype: TokenDtype, len: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = TokenFile::open(dir.path()).expect_err("a directory");
+        let msg = err.to_string();
+        assert!(msg.contains("is a directory"), "{msg}");
+        assert!(err.is_usage(), "{msg}");
+    }
 
     #[test]
     fn parses_numpy_style_headers() {

@@ -78,6 +78,13 @@ pub fn perplexity_through_cache(
         );
     }
     let nll = nll_sum / scored as f64;
+    // why: a NaN compares false with everything, so a broken model would otherwise "succeed".
+    if !nll.is_finite() {
+        candle_core::bail!(
+            "perplexity is not finite: the mean negative log-likelihood over {scored} tokens is {nll} \
+             (damaged weights, or overflow at this dtype: try f32)"
+        );
+    }
     Ok(Perplexity {
         perplexity: nll.exp(),
         nll,

@@ -38,6 +38,13 @@ pub enum LoadError {
     #[diagnostic(help("supported: no scaling, or rope_scaling.rope_type = llama3"))]
     UnsupportedRope { path: PathBuf, found: String },
 
+    #[error("{path}: cannot run a GGUF model as {dtype}")]
+    #[diagnostic(help(
+        "GGUF models compute in f32 (their quantized matmuls produce f32 activations): drop \
+         --dtype, or load an HF safetensors directory to run in f16 or bf16"
+    ))]
+    UnsupportedDtype { path: PathBuf, dtype: String },
+
     #[error("{file}: missing tensor `{tensor}` (for `{target}`)")]
     MissingTensor {
         file: PathBuf,

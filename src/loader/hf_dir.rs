@@ -5,16 +5,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::{Load, MmapedSafetensors};
+use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use super::names::{ParamName, llama_params};
+use super::safetensors_file::SafetensorsFile;
 use super::{LlamaConfig, LoadError};
 
-/// The safetensors files of an HF directory, memory-mapped, and which file holds which tensor.
+/// The safetensors files of an HF directory (see [`SafetensorsFile`]), and which file holds
+/// which tensor.
 pub struct SafetensorsFiles {
-    files: Vec<(PathBuf, MmapedSafetensors)>,
+    files: Vec<(PathBuf, SafetensorsFile)>,
     index: HashMap<String, usize>,
 }
 
@@ -73,13 +75,7 @@ impl SafetensorsFiles {
             if !path.exists() {
                 return Err(LoadError::NotFound { path: path.clone() });
             }
-            // SAFETY: the file is mapped read-only for the duration of loading; caramba never
-            // writes a file it is loading, and tensors are copied out before the map is dropped.
-            let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| LoadError::Corrupt {
-                file: path.clone(),
-                format: "safetensors",
-                message: e.to_string(),
-            })?;
+            let st = SafetensorsFile::open(path)?;
             for (name, _) in st.tensors() {
                 index.insert(name, files.len());
             }

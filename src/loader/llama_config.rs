@@ -13,6 +13,7 @@ use super::LoadError;
 use crate::layer::{
     AttentionMode, AttentionSpec, EmbedderSpec, LinearSpec, RmsNormSpec, RopeScaling, SwiGluSpec,
 };
+use crate::manifest::validate::{MAX_DIM, MAX_REPEAT};
 use crate::model::{ModelKind, ModelSpec};
 use crate::topology::{NodeSpec, TopologySpec};
 
@@ -204,6 +205,39 @@ impl LlamaConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_layers == 0 || self.d_model == 0 {
             return bad("heads, layers and hidden size must be at least 1".into());
         }
+        // why: sizes past these bounds are corrupt metadata, not models; building them would
+        // allocate until the process aborts (GGUF block_count 2^32-1, num_hidden_layers 1e9).
+        for (name, v) in [
+            ("hidden_size", self.d_model),
+            ("intermediate_size", self.d_ff),
+            ("num_attention_heads", self.n_heads),
+            ("num_key_value_heads", self.n_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_seq_len),
+        ] {
+            if v > MAX_DIM {
+                return bad(format!("{name} {v} is larger than {MAX_DIM}"));
+            }
+        }
+        if self.n_layers > MAX_REPEAT {
+            return bad(format!(
+                "num_hidden_layers {} is more than {MAX_REPEAT}",
+                self.n_layers
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return bad(format!(
+                "rms_norm_eps must be a small positive number (got {})",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!(
+                "rope_theta must be a positive number (got {})",
+                self.rope_theta
+            ));
+        }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
@@ -216,6 +250,18 @@ impl LlamaConfig {
         let spec = self.attention_spec();
         if let Some(p) = spec.problems().first() {
             return bad(format!("attention: {}: {}", p.field, p.message));
+        }
+        // why: the least a weight can take is half a byte (4-bit GGUF blocks); more weights than
+        // this machine can hold cannot load, so say so instead of allocating until the abort.
+        let params = crate::compiler::ModelStats::of(&self.model_spec()).params;
+        if let Some(limit) = crate::compiler::memory::host_memory_bytes()
+            && params / 2 > limit
+        {
+            return bad(format!(
+                "{params} parameters need at least {} even at 4 bits each, more than this machine's {}",
+                crate::compiler::memory::gib(params / 2),
+                crate::compiler::memory::gib(limit)
+            ));
         }
         Ok(())
     }

@@ -109,6 +109,14 @@ pub fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadEr
 
 /// A GGUF file: metadata, tensors (kept quantized unless `opts.dequantize`), embedded tokenizer.
 pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
+    // why: norms and the residual stream would be f16/bf16 while quantized matmuls return f32;
+    // the first RMSNorm of a forward failed ("unsupported dtype"), long after loading.
+    if opts.dtype != DType::F32 {
+        return Err(LoadError::UnsupportedDtype {
+            path: path.into(),
+            dtype: format!("{:?}", opts.dtype).to_lowercase(),
+        });
+    }
     let gguf = GgufFile::open(path)?;
     let cfg = gguf.llama_config()?;
     let tokenizer = TextTokenizer::from_gguf(&gguf)?;

@@ -7,11 +7,13 @@
 mod error;
 pub mod fetch;
 pub mod gguf;
+pub mod gguf_layout;
 pub mod hf_dir;
 pub mod hub;
 mod llama_config;
 mod loaded;
 pub mod names;
+mod safetensors_file;
 mod source;
 mod tokenizer;
 

@@ -79,16 +79,39 @@ pub struct Source {
     pub text: Arc<String>,
     /// Path → position.
     pub spans: SpanMap,
+    /// Values that a `${var}` put in place: use path → variable name (see
+    /// [`super::vars::Origins`]). A problem inside one points at the variable's definition.
+    pub origins: Vec<(String, String)>,
 }
 
 impl Source {
-    /// A problem at manifest `path`, located through the span map.
+    /// A problem at manifest `path`, located through the span map. When a `${var}` put the
+    /// value there, the problem is located at the variable's definition and says so.
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        let mut message = message.into();
+        let mut at = path.to_string();
+        if let Some((name, definition)) = self.origin(path) {
+            message.push_str(&format!(" (the value of `${{{name}}}`, defined here)"));
+            at = definition;
+        }
         let p = Problem::new(self.file.clone(), path, message);
-        match self.spans.lookup(path) {
+        match self.spans.lookup(&at) {
             Some((line, col)) => p.at(line, col, &self.text),
             None => p,
         }
+    }
+
+    /// The variable whose value holds `path`, and the definition path matching `path` inside it
+    /// (`model.emb.d_model` from `${e}` used at `model.emb` → `vars.e.d_model`).
+    fn origin(&self, path: &str) -> Option<(&str, String)> {
+        self.origins
+            .iter()
+            .filter_map(|(used, name)| {
+                let rest = path.strip_prefix(used.as_str())?;
+                (rest.is_empty() || rest.starts_with(['.', '['])).then(|| (used.len(), name, rest))
+            })
+            .max_by_key(|(len, ..)| *len)
+            .map(|(_, name, rest)| (name.as_str(), format!("{}{rest}", join_key("vars", name))))
     }
 
     /// Wrap problems into the error of this file.
@@ -125,11 +148,31 @@ pub fn load(path: &Path) -> Result<(Source, Value), ManifestError> {
     let format = Format::of(path).ok_or_else(|| ManifestError::Suffix {
         file: path.to_path_buf(),
     })?;
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ManifestError::Read {
         file: path.to_path_buf(),
         source,
     })?;
+    let text = utf8(&path.display().to_string(), bytes)?;
     load_str(&path.display().to_string(), path, text, format)
+}
+
+/// The file's text, or a problem at the first byte that is not UTF-8.
+fn utf8(file: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let valid = std::str::from_utf8(&bytes[..at]).expect("valid_up_to bounds a UTF-8 prefix");
+        let line = valid.matches('\n').count() + 1;
+        let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let text = Arc::new(String::from_utf8_lossy(bytes).into_owned());
+        let p = Problem::new(file, "", format!("byte 0x{:02x} is not UTF-8", bytes[at]))
+            .with_help("a manifest is UTF-8 text; re-save the file as UTF-8")
+            .at(line, column, &text);
+        ManifestError::Invalid {
+            file: file.to_string(),
+            problems: vec![p],
+        }
+    })
 }
 
 /// Parse manifest `text` (named `file` in messages).
@@ -145,6 +188,7 @@ pub fn load_str(
         path: path.to_path_buf(),
         text: Arc::clone(&text),
         spans: SpanMap::default(),
+        origins: Vec::new(),
     };
     let value = match format {
         Format::Yaml => serde_saphyr::from_str::<Option<Value>>(&text).map_err(|e| {
@@ -354,6 +398,17 @@ targets: []
             let err = load_str("m.yml", Path::new("m.yml"), text.into(), Format::Yaml).expect_err(text);
             assert_eq!(err.problems().len(), 1, "{text:?}");
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.yml");
+        std::fs::write(&path, b"version: 2\nname: ab\xffc\n").expect("write");
+        let err = load(&path).expect_err("not UTF-8");
+        let p = &err.problems()[0];
+        assert_eq!((p.line, p.column), (Some(2), Some(9)), "{p:?}");
+        assert!(p.message.contains("0xff"), "{}", p.message);
     }
 
     #[test]

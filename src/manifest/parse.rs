@@ -14,21 +14,25 @@ use super::vars;
 use crate::topology::PATH_SEP;
 
 /// Substitute, inherit and type `value` (the root mapping of `source`).
-pub fn parse(source: &Source, mut value: Value) -> Result<Manifest, ManifestError> {
-    if let Err(problems) = vars::substitute(&mut value) {
-        return Err(source.invalid(
-            problems
-                .into_iter()
-                .map(|p| {
-                    let out = source.problem(&p.path, p.message);
-                    match p.help {
-                        Some(h) => out.with_help(h),
-                        None => out,
-                    }
-                })
-                .collect(),
-        ));
+pub fn parse(source: &mut Source, mut value: Value) -> Result<Manifest, ManifestError> {
+    match vars::substitute_tracked(&mut value) {
+        Ok(origins) => source.origins = origins,
+        Err(problems) => {
+            return Err(source.invalid(
+                problems
+                    .into_iter()
+                    .map(|p| {
+                        let out = source.problem(&p.path, p.message);
+                        match p.help {
+                            Some(h) => out.with_help(h),
+                            None => out,
+                        }
+                    })
+                    .collect(),
+            ));
+        }
     }
+    let source = &*source;
     let defaults = match value.get("defaults") {
         None | Some(Value::Null) => Defaults::default(),
         Some(d) => typed::<Defaults>(source, d.clone(), "defaults")?,
@@ -39,16 +43,80 @@ pub fn parse(source: &Source, mut value: Value) -> Result<Manifest, ManifestErro
 
 /// Deserialize `value` (found at manifest path `prefix`) as `T`, locating the first error.
 pub fn typed<T: DeserializeOwned>(source: &Source, value: Value, prefix: &str) -> Result<T, ManifestError> {
+    // why: a copy to look into when serde's path stops at an internally tagged mapping.
+    let copy = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let raw = e.into_inner().to_string();
-        let outer = if path == "." {
+        let rel = if path == "." { String::new() } else { path };
+        let rel = match lookup(&copy, &rel) {
+            Some(Value::Object(map)) => match offending_field(map, &raw) {
+                Some(field) => join_path(&rel, field),
+                None => rel,
+            },
+            _ => rel,
+        };
+        let outer = if rel.is_empty() {
             prefix.to_string()
         } else {
-            join_path(prefix, &path)
+            join_path(prefix, &rel)
         };
         source.invalid(vec![problem_from_serde(source, &outer, &raw)])
     })
+}
+
+/// The value at a serde path (`model.embedder`, `targets[0].runs[1]`) inside `root`.
+fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut v = root;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            v = v.get(key)?;
+        }
+        for index in indices.split(['[', ']']).filter(|i| !i.is_empty()) {
+            v = v.get(index.parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
+}
+
+/// The one field of `map` whose value is what an `invalid type: …, expected …` or `invalid
+/// value: …` message names. why: serde buffers internally tagged enums (`embedder: {type:
+/// token, …}`), so its path stops at the mapping and the bad field must be found by its value.
+fn offending_field<'a>(map: &'a serde_json::Map<String, Value>, message: &str) -> Option<&'a str> {
+    let found = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))?;
+    let found = &found[..found.find(", expected ")?];
+    let mut hits = map
+        .iter()
+        .filter(|(k, v)| *k != "type" && unexpected(v) == found)
+        .map(|(k, _)| k.as_str());
+    let first = hits.next()?;
+    hits.next().is_none().then_some(first)
+}
+
+/// How serde describes `v` in an error (`integer `-1``, `string "x"`, `map`, …).
+fn unexpected(v: &Value) -> String {
+    match v {
+        Value::Null => "unit value".into(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 && f.is_finite() {
+                format!("floating point `{f:.1}`")
+            } else {
+                format!("floating point `{f}`")
+            }
+        }
+        Value::Number(n) => format!("integer `{n}`"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "sequence".into(),
+        Value::Object(_) => "map".into(),
+    }
 }
 
 /// Join a path and a relative path (`a.b` + `[0].c` → `a.b[0].c`; `a` + `c` → `a.c`).
@@ -131,8 +199,8 @@ mod tests {
     use crate::manifest::load::{Format, load_str};
 
     fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
-        let (src, v) = load_str("m.yml", Path::new("m.yml"), text.to_string(), Format::Yaml)?;
-        parse(&src, v)
+        let (mut src, v) = load_str("m.yml", Path::new("m.yml"), text.to_string(), Format::Yaml)?;
+        parse(&mut src, v)
     }
 
     const HEAD: &str = "version: 2\ntargets:\n  - name: a\n    data: {path: d.npy, block_size: 8}\n    runs: [{id: r, steps: 1}]\n";
