@@ -4,5 +4,5 @@
 mod run_dir;
 mod runner;
 
-pub use run_dir::{RunDir, RunMetadata, build_features, git_revision, write_atomic, write_json};
+pub use run_dir::{RunDir, RunMetadata, build_features};
 pub use runner::{RunArgs, run};

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::run_dir::{RunDir, write_json};
+use super::run_dir::RunDir;
+use crate::record::write_json;
 use crate::cli::CliError;
 use crate::compiler::{self, Compiled, TargetPlan};
 use crate::data::ensure_prepared;
@@ -230,9 +231,16 @@ fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), Cli
     };
     let src = ckpt.join("model.safetensors");
     let dst = dir.root.join("model.safetensors");
-    let tmp = dir.root.join(".model.safetensors.tmp");
+    let tmp = crate::record::temp_path(&dst);
     std::fs::copy(&src, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &dst))
+        .map_err(|e| {
+            crate::record::discard(&tmp);
+            crate::record::RecordError::Io {
+                path: tmp.clone(),
+                source: e,
+            }
+        })
+        .and_then(|_| crate::record::commit(&tmp, &dst))
         .map_err(|e| {
             CliError::failed(miette::miette!(
                 "cannot publish {} as {}: {e}",
