@@ -254,6 +254,7 @@ impl<'a> Trainer<'a> {
         let run_dir = opts.run_dir.as_path();
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
         let ck_root = run_dir.join("checkpoints");
+        checkpoint::remove_stale_temps(&ck_root)?;
 
         let trains = |name: &str| {
             !crate::model::init::is_buffer(name)
@@ -431,6 +432,7 @@ impl<'a> Trainer<'a> {
                     tokens_seen,
                     loss,
                     extra: serde_json::Value::Null,
+                    files: Default::default(),
                 };
                 // why: all variables, not only the trained ones, so the file is a complete model.
                 let all_vars = self.vars.named_vars();
@@ -467,13 +469,14 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Load the newest loadable checkpoint; skips unreadable ones with a warning.
+    /// Load the newest loadable checkpoint; skips unreadable or corrupt ones with a warning, and
+    /// refuses (rather than start over) when there are checkpoints but none is readable.
     fn resume(
         &self,
         ck_root: &Path,
         optimizer: &mut Optimizer,
     ) -> Result<Option<CheckpointState>, TrainError> {
-        let candidates = checkpoint::list_complete(ck_root);
+        let candidates = checkpoint::resumable(ck_root)?;
         let mut first_error = None;
         for ck in &candidates {
             if ck.state.fingerprint != self.opts.fingerprint {
@@ -484,7 +487,8 @@ impl<'a> Trainer<'a> {
                 });
             }
             match ck
-                .load_model(&self.vars)
+                .verify()
+                .and_then(|()| ck.load_model(&self.vars))
                 .and_then(|()| ck.load_optimizer(optimizer))
             {
                 Ok(()) => return Ok(Some(ck.state.clone())),
