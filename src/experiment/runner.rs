@@ -185,6 +185,9 @@ fn train_target(
             run.train.device = device.clone();
         }
         let dir = RunDir::for_run(&args.runs_dir, &compiled.plan.name, &target.name, &run.id);
+        // why: held from the header to summary.json, so a second `caramba run` on this run
+        // directory exits 1 naming this process instead of interleaving its record with ours.
+        let _lock = crate::record::DirLock::acquire(&dir.root).map_err(CliError::failed)?;
         dir.write_header(compiled, target, &run).map_err(|e| {
             CliError::failed(miette::miette!(
                 "cannot write run directory {}: {e}",

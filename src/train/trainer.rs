@@ -252,7 +252,8 @@ impl<'a> Trainer<'a> {
         INTERRUPTED.store(false, Ordering::SeqCst);
         let (spec, opts) = (&self.spec, &self.opts);
         let run_dir = opts.run_dir.as_path();
-        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        // why: two processes on one run directory would prune and rewrite each other's record.
+        let _lock = crate::record::DirLock::acquire(run_dir)?;
         let ck_root = run_dir.join("checkpoints");
         checkpoint::remove_stale_temps(&ck_root)?;
 

@@ -152,7 +152,7 @@ impl Blockwise<'_> {
         let steps = self.steps;
         let total = slots.len() * steps;
         let ck_root = self.run_dir.join("checkpoints");
-        std::fs::create_dir_all(self.run_dir).map_err(|e| TrainError::io(self.run_dir, e))?;
+        let _lock = crate::record::DirLock::acquire(self.run_dir).map_err(TrainError::from)?;
         checkpoint::remove_stale_temps(&ck_root)?;
         crate::train::watch_ctrlc();
         let resumed = self.resume(&ck_root)?;

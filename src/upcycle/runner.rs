@@ -175,6 +175,7 @@ pub fn run_upcycle(
         let mut train = run.train.clone();
         train.device = device_name.clone();
         let dir = RunDir::for_run(runs_root, &compiled.plan.name, &target.name, &run.id);
+        let _lock = crate::record::DirLock::acquire(&dir.root).map_err(crate::train::TrainError::from)?;
         dir.write_header(compiled, target, run)
             .map_err(|e| UpcycleError::Io {
                 path: dir.root.clone(),
