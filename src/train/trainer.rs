@@ -28,7 +28,7 @@ use crate::data::{BatchSampler, SamplerState, Split, TokenDataset};
 use crate::model::init::seed_for;
 use crate::model::{ForwardCtx, LanguageModel, ModelSpec, SeededVarMap};
 
-/// Set by the Ctrl-C handler; checked after every step.
+/// Set by the Ctrl-C / SIGTERM handler; checked after every step.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How long to train and where to keep the record.
@@ -525,27 +525,30 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Install the Ctrl-C handler (once) and clear an earlier request; loops other than
+/// Install the Ctrl-C / SIGTERM handler (once) and clear an earlier request; loops other than
 /// [`Trainer::run`] (the upcycle's blockwise phase) poll [`interrupt_requested`] after each step.
 pub fn watch_ctrlc() {
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
 }
 
-/// Whether Ctrl-C was pressed since [`watch_ctrlc`].
+/// Whether Ctrl-C was pressed (or SIGTERM arrived) since [`watch_ctrlc`].
 pub fn interrupt_requested() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` feature) all ask for a checkpoint and a stop.
 fn install_ctrlc() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let installed = ctrlc::set_handler(|| {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                // A second Ctrl-C: the user does not want to wait for the checkpoint.
+                // A second signal: the user does not want to wait for the checkpoint.
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing the step and saving a checkpoint (Ctrl-C again to quit now)");
+            eprintln!(
+                "\ninterrupted: finishing the step and saving a checkpoint (Ctrl-C or SIGTERM again to quit now)"
+            );
         });
         if let Err(e) = installed {
             tracing::debug!("no Ctrl-C handler installed: {e}");
