@@ -42,7 +42,10 @@ targets:
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("process {}", std::process::id())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("process {}", std::process::id())),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read(&marker).expect("marker"), b"the holder's record\n");
     assert!(!run_dir.join("checkpoints").exists());
 
@@ -54,6 +57,11 @@ targets:
         .args(["-q", "run", "m.yml"])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(run_dir.join("checkpoints/step_000002/state.json").is_file());
 }

@@ -48,7 +48,9 @@ fn a_failed_save_leaves_no_temporary_and_the_run_resumes() {
     };
     train::run(&model, &spec, &data, opts(3)).expect("first checkpoint");
     let ck = run_dir.join("checkpoints");
-    let weights = fs::metadata(ck.join("step_000003/model.safetensors")).expect("weights").len();
+    let weights = fs::metadata(ck.join("step_000003/model.safetensors"))
+        .expect("weights")
+        .len();
 
     // The disk fills up: files may grow to a random size below the weights' (metrics still fit).
     let room = rand::random_range(16 * 1024..weights / 2);

@@ -177,7 +177,11 @@ fn a_checkpoint_with_flipped_bytes_is_not_loaded() {
         assert_eq!(state["files"][file].as_str().map(str::len), Some(64), "{state}");
         flip_a_bit(&newest.join(file));
         let resumed = run(&data, &run_dir, Some(18)).expect("resume");
-        assert_eq!(resumed.resumed_from, Some(12), "{file}: must resume from the older checkpoint");
+        assert_eq!(
+            resumed.resumed_from,
+            Some(12),
+            "{file}: must resume from the older checkpoint"
+        );
         assert_eq!(train_losses(&run_dir), train_losses(&reference), "{file}");
     }
 }
@@ -203,9 +207,15 @@ fn when_no_state_json_is_readable_the_run_refuses_and_deletes_nothing() {
     for state in &states {
         assert!(err.to_string().contains(&state.display().to_string()), "{err}");
     }
-    assert_eq!(fs::read(run_dir.join("metrics.jsonl")).expect("metrics"), metrics_before);
+    assert_eq!(
+        fs::read(run_dir.join("metrics.jsonl")).expect("metrics"),
+        metrics_before
+    );
     for step in [6, 12] {
-        assert!(ck.join(format!("step_{step:06}/model.safetensors")).is_file(), "step {step} kept");
+        assert!(
+            ck.join(format!("step_{step:06}/model.safetensors")).is_file(),
+            "step {step} kept"
+        );
     }
     // Only the newest unreadable: resume from the older one; the unreadable one's weights stay.
     let run_dir = dir.path().join("newest_unreadable");

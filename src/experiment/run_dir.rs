@@ -59,7 +59,8 @@ impl RunDir {
     ) -> std::io::Result<()> {
         std::fs::create_dir_all(self.artifacts())?;
         let yaml = compiled.lowered_yaml().map_err(std::io::Error::other)?;
-        write_atomic(&self.root.join("manifest.lowered.yml"), yaml.as_bytes()).map_err(RecordError::into_io)?;
+        write_atomic(&self.root.join("manifest.lowered.yml"), yaml.as_bytes())
+            .map_err(RecordError::into_io)?;
         write_atomic(&self.root.join("plan.json"), compiled.plan_json().as_bytes())
             .map_err(RecordError::into_io)?;
         write_json(&self.root.join("model_spec.json"), &target.model).map_err(RecordError::into_io)?;

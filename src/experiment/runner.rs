@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::run_dir::RunDir;
-use crate::record::write_json;
 use crate::cli::CliError;
 use crate::compiler::{self, Compiled, TargetPlan};
 use crate::data::ensure_prepared;
 use crate::manifest::TrainerKind;
+use crate::record::write_json;
 use crate::train::{TrainOptions, TrainSummary};
 
 #[derive(Debug, clap::Args)]

@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(names(dir.path()), vec!["a.txt"]);
         let missing = dir.path().join("no/such/dir/a.txt");
         let err = write_atomic(&missing, b"x").expect_err("no parent directory");
-        assert!(matches!(&err, RecordError::Io { path, .. } if path == &missing), "{err}");
+        assert!(
+            matches!(&err, RecordError::Io { path, .. } if path == &missing),
+            "{err}"
+        );
     }
 
     #[test]

@@ -108,7 +108,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join(format!("run-{}", rand::random::<u32>()));
         let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "record::lock::tests::lock_holder_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "record::lock::tests::lock_holder_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(HOLDER_ENV, &dir)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -118,7 +123,10 @@ mod tests {
         let mut line = String::new();
         while !line.contains("locked") {
             line.clear();
-            assert!(out.read_line(&mut line).expect("read") > 0, "the holder exited early");
+            assert!(
+                out.read_line(&mut line).expect("read") > 0,
+                "the holder exited early"
+            );
         }
         let err = DirLock::acquire(&dir).expect_err("held by the child");
         assert!(

@@ -212,10 +212,7 @@ pub fn scan(root: &Path) -> Scan {
 /// starting over would discard them. Unreadable ones newer than a readable one are skipped with
 /// a warning.
 pub fn resumable(root: &Path) -> Result<Vec<Checkpoint>, TrainError> {
-    let Scan {
-        complete,
-        unreadable,
-    } = scan(root);
+    let Scan { complete, unreadable } = scan(root);
     if complete.is_empty() && !unreadable.is_empty() {
         return Err(TrainError::UnreadableCheckpoints {
             root: root.to_path_buf(),
@@ -277,7 +274,10 @@ fn read_complete(step: usize, dir: PathBuf) -> Result<Checkpoint, String> {
     if state.step != step {
         return Err(format!("it records step {}", state.step));
     }
-    if let Some(f) = [MODEL_FILE, OPTIMIZER_FILE].iter().find(|f| !dir.join(f).is_file()) {
+    if let Some(f) = [MODEL_FILE, OPTIMIZER_FILE]
+        .iter()
+        .find(|f| !dir.join(f).is_file())
+    {
         return Err(format!("{f} is missing"));
     }
     Ok(Checkpoint { dir, state })

@@ -19,8 +19,8 @@ use crate::bench::eval_cases::{EvalOptions, EvalReport, score_cases};
 use crate::compiler::{Compiled, TargetPlan};
 use crate::data::{BatchSampler, DataSpec, Split, ensure_prepared};
 use crate::experiment::RunDir;
-use crate::record::write_json;
 use crate::model::LanguageModel;
+use crate::record::write_json;
 use crate::train::{TrainOptions, Trainer, parse_device};
 
 /// What one phase did.
