@@ -102,13 +102,16 @@ pub fn save(
     }
     written?;
     let dir = root.join(&name);
-    if dir.exists() {
-        set_aside_or_remove(&dir)?;
+    let placed = if dir.exists() {
+        set_aside_or_remove(&dir)
+    } else {
+        Ok(())
     }
-    if let Err(e) = fs::rename(&tmp, &dir) {
+    .and_then(|()| fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e)));
+    if placed.is_err() {
         crate::record::discard(&tmp);
-        return Err(TrainError::io(&dir, e));
     }
+    placed?;
     crate::record::sync_dir(root).map_err(record_io)?;
     prune(root, keep.max(1))?;
     Ok(dir)
