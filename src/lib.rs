@@ -7,6 +7,8 @@
 pub mod device;
 /// Host allocator settings for large, repeated tensor allocations.
 pub mod host_allocator;
+/// Records on disk (ground floor): atomic writes, pretty JSON, the git revision, the run-directory lock.
+pub mod record;
 /// Serde types of the manifest, `${var}` substitution, lowering and validation with paths and spans.
 pub mod manifest;
 /// Lowered manifest → ordered plan (targets → runs → verify → benchmarks); `--print-plan`.

@@ -1,5 +1,6 @@
 //! Exact resume: a run stopped at step K and restarted from its checkpoint continues bit-identically;
-//! incomplete or corrupt checkpoints are skipped; another manifest's checkpoint is refused;
+//! incomplete or corrupt checkpoints (flipped bytes included) are skipped; when none is readable
+//! the run refuses and deletes nothing; another manifest's checkpoint is refused;
 //! an interrupt checkpoints cleanly; a diverging run stops naming the step.
 
 mod train_support;
@@ -149,6 +150,87 @@ fn incomplete_or_corrupt_newest_checkpoint_falls_back_to_the_older_one() {
         );
         assert_eq!(train_losses(&run_dir), train_losses(&reference), "{damage}");
     }
+}
+
+/// Flip one random bit in the second half of `path` (past the safetensors header: the file still
+/// parses, only a value changes).
+fn flip_a_bit(path: &Path) {
+    let mut bytes = fs::read(path).expect("read");
+    let i = rand::random_range(bytes.len() / 2..bytes.len());
+    bytes[i] ^= 1 << rand::random_range(0..8);
+    fs::write(path, &bytes).expect("write");
+}
+
+#[test]
+fn a_checkpoint_with_flipped_bytes_is_not_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = english_dataset(dir.path(), 16, 0.1);
+    let reference = dir.path().join("reference");
+    run(&data, &reference, Some(18)).expect("reference");
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let run_dir = dir.path().join(file);
+        run(&data, &run_dir, Some(12)).expect("run to 12");
+        run(&data, &run_dir, Some(18)).expect("run to 18");
+        let newest = run_dir.join("checkpoints/step_000018");
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(newest.join("state.json")).expect("state")).expect("json");
+        assert_eq!(state["files"][file].as_str().map(str::len), Some(64), "{state}");
+        flip_a_bit(&newest.join(file));
+        let resumed = run(&data, &run_dir, Some(18)).expect("resume");
+        assert_eq!(
+            resumed.resumed_from,
+            Some(12),
+            "{file}: must resume from the older checkpoint"
+        );
+        assert_eq!(train_losses(&run_dir), train_losses(&reference), "{file}");
+    }
+}
+
+#[test]
+fn when_no_state_json_is_readable_the_run_refuses_and_deletes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = english_dataset(dir.path(), 16, 0.1);
+    let run_dir = dir.path().join("run");
+    run(&data, &run_dir, Some(12)).expect("run to 12");
+    let metrics_before = fs::read(run_dir.join("metrics.jsonl")).expect("metrics");
+    let ck = run_dir.join("checkpoints");
+    let garbage: Vec<u8> = (0..64).map(|_| rand::random::<u8>() | 0x80).collect();
+    let mut states = Vec::new();
+    for step in [6, 12] {
+        let state = ck.join(format!("step_{step:06}/state.json"));
+        fs::write(&state, &garbage).expect("damage");
+        states.push(state);
+    }
+    let err = run(&data, &run_dir, None).expect_err("nothing readable to resume from");
+    assert!(matches!(err, TrainError::UnreadableCheckpoints { .. }), "{err}");
+    assert_eq!(err.exit_code(), 1);
+    for state in &states {
+        assert!(err.to_string().contains(&state.display().to_string()), "{err}");
+    }
+    assert_eq!(
+        fs::read(run_dir.join("metrics.jsonl")).expect("metrics"),
+        metrics_before
+    );
+    for step in [6, 12] {
+        assert!(
+            ck.join(format!("step_{step:06}/model.safetensors")).is_file(),
+            "step {step} kept"
+        );
+    }
+    // Only the newest unreadable: resume from the older one; the unreadable one's weights stay.
+    let run_dir = dir.path().join("newest_unreadable");
+    run(&data, &run_dir, Some(12)).expect("run to 12");
+    let ck = run_dir.join("checkpoints");
+    fs::write(ck.join("step_000012/state.json"), &garbage).expect("damage");
+    let resumed = run(&data, &run_dir, Some(18)).expect("resume");
+    assert_eq!(resumed.resumed_from, Some(6));
+    let aside: Vec<_> = fs::read_dir(&ck)
+        .expect("checkpoints")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().contains("step_000012.unreadable-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].join("model.safetensors").is_file());
 }
 
 #[test]

@@ -117,6 +117,6 @@ pub fn write_jsonl(path: &Path, records: &[impl Serialize]) -> Result<(), BenchE
         text.push_str(&serde_json::to_string(r).map_err(|e| BenchError::Write(e.to_string()))?);
         text.push('\n');
     }
-    crate::experiment::write_atomic(path, text.as_bytes())
+    crate::record::write_atomic(path, text.as_bytes())
         .map_err(|e| BenchError::Write(format!("{}: {e}", path.display())))
 }

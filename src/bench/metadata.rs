@@ -11,7 +11,7 @@ pub fn metadata(name: &str, manifest: &str, target: &str, device: &str, dtype: &
         name: name.into(),
         manifest: manifest.into(),
         target: target.into(),
-        git_revision: crate::experiment::git_revision(),
+        git_revision: crate::record::git_revision(),
         device: device.into(),
         dtype: dtype.into(),
         build_flags: crate::experiment::build_features()

@@ -214,5 +214,5 @@ pub fn merge_report_json(
     if let Some(obj) = json.as_object_mut() {
         obj.extend(extra);
     }
-    crate::experiment::write_json(path, &json).map_err(|e| w(e.to_string()))
+    crate::record::write_json(path, &json).map_err(|e| w(e.to_string()))
 }

@@ -103,12 +103,12 @@ pub fn prepare(
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }
-    let tmp = output.with_extension(format!("npy.tmp-{}", std::process::id()));
+    let tmp = crate::record::temp_path(output);
     let result = write_tokens(&files, tokenizer, eos, dtype, &tmp).and_then(|(tokens, bytes)| {
         if tokens == 0 {
             return Err(DataError::Empty);
         }
-        fs::rename(&tmp, output).map_err(|e| DataError::io(output, e))?;
+        crate::record::commit(&tmp, output).map_err(|e| DataError::io(output, e.into_io()))?;
         Ok(PrepareSummary {
             output: output.to_path_buf(),
             files: files.len(),
@@ -118,7 +118,7 @@ pub fn prepare(
         })
     });
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        crate::record::discard(&tmp);
     }
     result
 }

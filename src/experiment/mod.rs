@@ -6,5 +6,5 @@ mod run_dir;
 mod runner;
 
 pub use error::RunError;
-pub use run_dir::{RunDir, RunMetadata, build_features, git_revision, write_atomic, write_json};
+pub use run_dir::{RunDir, RunMetadata, build_features};
 pub use runner::{RunOptions, run};

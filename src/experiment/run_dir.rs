@@ -1,12 +1,13 @@
 //! A run directory is the unit of record: `runs/<manifest name>/<target>/<run id>/` with the lowered
 //! manifest, the plan, the resolved model spec, environment metadata, `metrics.jsonl`,
-//! `checkpoints/` and `artifacts/`. Every file here is written atomically (temp + rename).
+//! `checkpoints/` and `artifacts/`. Every file here is written atomically ([`crate::record`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::compiler::{Compiled, RunPlan, TargetPlan};
+use crate::record::{RecordError, git_revision, write_atomic, write_json};
 
 /// Where a run's files live.
 #[derive(Debug, Clone)]
@@ -58,9 +59,11 @@ impl RunDir {
     ) -> std::io::Result<()> {
         std::fs::create_dir_all(self.artifacts())?;
         let yaml = compiled.lowered_yaml().map_err(std::io::Error::other)?;
-        write_atomic(&self.root.join("manifest.lowered.yml"), yaml.as_bytes())?;
-        write_atomic(&self.root.join("plan.json"), compiled.plan_json().as_bytes())?;
-        write_json(&self.root.join("model_spec.json"), &target.model)?;
+        write_atomic(&self.root.join("manifest.lowered.yml"), yaml.as_bytes())
+            .map_err(RecordError::into_io)?;
+        write_atomic(&self.root.join("plan.json"), compiled.plan_json().as_bytes())
+            .map_err(RecordError::into_io)?;
+        write_json(&self.root.join("model_spec.json"), &target.model).map_err(RecordError::into_io)?;
         // Record what the run resolves to (`cuda:0 (NVIDIA H100 …)`, `auto` → `bf16`), not only
         // what the manifest says; a device that cannot open fails the run right after this.
         let device = crate::device::parse_device(&run.train.device).ok();
@@ -91,7 +94,7 @@ impl RunDir {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        write_json(&self.root.join("run.json"), &meta)
+        write_json(&self.root.join("run.json"), &meta).map_err(RecordError::into_io)
     }
 }
 
@@ -105,36 +108,4 @@ pub fn build_features() -> Vec<&'static str> {
         out.push("metal");
     }
     out
-}
-
-/// `git rev-parse HEAD` of the working directory, when it is a git checkout.
-pub fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Pretty JSON, atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    write_atomic(path, text.as_bytes())
-}
-
-/// Write `bytes` to a temp file beside `path`, fsync, then rename over `path`: a reader sees the
-/// old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }

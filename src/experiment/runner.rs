@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::run_dir::{RunDir, write_json};
 use super::error::RunError;
+use super::run_dir::RunDir;
 use crate::compiler::{self, Compiled, TargetPlan};
 use crate::data::ensure_prepared;
 use crate::manifest::TrainerKind;
+use crate::record::write_json;
 use crate::train::{TrainOptions, TrainSummary};
 
 /// What `caramba run` is asked (resolved from its flags by `cli::run`).
@@ -180,6 +181,9 @@ fn train_target(
             run.train.device = device.clone();
         }
         let dir = RunDir::for_run(&args.runs_dir, &compiled.plan.name, &target.name, &run.id);
+        // why: held from the header to summary.json, so a second `caramba run` on this run
+        // directory exits 1 naming this process instead of interleaving its record with ours.
+        let _lock = crate::record::DirLock::acquire(&dir.root).map_err(RunError::failed)?;
         dir.write_header(compiled, target, &run).map_err(|e| {
             RunError::failed(miette::miette!(
                 "cannot write run directory {}: {e}",
@@ -226,9 +230,16 @@ fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), Run
     };
     let src = ckpt.join("model.safetensors");
     let dst = dir.root.join("model.safetensors");
-    let tmp = dir.root.join(".model.safetensors.tmp");
+    let tmp = crate::record::temp_path(&dst);
     std::fs::copy(&src, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &dst))
+        .map_err(|e| {
+            crate::record::discard(&tmp);
+            crate::record::RecordError::Io {
+                path: tmp.clone(),
+                source: e,
+            }
+        })
+        .and_then(|_| crate::record::commit(&tmp, &dst))
         .map_err(|e| {
             RunError::failed(miette::miette!(
                 "cannot publish {} as {}: {e}",

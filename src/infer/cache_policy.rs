@@ -278,9 +278,7 @@ pub fn choose(
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let tmp = p.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&decision).unwrap_or_default())?;
-            std::fs::rename(&tmp, p)
+            crate::record::write_json(p, &decision).map_err(crate::record::RecordError::into_io)
         };
         if let Err(e) = write() {
             tracing::warn!(

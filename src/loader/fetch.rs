@@ -141,7 +141,7 @@ pub fn fetch(name: &str) -> Result<ModelSource, LoadError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    std::fs::rename(&partial, &target).map_err(|e| LoadError::io(&target, e))?;
+    crate::record::commit(&partial, &target).map_err(|e| LoadError::io(&target, e.into_io()))?;
     let _ = std::fs::remove_dir_all(&download);
     Ok(ModelSource::Gguf(target))
 }

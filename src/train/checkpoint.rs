@@ -1,11 +1,17 @@
 //! Checkpoints: `checkpoints/step_000123/{model.safetensors, optimizer.safetensors, state.json}`.
 //!
 //! Written into `checkpoints/.tmp-step_000123-<pid>/` with `state.json` last (the completeness
-//! marker), then renamed into place, so a crash leaves either no directory or a complete one.
-//! A directory without a parsable `state.json` whose step matches its name is incomplete and
-//! ignored. After each save only the newest `keep` complete checkpoints remain.
+//! marker, holding the SHA-256 of the two tensor files), every file and the directory fsynced,
+//! then renamed into place (and the parent fsynced), so a crash leaves either no directory or a
+//! complete one. A failed save removes its temporary directory; stale ones go at the next start.
+//!
+//! A step directory whose `state.json` is missing, unparsable or names another step is
+//! *unreadable*: it is never loaded and never pruned (its weights may be the only copy), and when
+//! no checkpoint is readable a resume refuses instead of starting over ([`resumable`]). Before
+//! loading, [`Checkpoint::verify`] checks the files against their recorded hashes. After each
+//! save only the newest `keep` readable checkpoints remain.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,8 +24,9 @@ use super::optimizer::Optimizer;
 use crate::data::SamplerState;
 use crate::model::SeededVarMap;
 
-/// Version of the checkpoint layout written by this build.
-pub const FORMAT: u32 = 1;
+/// Version of the checkpoint layout written by this build (2: `state.json` lists file hashes;
+/// format-1 checkpoints still load, unverified).
+pub const FORMAT: u32 = 2;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -54,6 +61,10 @@ pub struct CheckpointState {
     /// null for plain training.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub extra: serde_json::Value,
+    /// SHA-256 (hex, as `sha256sum` prints it) of each tensor file, by file name. [`save`] fills
+    /// it (whatever the caller passed); empty in format-1 checkpoints, which load unverified.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// A complete checkpoint on disk.
@@ -69,7 +80,8 @@ pub fn dir_name(step: usize) -> String {
 }
 
 /// Save a checkpoint under `root` atomically: `vars` (every model variable) to `model.safetensors`,
-/// the optimizer state beside it. Keeps the newest `keep` (at least 1). Returns its dir.
+/// the optimizer state beside it, their hashes in `state.json`. Keeps the newest `keep` (at
+/// least 1). Returns its dir. On failure (a full disk) nothing of this save remains.
 pub fn save(
     root: &Path,
     state: &CheckpointState,
@@ -83,14 +95,53 @@ pub fn save(
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
-    fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let written = write_files(&tmp, state, vars, optimizer);
+    if written.is_err() {
+        // why: a failed save (typically a full disk) must not leave a temp directory per attempt.
+        crate::record::discard(&tmp);
+    }
+    written?;
+    let dir = root.join(&name);
+    let placed = if dir.exists() {
+        set_aside_or_remove(&dir)
+    } else {
+        Ok(())
+    }
+    .and_then(|()| fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e)));
+    if placed.is_err() {
+        crate::record::discard(&tmp);
+    }
+    placed?;
+    crate::record::sync_dir(root).map_err(record_io)?;
+    prune(root, keep.max(1))?;
+    Ok(dir)
+}
+
+/// The files of a checkpoint into the fresh directory `tmp`, each fsynced, `state.json` last.
+fn write_files(
+    tmp: &Path,
+    state: &CheckpointState,
+    vars: &[(String, Var)],
+    optimizer: &Optimizer,
+) -> Result<(), TrainError> {
+    fs::create_dir_all(tmp).map_err(|e| TrainError::io(tmp, e))?;
     let tensors: HashMap<String, Tensor> = vars
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
     candle_core::safetensors::save(&tensors, tmp.join(MODEL_FILE))?;
     optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
-    let json = serde_json::to_string_pretty(state).expect("checkpoint state serializes");
+    let mut state = state.clone();
+    state.files.clear();
+    for file in [MODEL_FILE, OPTIMIZER_FILE] {
+        let path = tmp.join(file);
+        fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| TrainError::io(&path, e))?;
+        let hash = crate::record::sha256_file(&path).map_err(record_io)?;
+        state.files.insert(file.to_string(), hash);
+    }
+    let json = serde_json::to_string_pretty(&state).expect("checkpoint state serializes");
     let state_path = tmp.join(STATE_FILE);
     let write_state = || -> std::io::Result<()> {
         let mut f = fs::File::create(&state_path)?;
@@ -98,23 +149,107 @@ pub fn save(
         f.sync_all()
     };
     write_state().map_err(|e| TrainError::io(&state_path, e))?;
-    let dir = root.join(&name);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    crate::record::sync_dir(tmp).map_err(record_io)
+}
+
+/// Make room for a new checkpoint of the same step: a readable old one is removed (it failed to
+/// load, or the new one would not be written); an unreadable one is renamed to
+/// `step_000123.unreadable-<pid>` and kept, since its weights may be intact.
+fn set_aside_or_remove(dir: &Path) -> Result<(), TrainError> {
+    let readable = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("step_"))
+        .and_then(|s| s.parse::<usize>().ok())
+        .is_some_and(|step| read_complete(step, dir.to_path_buf()).is_ok());
+    if readable {
+        return fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e));
     }
-    fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
-    prune(root, keep.max(1))?;
-    Ok(dir)
+    let aside = dir.with_file_name(format!(
+        "{}.unreadable-{}",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    tracing::warn!(
+        "keeping the unreadable checkpoint {} as {}",
+        dir.display(),
+        aside.display()
+    );
+    fs::rename(dir, &aside).map_err(|e| TrainError::io(&aside, e))
+}
+
+fn record_io(e: crate::record::RecordError) -> TrainError {
+    TrainError::Record(e)
+}
+
+/// A step directory that is not a loadable checkpoint, and why.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub dir: PathBuf,
+    pub reason: String,
+}
+
+/// What a checkpoint root holds: readable checkpoints (newest first) and unreadable step dirs.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub complete: Vec<Checkpoint>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Every step directory under `root`, readable or not (empty when `root` does not exist).
+pub fn scan(root: &Path) -> Scan {
+    let mut out = Scan::default();
+    for (step, dir) in step_dirs(root) {
+        match read_complete(step, dir.clone()) {
+            Ok(c) => out.complete.push(c),
+            Err(reason) => out.unreadable.push(Unreadable { dir, reason }),
+        }
+    }
+    out.complete.sort_by_key(|c| std::cmp::Reverse(c.state.step));
+    out.unreadable.sort_by(|a, b| b.dir.cmp(&a.dir));
+    out
+}
+
+/// The checkpoints to try for a resume, newest first: empty when there are no step directories
+/// (a fresh start); an error naming the files when there are some but none is readable, since
+/// starting over would discard them. Unreadable ones newer than a readable one are skipped with
+/// a warning.
+pub fn resumable(root: &Path) -> Result<Vec<Checkpoint>, TrainError> {
+    let Scan { complete, unreadable } = scan(root);
+    if complete.is_empty() && !unreadable.is_empty() {
+        return Err(TrainError::UnreadableCheckpoints {
+            root: root.to_path_buf(),
+            problems: unreadable
+                .iter()
+                .map(|u| format!("{}: {}", u.dir.join(STATE_FILE).display(), u.reason))
+                .collect(),
+        });
+    }
+    for u in &unreadable {
+        tracing::warn!("skipping unreadable checkpoint {}: {}", u.dir.display(), u.reason);
+    }
+    Ok(complete)
+}
+
+/// Remove `.tmp-step_*` directories under `root`: saves that never finished. Call with the run
+/// directory locked (no other process is writing one).
+pub fn remove_stale_temps(root: &Path) -> Result<(), TrainError> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        if e.file_name().to_string_lossy().starts_with(".tmp-step_") {
+            let path = e.path();
+            tracing::debug!("removing the unfinished checkpoint {}", path.display());
+            fs::remove_dir_all(&path).map_err(|err| TrainError::io(&path, err))?;
+        }
+    }
+    Ok(())
 }
 
 /// Complete checkpoints under `root`, newest first (none when `root` does not exist).
 pub fn list_complete(root: &Path) -> Vec<Checkpoint> {
-    let mut out: Vec<Checkpoint> = step_dirs(root)
-        .into_iter()
-        .filter_map(|(step, dir)| read_complete(step, dir))
-        .collect();
-    out.sort_by_key(|c| std::cmp::Reverse(c.state.step));
-    out
+    scan(root).complete
 }
 
 /// The newest complete checkpoint under `root`.
@@ -136,38 +271,50 @@ fn step_dirs(root: &Path) -> Vec<(usize, PathBuf)> {
         .collect()
 }
 
-fn read_complete(step: usize, dir: PathBuf) -> Option<Checkpoint> {
-    let text = fs::read_to_string(dir.join(STATE_FILE)).ok()?;
-    let state: CheckpointState = serde_json::from_str(&text).ok()?;
-    let files_present = [MODEL_FILE, OPTIMIZER_FILE].iter().all(|f| dir.join(f).is_file());
-    (state.step == step && files_present).then_some(Checkpoint { dir, state })
+fn read_complete(step: usize, dir: PathBuf) -> Result<Checkpoint, String> {
+    let text = fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| e.to_string())?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    if state.step != step {
+        return Err(format!("it records step {}", state.step));
+    }
+    if let Some(f) = [MODEL_FILE, OPTIMIZER_FILE]
+        .iter()
+        .find(|f| !dir.join(f).is_file())
+    {
+        return Err(format!("{f} is missing"));
+    }
+    Ok(Checkpoint { dir, state })
 }
 
-/// Remove all but the newest `keep` complete checkpoints, incomplete step dirs and stale temp dirs.
+/// Remove all but the newest `keep` readable checkpoints. Unreadable step dirs stay: what could
+/// not be read is never deleted.
 fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
-    let complete: Vec<PathBuf> = list_complete(root).into_iter().map(|c| c.dir).collect();
-    let mut doomed: Vec<PathBuf> = complete.iter().skip(keep).cloned().collect();
-    doomed.extend(
-        step_dirs(root)
-            .into_iter()
-            .map(|(_, d)| d)
-            .filter(|d| !complete.contains(d)),
-    );
-    if let Ok(entries) = fs::read_dir(root) {
-        doomed.extend(
-            entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-step_"))
-                .map(|e| e.path()),
-        );
-    }
-    for dir in doomed {
-        fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    for ck in scan(root).complete.into_iter().skip(keep) {
+        fs::remove_dir_all(&ck.dir).map_err(|e| TrainError::io(&ck.dir, e))?;
     }
     Ok(())
 }
 
 impl Checkpoint {
+    /// Check each file against the hash `state.json` recorded for it (format-1 checkpoints have
+    /// none and pass). Call before loading anything, so a corrupt checkpoint changes no weight.
+    pub fn verify(&self) -> Result<(), TrainError> {
+        for (file, expected) in &self.state.files {
+            let path = self.dir.join(file);
+            let found = crate::record::sha256_file(&path).map_err(|e| TrainError::Checkpoint {
+                dir: self.dir.clone(),
+                reason: e.to_string(),
+            })?;
+            if &found != expected {
+                return Err(TrainError::Checkpoint {
+                    dir: self.dir.clone(),
+                    reason: format!("{file} is corrupt (sha256 {found}, state.json records {expected})"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Overwrite every variable of `vars` with this checkpoint's weights.
     pub fn load_model(&self, vars: &SeededVarMap) -> Result<(), TrainError> {
         let device = vars

@@ -60,6 +60,16 @@ pub enum TrainError {
 
     #[error("checkpoint `{dir}`: {reason}")]
     Checkpoint { dir: PathBuf, reason: String },
+
+    #[error("no checkpoint in `{root}` is readable, so this run would start over and discard them:\n  {}", problems.join("\n  "))]
+    #[diagnostic(help(
+        "repair or move away the files named above, or pass `--fresh` to start over and delete them"
+    ))]
+    UnreadableCheckpoints { root: PathBuf, problems: Vec<String> },
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 impl TrainError {

@@ -2,7 +2,9 @@
 //!
 //! Train lines: `{"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s", "memory_gib"}`;
 //! eval lines: `{"step", "val_loss", "elapsed_s"}`. `step` counts completed optimizer steps.
-//! On resume from step K the file is cut back to lines with `step ≤ K`, so it never holds duplicates.
+//! On resume from step K the file is cut back, at a byte offset, before the first line with
+//! `step > K` (or a torn last line), so it never holds duplicates; the lines kept are never
+//! rewritten, so they stay byte for byte what was logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -74,28 +76,26 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Open `<run_dir>/metrics.jsonl`, keeping only lines with `step ≤ keep_through`
-    /// (`None`: start empty).
+    /// Open `<run_dir>/metrics.jsonl` for appending, keeping only the lines before the first one
+    /// with `step > keep_through` (`None`: start empty).
     pub fn open(run_dir: &Path, keep_through: Option<usize>) -> Result<Self, TrainError> {
         let path = run_dir.join(METRICS_FILE);
-        let kept = match (keep_through, path.exists()) {
-            (Some(k), true) => read_metrics(&path)?
-                .into_iter()
-                .filter(|l| l.step() <= k)
-                .collect(),
-            _ => Vec::new(),
+        let keep_bytes = match (keep_through, path.exists()) {
+            (Some(k), true) => {
+                let bytes = fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+                kept_prefix(&bytes, k)
+            }
+            _ => 0,
         };
-        let tmp = run_dir.join(format!(".{METRICS_FILE}.tmp"));
-        let mut text = String::new();
-        for line in &kept {
-            text.push_str(&serde_json::to_string(line).expect("metrics serialize"));
-            text.push('\n');
-        }
-        fs::write(&tmp, text).map_err(|e| TrainError::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| TrainError::io(&path, e))?;
         let file = OpenOptions::new()
+            .create(true)
             .append(true)
             .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        // why: truncating in place keeps the old lines' bytes; re-serializing them changed the
+        // last digit of floats and dropped fields this build does not know.
+        file.set_len(keep_bytes as u64)
+            .and_then(|()| file.sync_all())
             .map_err(|e| TrainError::io(&path, e))?;
         Ok(Self { path, file })
     }
@@ -107,5 +107,61 @@ impl MetricsLog {
             .write_all(text.as_bytes())
             .map_err(|e| TrainError::io(&self.path, e))?;
         self.file.flush().map_err(|e| TrainError::io(&self.path, e))
+    }
+}
+
+/// Length of the prefix of `bytes` made of whole lines (each ending in `\n`) that come before the
+/// first line whose `step` is above `keep_through`. Lines that do not parse are kept (they are
+/// not ours to drop) unless they are the torn end of the file.
+fn kept_prefix(bytes: &[u8], keep_through: usize) -> usize {
+    #[derive(Deserialize)]
+    struct Step {
+        step: usize,
+    }
+    let mut end = 0;
+    while let Some(len) = bytes[end..].iter().position(|&b| b == b'\n') {
+        let line = &bytes[end..end + len];
+        if serde_json::from_slice::<Step>(line).is_ok_and(|l| l.step > keep_through) {
+            break;
+        }
+        end += len + 1;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_keeps_old_lines_byte_for_byte_and_cuts_at_the_step() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(METRICS_FILE);
+        // Lines as another build might have written them: exponent floats, an extra field,
+        // spacing; then a line past the resume step and a torn tail.
+        let lr: f64 = rand::random::<f64>() * 1e-3;
+        let old = format!(
+            "{{\"step\": 1, \"loss\": 5.5e0, \"lr\": {lr:e}, \"grad_norm\": 1.0, \"tokens_per_sec\": 10, \"elapsed_s\": 0.1, \"note\": \"x\"}}\n\
+             {{\"step\":2,\"val_loss\":4.25,\"elapsed_s\":0.2}}\n"
+        );
+        let later = "{\"step\":3,\"val_loss\":4.0,\"elapsed_s\":0.3}\n{\"step\":2,\"val";
+        fs::write(&path, format!("{old}{later}")).expect("write");
+        let mut log = MetricsLog::open(dir.path(), Some(2)).expect("open");
+        let line = MetricLine::Eval(EvalLine {
+            step: 3,
+            val_loss: rand::random(),
+            elapsed_s: 0.5,
+        });
+        log.write(&line).expect("append");
+        let text = fs::read_to_string(&path).expect("read");
+        let (kept, appended) = text.split_at(old.len());
+        assert_eq!(kept, old, "kept lines must not be rewritten");
+        assert_eq!(
+            serde_json::from_str::<MetricLine>(appended.trim_end()).expect("parse"),
+            line
+        );
+        // A fresh start empties the file.
+        MetricsLog::open(dir.path(), None).expect("open fresh");
+        assert!(fs::read(&path).expect("read").is_empty());
     }
 }

@@ -28,7 +28,7 @@ use crate::data::{BatchSampler, SamplerState, Split, TokenDataset};
 use crate::model::init::seed_for;
 use crate::model::{ForwardCtx, LanguageModel, ModelSpec, SeededVarMap};
 
-/// Set by the Ctrl-C handler; checked after every step.
+/// Set by the Ctrl-C / SIGTERM handler; checked after every step.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How long to train and where to keep the record.
@@ -252,8 +252,10 @@ impl<'a> Trainer<'a> {
         INTERRUPTED.store(false, Ordering::SeqCst);
         let (spec, opts) = (&self.spec, &self.opts);
         let run_dir = opts.run_dir.as_path();
-        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
+        // why: two processes on one run directory would prune and rewrite each other's record.
+        let _lock = crate::record::DirLock::acquire(run_dir)?;
         let ck_root = run_dir.join("checkpoints");
+        checkpoint::remove_stale_temps(&ck_root)?;
 
         let trains = |name: &str| {
             !crate::model::init::is_buffer(name)
@@ -436,6 +438,7 @@ impl<'a> Trainer<'a> {
                     tokens_seen,
                     loss,
                     extra: serde_json::Value::Null,
+                    files: Default::default(),
                 };
                 // why: all variables, not only the trained ones, so the file is a complete model.
                 let all_vars = self.vars.named_vars();
@@ -472,13 +475,14 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Load the newest loadable checkpoint; skips unreadable ones with a warning.
+    /// Load the newest loadable checkpoint; skips unreadable or corrupt ones with a warning, and
+    /// refuses (rather than start over) when there are checkpoints but none is readable.
     fn resume(
         &self,
         ck_root: &Path,
         optimizer: &mut Optimizer,
     ) -> Result<Option<CheckpointState>, TrainError> {
-        let candidates = checkpoint::list_complete(ck_root);
+        let candidates = checkpoint::resumable(ck_root)?;
         let mut first_error = None;
         for ck in &candidates {
             if ck.state.fingerprint != self.opts.fingerprint {
@@ -489,7 +493,8 @@ impl<'a> Trainer<'a> {
                 });
             }
             match ck
-                .load_model(&self.vars)
+                .verify()
+                .and_then(|()| ck.load_model(&self.vars))
                 .and_then(|()| ck.load_optimizer(optimizer))
             {
                 Ok(()) => return Ok(Some(ck.state.clone())),
@@ -525,27 +530,30 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Install the Ctrl-C handler (once) and clear an earlier request; loops other than
+/// Install the Ctrl-C / SIGTERM handler (once) and clear an earlier request; loops other than
 /// [`Trainer::run`] (the upcycle's blockwise phase) poll [`interrupt_requested`] after each step.
 pub fn watch_ctrlc() {
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
 }
 
-/// Whether Ctrl-C was pressed since [`watch_ctrlc`].
+/// Whether Ctrl-C was pressed (or SIGTERM arrived) since [`watch_ctrlc`].
 pub fn interrupt_requested() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` feature) all ask for a checkpoint and a stop.
 fn install_ctrlc() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let installed = ctrlc::set_handler(|| {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                // A second Ctrl-C: the user does not want to wait for the checkpoint.
+                // A second signal: the user does not want to wait for the checkpoint.
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing the step and saving a checkpoint (Ctrl-C again to quit now)");
+            eprintln!(
+                "\ninterrupted: finishing the step and saving a checkpoint (Ctrl-C or SIGTERM again to quit now)"
+            );
         });
         if let Err(e) = installed {
             tracing::debug!("no Ctrl-C handler installed: {e}");

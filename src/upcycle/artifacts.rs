@@ -49,7 +49,7 @@ pub fn write(report: &Report, record: &serde_json::Value, dir: &Path) -> Result<
         }
         obj.insert("upcycle".into(), record.clone());
     }
-    crate::experiment::write_json(&path, &json).map_err(io)?;
+    crate::record::write_json(&path, &json).map_err(|e| io(e.into_io()))?;
     Ok(files)
 }
 

@@ -152,7 +152,8 @@ impl Blockwise<'_> {
         let steps = self.steps;
         let total = slots.len() * steps;
         let ck_root = self.run_dir.join("checkpoints");
-        std::fs::create_dir_all(self.run_dir).map_err(|e| TrainError::io(self.run_dir, e))?;
+        let _lock = crate::record::DirLock::acquire(self.run_dir).map_err(TrainError::from)?;
+        checkpoint::remove_stale_temps(&ck_root)?;
         crate::train::watch_ctrlc();
         let resumed = self.resume(&ck_root)?;
         let (start, mut progress_state, word_pos) = match &resumed {
@@ -322,6 +323,7 @@ impl Blockwise<'_> {
                         loss: value,
                         extra: serde_json::to_value(&progress_state)
                             .map_err(|e| UpcycleError::Mismatch(e.to_string()))?,
+                        files: Default::default(),
                     };
                     let dir = checkpoint::save(
                         &ck_root,
@@ -347,7 +349,9 @@ impl Blockwise<'_> {
         })
     }
 
-    /// The newest complete checkpoint, loaded into the student (or none: a fresh start).
+    /// The newest complete checkpoint whose files match their hashes, loaded into the student
+    /// (or none: a fresh start). Corrupt ones are skipped with a warning; unreadable ones only
+    /// when a readable one remains.
     fn resume(&self, ck_root: &Path) -> Result<Option<checkpoint::Checkpoint>, UpcycleError> {
         if self.fresh {
             if ck_root.exists() {
@@ -356,9 +360,23 @@ impl Blockwise<'_> {
             }
             return Ok(None);
         }
-        let Some(ck) = checkpoint::latest_complete(ck_root) else {
-            return Ok(None);
-        };
+        let mut first_error = None;
+        for ck in checkpoint::resumable(ck_root)? {
+            if let Err(e) = ck.verify() {
+                tracing::warn!("skipping checkpoint {}: {e}", ck.dir.display());
+                first_error.get_or_insert(e);
+                continue;
+            }
+            return self.load(ck).map(Some);
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
+
+    /// Check that `ck` belongs to this phase, and load its weights into the student.
+    fn load(&self, ck: checkpoint::Checkpoint) -> Result<checkpoint::Checkpoint, UpcycleError> {
         if ck.state.fingerprint != self.fingerprint {
             return Err(TrainError::FingerprintMismatch {
                 dir: ck.dir.clone(),
@@ -379,6 +397,6 @@ impl Blockwise<'_> {
             .into());
         }
         ck.load_model(&self.student.vars)?;
-        Ok(Some(ck))
+        Ok(ck)
     }
 }

@@ -18,8 +18,9 @@ use super::{Phase, UpcycleError};
 use crate::bench::eval_cases::{EvalOptions, EvalReport, score_cases};
 use crate::compiler::{Compiled, TargetPlan};
 use crate::data::{BatchSampler, DataSpec, Split, ensure_prepared};
-use crate::experiment::{RunDir, write_json};
+use crate::experiment::RunDir;
 use crate::model::LanguageModel;
+use crate::record::write_json;
 use crate::train::{TrainOptions, Trainer, parse_device};
 
 /// What one phase did.
@@ -174,6 +175,7 @@ pub fn run_upcycle(
         let mut train = run.train.clone();
         train.device = device_name.clone();
         let dir = RunDir::for_run(runs_root, &compiled.plan.name, &target.name, &run.id);
+        let _lock = crate::record::DirLock::acquire(&dir.root).map_err(crate::train::TrainError::from)?;
         dir.write_header(compiled, target, run)
             .map_err(|e| UpcycleError::Io {
                 path: dir.root.clone(),
@@ -370,7 +372,7 @@ pub fn run_upcycle(
         dba_init: cfg.dba_init,
         device: device_name,
         dtype: crate::device::dtype_name(dtype).to_string(),
-        git_revision: crate::experiment::git_revision(),
+        git_revision: crate::record::git_revision(),
         summary: Summary {
             teacher_perplexity: fin.teacher_perplexity,
             student_perplexity: fin.student_perplexity,
@@ -574,7 +576,7 @@ fn save_student(student: &Student, spec: &crate::model::ModelSpec, dir: &Path) -
     })?;
     write_json(&dir.join("model_spec.json"), spec).map_err(|e| UpcycleError::Io {
         path: dir.into(),
-        source: e,
+        source: e.into_io(),
     })?;
     let tensors: HashMap<String, Tensor> = student
         .vars
@@ -582,11 +584,15 @@ fn save_student(student: &Student, spec: &crate::model::ModelSpec, dir: &Path) -
         .into_iter()
         .map(|(n, v)| (n, v.as_tensor().clone()))
         .collect();
-    let tmp = dir.join(".model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| UpcycleError::Io {
+    let path = dir.join("model.safetensors");
+    let tmp = crate::record::temp_path(&path);
+    if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
+        crate::record::discard(&tmp);
+        return Err(e.into());
+    }
+    crate::record::commit(&tmp, &path).map_err(|e| UpcycleError::Io {
         path: dir.into(),
-        source: e,
+        source: e.into_io(),
     })
 }
 

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use super::ArtifactError;
-use super::atomic::write_atomic;
 use super::context_plots::{latency_vs_context, memory_scaling};
 use super::csv_tables::csv_files;
 use super::figure::{FigureFormat, render};
@@ -14,6 +13,7 @@ use super::latex::latex_tables;
 use super::report_json::{ArtifactInfo, report_json};
 use super::summary_plot::SummaryPlot;
 use crate::bench::Report;
+use crate::record::write_atomic;
 
 /// Options of [`write_all_with`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,7 +127,10 @@ pub fn write_all_with(
     let mut written = Vec::with_capacity(files.len());
     for (name, bytes) in files {
         let path = dir.join(name);
-        write_atomic(&path, &bytes)?;
+        write_atomic(&path, &bytes).map_err(|e| ArtifactError::Io {
+            path: path.clone(),
+            source: e.into_io(),
+        })?;
         written.push(path);
     }
     Ok(written)

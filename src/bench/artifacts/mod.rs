@@ -2,7 +2,6 @@
 //! result table, a booktabs `tables.tex`, three figures (PNG with a system font, else SVG) and a
 //! self-contained `report.html`. [`write_all`] writes them all, atomically. Formats: `docs/benchmarking.md`.
 
-mod atomic;
 mod axis;
 mod bundle;
 mod chart_kit;
