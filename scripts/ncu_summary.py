@@ -6,7 +6,7 @@ from collections import defaultdict
 
 rows = [line for line in open(sys.argv[1], errors="replace") if line.startswith('"')]
 total, count = defaultdict(float), defaultdict(int)
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3, "second": 1e6, "s": 1e6}
 for r in csv.DictReader(rows):
     if r.get("Metric Name") != "gpu__time_duration.sum":
         continue
