@@ -145,7 +145,12 @@ pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor, exact_activations: bool) 
         if let Some(ys) = super::qmatvec::quantized_matvec(q, &xs, exact_activations)? {
             return Ok(ys);
         }
-        return weight.forward(&xs);
+        // why: candle's kernels round the activations to 8 bits first, and a head's argmax can
+        // hinge on a few hundredths of a logit; where our kernels do not run (a CPU without
+        // AVX-512 VNNI), exact activations take the dense path below.
+        if !(exact_activations && xs.dtype() == DType::F32) {
+            return weight.forward(&xs);
+        }
     }
     let (n, k) = q.shape().dims2()?;
     let mut out_dims = xs.dims().to_vec();
