@@ -108,7 +108,11 @@ fn main() {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 // `--log-every N` prints the trainer's train lines (loss, tok/s, memory in use).
-                let trainer = if args.iter().any(|a| a == "--log-every") { ",caramba::train::trainer=info" } else { "" };
+                let trainer = if args.iter().any(|a| a == "--log-every") {
+                    ",caramba::train::trainer=info"
+                } else {
+                    ""
+                };
                 tracing_subscriber::EnvFilter::new(format!("warn,caramba::train::phase_clock=info{trainer}"))
             }),
         )

@@ -57,17 +57,36 @@ fn auto_explains_stores_and_reuses_its_decision() {
 fn perplexity_json_names_the_cache_auto_chose() {
     let cache = tempfile::tempdir().unwrap();
     let data = cache.path().join("text.txt");
-    std::fs::write(&data, "The capital of France is Paris, and of Italy Rome. ".repeat(8)).unwrap();
+    std::fs::write(
+        &data,
+        "The capital of France is Paris, and of Italy Rome. ".repeat(8),
+    )
+    .unwrap();
     let out = Command::cargo_bin("caramba")
         .unwrap()
         .env("CARAMBA_CACHE", cache.path())
-        .args(["bench", "perplexity", "-q", "--block-size", "32", "--json", "--model"])
+        .args([
+            "bench",
+            "perplexity",
+            "-q",
+            "--block-size",
+            "32",
+            "--json",
+            "--model",
+        ])
         .arg(fixture())
         .arg("--data")
         .arg(&data)
         // Gates every candidate passes and a budget only 4-bit storage fits (see above).
         .args(["--cache-kind", "auto", "--kv-budget-mb", "0.025"])
-        .args(["--max-delta-nll", "10", "--max-ppl-ratio", "10", "--max-mean-kl", "10"])
+        .args([
+            "--max-delta-nll",
+            "10",
+            "--max-ppl-ratio",
+            "10",
+            "--max-mean-kl",
+            "10",
+        ])
         .assert()
         .success()
         .get_output()

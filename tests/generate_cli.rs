@@ -292,7 +292,12 @@ fn sampling_flags_out_of_range_are_usage_errors_that_name_the_range() {
 #[test]
 fn chat_uses_a_model_directorys_chat_template_jinja() {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
         std::fs::copy(fixture().join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(

@@ -180,7 +180,9 @@ fn a_failed_forward_leaves_a_quantized_cache_as_it_was() {
     // fails in the last attention layer after every earlier layer has appended.
     let last = m.model.n_slots() - 1;
     cache
-        .quant_store(last, || QuantKvSpec::uniform(1, 2, 8, CacheKind::Q8_0, CacheKind::Q8_0))
+        .quant_store(last, || {
+            QuantKvSpec::uniform(1, 2, 8, CacheKind::Q8_0, CacheKind::Q8_0)
+        })
         .unwrap();
     let mut g = Generator::new(&m.model, 64, DType::F32, &Device::Cpu).with_cache(cache);
     let err = g.prefill(&[5, 6, 7]).unwrap_err();

@@ -475,7 +475,10 @@ fn training_memory_is_flat_on_the_gpu() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = train_support::english_dataset(dir.path(), 128, 0.1);
     let model = train_support::tiny_model(256, 128, 4, 4, 0.0);
-    for optimizer in [caramba::train::OptimizerKind::Adamw, caramba::train::OptimizerKind::Lion] {
+    for optimizer in [
+        caramba::train::OptimizerKind::Adamw,
+        caramba::train::OptimizerKind::Lion,
+    ] {
         let spec = caramba::train::TrainSpec {
             device: "cuda".into(),
             dtype: "bf16".into(),
@@ -490,7 +493,9 @@ fn training_memory_is_flat_on_the_gpu() {
             .expect("metrics")
             .into_iter()
             .filter_map(|l| match l {
-                caramba::train::MetricLine::Train(t) => Some((t.step, t.memory_gib.expect("memory_gib on CUDA"))),
+                caramba::train::MetricLine::Train(t) => {
+                    Some((t.step, t.memory_gib.expect("memory_gib on CUDA")))
+                }
                 caramba::train::MetricLine::Eval(_) => None,
             })
             .collect();
@@ -510,8 +515,8 @@ fn training_memory_is_flat_on_the_gpu() {
 /// not, four steps with fresh random gradients. Also the clipping norm's multi-tensor sums.
 #[test]
 fn multi_tensor_adamw_matches_the_cpu_update() {
-    use caramba::train::{Optimizer, TrainSpec};
     use candle_core::Var;
+    use caramba::train::{Optimizer, TrainSpec};
     let Some(dev) = gpu() else { return };
     let shapes: [(&str, Vec<usize>, DType); 4] = [
         ("a.weight", vec![37, 129], DType::BF16),
@@ -527,7 +532,12 @@ fn multi_tensor_adamw_matches_the_cpu_update() {
     };
     let init: Vec<Tensor> = shapes
         .iter()
-        .map(|(_, s, dt)| Tensor::randn(0f32, 1.0, s.as_slice(), &Device::Cpu).unwrap().to_dtype(*dt).unwrap())
+        .map(|(_, s, dt)| {
+            Tensor::randn(0f32, 1.0, s.as_slice(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(*dt)
+                .unwrap()
+        })
         .collect();
     let vars_on = |d: &Device| -> Vec<(String, Var)> {
         shapes
@@ -545,19 +555,36 @@ fn multi_tensor_adamw_matches_the_cpu_update() {
             .map(|(_, s, _)| Tensor::randn(0f32, 1.0, s.as_slice(), &Device::Cpu).unwrap())
             .collect();
         let lr = 1e-2 / (step + 1) as f64;
-        cpu.step(&grads.iter().cloned().map(Some).collect::<Vec<_>>(), lr).unwrap();
+        cpu.step(&grads.iter().cloned().map(Some).collect::<Vec<_>>(), lr)
+            .unwrap();
         let on_gpu: Vec<Option<Tensor>> = grads.iter().map(|g| Some(g.to_device(&dev).unwrap())).collect();
         gpu_opt.step(&on_gpu, lr).unwrap();
         for ((name, c), (_, g)) in cpu_vars.iter().zip(&gpu_vars) {
             let err = rel_err(&g.as_tensor().to_device(&Device::Cpu).unwrap(), c.as_tensor());
-            let same = c.as_tensor().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                == g.as_tensor().to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let same = c
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                == g.as_tensor()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
             eprintln!("AdamW step {step} `{name}`: rel err GPU vs CPU {err:.2e}, bit-identical {same}");
             assert!(err < 1e-6, "`{name}` step {step}: rel err {err}");
         }
         let mut norms = Vec::new();
         for device in [&Device::Cpu, &dev] {
-            let mut gs: Vec<Option<Tensor>> = grads.iter().map(|g| Some(g.to_device(device).unwrap())).collect();
+            let mut gs: Vec<Option<Tensor>> =
+                grads.iter().map(|g| Some(g.to_device(device).unwrap())).collect();
             norms.push(caramba::train::clip::clip_grad_norm(&mut gs, 0.0).unwrap());
         }
         let want: f64 = grads
@@ -567,6 +594,10 @@ fn multi_tensor_adamw_matches_the_cpu_update() {
             .sum::<f64>()
             .sqrt();
         eprintln!("clip norm: CPU {} GPU {} f64 {want}", norms[0], norms[1]);
-        assert!((norms[1] - want).abs() <= 1e-6 * want, "GPU norm {} vs {want}", norms[1]);
+        assert!(
+            (norms[1] - want).abs() <= 1e-6 * want,
+            "GPU norm {} vs {want}",
+            norms[1]
+        );
     }
 }

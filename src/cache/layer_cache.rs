@@ -85,7 +85,10 @@ mod tests {
             assert_eq!(slot.len(), 5);
             assert!(slot.bytes() > 0);
             let err = slot.truncate(6).unwrap_err().to_string();
-            assert!(err.contains("cannot truncate a KV cache of 5 positions to 6"), "{err}");
+            assert!(
+                err.contains("cannot truncate a KV cache of 5 positions to 6"),
+                "{err}"
+            );
             assert_eq!(slot.len(), 5);
             slot.truncate(2).unwrap();
             assert_eq!(slot.len(), 2);

@@ -9,7 +9,9 @@ use candle_core::DType;
 use super::cache::{CacheArgs, resolve_auto};
 use super::model::{ModelArgs, load_model, tokenizer};
 use super::{CliError, emit, failed};
-use crate::bench::spec::{AccuracyBench, BehaviorBench, BenchmarkSpec, GenerationBench, LatencyBench, MemoryBench};
+use crate::bench::spec::{
+    AccuracyBench, BehaviorBench, BenchmarkSpec, GenerationBench, LatencyBench, MemoryBench,
+};
 use crate::bench::{BenchContext, BenchError, BenchModel, BenchOutcome, Report, run_benchmarks};
 use crate::cache::CacheKind;
 use crate::loader::LoadedModel;
@@ -256,7 +258,8 @@ fn finish(
     };
     outcome.extend_report(&mut report);
     if let Some(dir) = &output.out {
-        crate::bench::artifacts::write_all(&report, dir).map_err(|e| CliError::failed(miette::miette!("{e}")))?;
+        crate::bench::artifacts::write_all(&report, dir)
+            .map_err(|e| CliError::failed(miette::miette!("{e}")))?;
         outcome.write_extras(&report, dir).map_err(cli_error)?;
         tracing::info!("wrote {}", dir.display());
     } else if !outcome.generation.is_empty() {

@@ -6,7 +6,9 @@ use super::cache::{CacheArgs, resolve_auto};
 use super::model::{ModelArgs, load_model, tokenizer};
 use super::{CliError, emit, failed};
 use crate::infer::speculative::{Draft, DraftSource, SpeculativeConfig, SpeculativeGenerator};
-use crate::infer::{CacheConfig, GenerateConfig, GenerateError, Generator, SamplingParams, StopReason, TextStream};
+use crate::infer::{
+    CacheConfig, GenerateConfig, GenerateError, Generator, SamplingParams, StopReason, TextStream,
+};
 use crate::loader::{LoadOptions, LoadedModel, TextTokenizer};
 
 /// Sampling options shared by `generate` and `chat`.
@@ -40,10 +42,16 @@ impl SamplingArgs {
     /// a value out of its range is a usage error naming the flag and the range.
     pub fn resolve(&self) -> Result<GenerateConfig, CliError> {
         let bad = |flag: &str, value: &dyn std::fmt::Display, range: &str| {
-            Err(CliError::usage(miette::miette!("{flag} {value}: must be {range}")))
+            Err(CliError::usage(miette::miette!(
+                "{flag} {value}: must be {range}"
+            )))
         };
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad("--temperature", &self.temperature, "finite and >= 0 (0 is greedy)");
+            return bad(
+                "--temperature",
+                &self.temperature,
+                "finite and >= 0 (0 is greedy)",
+            );
         }
         if let Some(p) = self.top_p
             && !(p > 0.0 && p <= 1.0)
@@ -54,7 +62,11 @@ impl SamplingArgs {
             return bad("--top-k", &0, ">= 1");
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad("--repetition-penalty", &self.repetition_penalty, "finite and > 0 (1.0 is off)");
+            return bad(
+                "--repetition-penalty",
+                &self.repetition_penalty,
+                "finite and > 0 (1.0 is off)",
+            );
         }
         Ok(GenerateConfig {
             max_new_tokens: self.max_new_tokens,

@@ -153,7 +153,8 @@ mod imp {
         // SAFETY: the arguments match adamw_multi_tensor in kernels/optimizer.cu; every address
         // in the table points at a live contiguous tensor of `n` elements of the slot's dtype,
         // and the table lives until the launch is queued (freed stream-ordered after it).
-        unsafe { b.launch(cfg) }.map_err(|e| candle_core::Error::Cuda(format!("adamw_multi_tensor: {e}").into()))?;
+        unsafe { b.launch(cfg) }
+            .map_err(|e| candle_core::Error::Cuda(format!("adamw_multi_tensor: {e}").into()))?;
         drop(table);
         Ok(())
     }
@@ -172,7 +173,9 @@ mod imp {
             candle_core::Error::Cuda(format!("sum of squares, {what}: {e}").into())
         };
         let table = stream.clone_htod(&table).map_err(|e| err("table", e))?;
-        let sums = stream.alloc_zeros::<f64>(tensors.len()).map_err(|e| err("sums", e))?;
+        let sums = stream
+            .alloc_zeros::<f64>(tensors.len())
+            .map_err(|e| err("sums", e))?;
         let (table_ptr, sums_ptr) = (table.device_ptr(&stream).0, sums.device_ptr(&stream).0);
         let f = function(&dev, "optimizer", OPTIMIZER, "sum_squares_multi_tensor")?;
         let n_slots = tensors.len() as i32;

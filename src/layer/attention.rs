@@ -366,7 +366,9 @@ impl Attention {
         let (k, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
                 let (dtype, stored) = (k.dtype(), cache.dtype);
-                let slot = cache.plain_slot(self.slot).map_err(|e| e.context(self.path.clone()))?;
+                let slot = cache
+                    .plain_slot(self.slot)
+                    .map_err(|e| e.context(self.path.clone()))?;
                 let (k, v) = slot.append(&k.to_dtype(stored)?, &v.to_dtype(stored)?)?;
                 pad_mask = cache.padding_mask(t, k.dim(2)?, xs.device())?;
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)

@@ -225,7 +225,9 @@ impl DecoupledAttention {
         let (k_cat, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => {
                 let (dtype, stored) = (k_cat.dtype(), cache.dtype);
-                let slot = cache.plain_slot(self.slot).map_err(|e| e.context(self.path.clone()))?;
+                let slot = cache
+                    .plain_slot(self.slot)
+                    .map_err(|e| e.context(self.path.clone()))?;
                 let (k, v) = slot.append(&k_cat.to_dtype(stored)?, &v.to_dtype(stored)?)?;
                 padded = cache.padding_mask(t, k.dim(2)?, xs.device())?.is_some();
                 (k.to_dtype(dtype)?, v.to_dtype(dtype)?)

@@ -82,7 +82,10 @@ impl KvCache {
 
     /// The plain K/V of `slot`, created empty on first use.
     pub fn plain_slot(&mut self, slot: usize) -> Result<&mut PlainKv> {
-        match self.cell(slot)?.get_or_insert_with(|| LayerCache::Plain(PlainKv::default())) {
+        match self
+            .cell(slot)?
+            .get_or_insert_with(|| LayerCache::Plain(PlainKv::default()))
+        {
             LayerCache::Plain(kv) => Ok(kv),
             LayerCache::Quant(_) => candle_core::bail!("KV cache slot {slot} holds quantized storage"),
         }
@@ -162,7 +165,11 @@ impl KvCache {
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         let lens = self.slots.iter().map(|s| s.as_ref().map_or(0, LayerCache::len));
         if let Some(short) = lens.filter(|&l| l < len).min() {
-            return Err(crate::cache::CacheError::TruncateBeyondLen { requested: len, len: short }.into());
+            return Err(crate::cache::CacheError::TruncateBeyondLen {
+                requested: len,
+                len: short,
+            }
+            .into());
         }
         self.slots.iter_mut().flatten().try_for_each(|s| s.truncate(len))
     }
@@ -204,7 +211,9 @@ mod tests {
             let k = Tensor::randn(0f32, 1.0, (1, 2, 5, 16), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (1, 2, 5, 16), &dev).unwrap();
             cache
-                .quant_store(slot, || QuantKvSpec::uniform(1, 2, 16, CacheKind::Q8_0, CacheKind::Q4_0))
+                .quant_store(slot, || {
+                    QuantKvSpec::uniform(1, 2, 16, CacheKind::Q8_0, CacheKind::Q4_0)
+                })
                 .unwrap()
                 .append(&k, &v)
                 .unwrap();
@@ -212,7 +221,10 @@ mod tests {
         assert_eq!(cache.len(), 5);
         assert!(cache.plain_slot(0).is_err(), "a quantized slot is not plain");
         let err = cache.truncate(6).unwrap_err().to_string();
-        assert!(err.contains("cannot truncate a KV cache of 5 positions to 6"), "{err}");
+        assert!(
+            err.contains("cannot truncate a KV cache of 5 positions to 6"),
+            "{err}"
+        );
         cache.truncate(2).unwrap();
         assert!((0..2).all(|i| cache.slot(i).unwrap().len() == 2));
         cache.truncate_each(1).unwrap();

@@ -607,10 +607,22 @@ mod tests {
 
     #[test]
     fn out_of_memory_names_the_step_the_phase_and_the_batch() {
-        let driver = candle_core::Error::Cuda("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
+        let driver =
+            candle_core::Error::Cuda("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
         let e = in_phase(42, "backward", &Device::Cpu, 16)(driver);
         let text = e.to_string();
-        assert!(matches!(e, TrainError::OutOfMemory { step: 42, phase: "backward", batch_size: 16, .. }), "{text}");
+        assert!(
+            matches!(
+                e,
+                TrainError::OutOfMemory {
+                    step: 42,
+                    phase: "backward",
+                    batch_size: 16,
+                    ..
+                }
+            ),
+            "{text}"
+        );
         assert!(text.contains("step 42 (backward) with batch size 16"), "{text}");
         let other = in_phase(1, "forward", &Device::Cpu, 1)(candle_core::Error::Msg("shape mismatch".into()));
         assert!(matches!(other, TrainError::Tensor(_)));
