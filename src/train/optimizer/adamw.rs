@@ -81,18 +81,19 @@ impl AdamW {
             .iter()
             .map(|g| g.as_ref().map(|g| g.to_dtype(DType::F32)).transpose())
             .collect::<Result<Vec<_>>>()?;
+        // One set of step constants for the GPU's multi-tensor kernel and the CPU's in-place update.
+        let consts = crate::kernels::optimizer::AdamWConsts {
+            b1: b1 as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            inv_bc1: (1.0 / bc1) as f32,
+            inv_bc2: (1.0 / bc2) as f32,
+            eps: eps as f32,
+            lr: lr as f32,
+            weight_decay: weight_decay as f32,
+        };
         let on_gpu = if self.fused {
-            let consts = crate::kernels::optimizer::AdamWConsts {
-                b1: b1 as f32,
-                one_minus_b1: (1.0 - b1) as f32,
-                b2: b2 as f32,
-                one_minus_b2: (1.0 - b2) as f32,
-                inv_bc1: (1.0 / bc1) as f32,
-                inv_bc2: (1.0 / bc2) as f32,
-                eps: eps as f32,
-                lr: lr as f32,
-                weight_decay: weight_decay as f32,
-            };
             self.step_multi_tensor(&grads, consts)?
         } else {
             vec![false; self.vars.len()]
@@ -107,18 +108,8 @@ impl AdamW {
                 let copy = self.master.copy_of(i);
                 let p = copy.clone().unwrap_or_else(|| var.as_tensor().clone());
                 if super::adamw_fused::applies(&[&p, g, &self.m[i], &self.v[i]]) {
-                    let consts = super::adamw_fused::StepConsts {
-                        b1: b1 as f32,
-                        one_minus_b1: (1.0 - b1) as f32,
-                        b2: b2 as f32,
-                        one_minus_b2: (1.0 - b2) as f32,
-                        inv_bc1: (1.0 / bc1) as f32,
-                        inv_bc2: (1.0 / bc2) as f32,
-                        eps: eps as f32,
-                        weight_decay: (weight_decay != 0.0 && decays(var)).then_some(weight_decay as f32),
-                        lr: lr as f32,
-                    };
-                    super::adamw_fused::step(&p, g, &self.m[i], &self.v[i], consts)?;
+                    let decay = weight_decay != 0.0 && decays(var);
+                    super::adamw_fused::step(&p, g, &self.m[i], &self.v[i], consts, decay)?;
                     if copy.is_some() {
                         var.set(&p.to_dtype(var.dtype())?)?;
                     }

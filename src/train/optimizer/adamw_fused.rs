@@ -10,23 +10,10 @@
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Result, Tensor, bail};
 use rayon::prelude::*;
 
+use crate::kernels::optimizer::AdamWConsts;
+
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
-
-/// The f32 constants of one step, rounded exactly as candle rounds the f64 scalars of its ops.
-#[derive(Debug, Clone, Copy)]
-pub struct StepConsts {
-    pub b1: f32,
-    pub one_minus_b1: f32,
-    pub b2: f32,
-    pub one_minus_b2: f32,
-    pub inv_bc1: f32,
-    pub inv_bc2: f32,
-    pub eps: f32,
-    /// `None`: this parameter is not decayed.
-    pub weight_decay: Option<f32>,
-    pub lr: f32,
-}
 
 /// Whether the fused path can update these tensors (all f32, contiguous, on the CPU).
 pub fn applies(tensors: &[&Tensor]) -> bool {
@@ -37,7 +24,8 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
 
 /// `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`, then `p ← p − lr·(m̂/(√v̂ + ε) + wd·p)`, all in
 /// place. The caller checked [`applies`].
-pub fn step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: StepConsts) -> Result<()> {
+/// `decay`: the weight-decay term applies to this parameter (`c.weight_decay` ≠ 0 and decayed).
+pub fn step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: AdamWConsts, decay: bool) -> Result<()> {
     m.inplace_op2(
         g,
         &Moment {
@@ -54,7 +42,7 @@ pub fn step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: StepConsts) -> Re
             square: true,
         },
     )?;
-    p.inplace_op3(m, v, &Update(c))
+    p.inplace_op3(m, v, &Update(c, decay))
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
@@ -103,7 +91,7 @@ impl InplaceOp2 for Moment {
 }
 
 /// The parameter update from the moments.
-struct Update(StepConsts);
+struct Update(AdamWConsts, bool);
 
 impl InplaceOp3 for Update {
     fn name(&self) -> &'static str {
@@ -124,7 +112,7 @@ impl InplaceOp3 for Update {
         if p.len() != m.len() || p.len() != v.len() {
             bail!("{}: parameter and moments differ in size", self.name());
         }
-        let c = self.0;
+        let (c, decay) = (self.0, self.1);
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
             .for_each(|(p, (m, v))| {
@@ -132,7 +120,8 @@ impl InplaceOp3 for Update {
                     let m_hat = m * c.inv_bc1 + 0.0;
                     let v_hat = v * c.inv_bc2 + 0.0;
                     let mut update = m_hat / (v_hat.sqrt() * 1.0 + c.eps);
-                    if let Some(wd) = c.weight_decay {
+                    if decay {
+                        let wd = c.weight_decay;
                         update += *p * wd + 0.0;
                     }
                     *p -= update * c.lr + 0.0;
