@@ -66,7 +66,9 @@ pub fn run(args: &RunOptions) -> Result<(), RunError> {
             args.fresh,
         )
         .map_err(|e| match &e {
-            crate::upcycle::UpcycleError::Mismatch(_) => RunError::usage(e),
+            crate::upcycle::UpcycleError::Mismatch(_) | crate::upcycle::UpcycleError::Spec(_) => {
+                RunError::usage(e)
+            }
             crate::upcycle::UpcycleError::Train(t) => RunError {
                 code: t.exit_code(),
                 report: e.into(),
@@ -135,7 +137,7 @@ fn benchmark_runs(
             &compiled.manifest_path.display().to_string(),
             &target.name,
             &device_name,
-            "f32",
+            crate::device::dtype_name(opts.dtype),
         ),
         perplexity: Vec::new(),
         latency: Vec::new(),

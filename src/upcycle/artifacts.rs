@@ -28,8 +28,10 @@ pub fn perplexity_rows(v: &Verification, block_size: usize) -> Vec<PerplexityRes
 /// Write every artifact into `dir`, then merge `record` (the upcycle's own summary and phases)
 /// into `report.json`: its `summary` gains the upcycle summary fields and it gains `upcycle`.
 pub fn write(report: &Report, record: &serde_json::Value, dir: &Path) -> Result<Vec<PathBuf>, UpcycleError> {
-    let files = crate::bench::artifacts::write_all(report, dir)
-        .map_err(|e| UpcycleError::Mismatch(format!("writing artifacts: {e}")))?;
+    let files = crate::bench::artifacts::write_all(report, dir).map_err(|e| UpcycleError::Write {
+        what: format!("the artifacts into {}", dir.display()),
+        detail: e.to_string(),
+    })?;
     let path = dir.join("report.json");
     let io = |e: std::io::Error| UpcycleError::Io {
         path: path.clone(),
@@ -53,7 +55,13 @@ pub fn write(report: &Report, record: &serde_json::Value, dir: &Path) -> Result<
     Ok(files)
 }
 
-/// Metadata of this process for a report (the upcycle computes in f32).
-pub fn metadata(name: &str, manifest: &str, target: &str, device: &str) -> Metadata {
-    crate::bench::metadata::metadata(name, manifest, target, device, "f32")
+/// Metadata of this process for a report; `dtype` is the student's compute dtype.
+pub fn metadata(
+    name: &str,
+    manifest: &str,
+    target: &str,
+    device: &str,
+    dtype: candle_core::DType,
+) -> Metadata {
+    crate::bench::metadata::metadata(name, manifest, target, device, crate::device::dtype_name(dtype))
 }

@@ -321,8 +321,12 @@ impl Blockwise<'_> {
                         elapsed_s: elapsed,
                         tokens_seen,
                         loss: value,
-                        extra: serde_json::to_value(&progress_state)
-                            .map_err(|e| UpcycleError::Mismatch(e.to_string()))?,
+                        extra: serde_json::to_value(&progress_state).map_err(|e| {
+                            UpcycleError::Serialize {
+                                what: "the blockwise progress",
+                                detail: e.to_string(),
+                            }
+                        })?,
                         files: Default::default(),
                     };
                     let dir = checkpoint::save(

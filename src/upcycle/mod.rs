@@ -26,6 +26,19 @@ pub enum UpcycleError {
         "the student must mirror the teacher's layers; only attention layers may change mode"
     ))]
     Mismatch(String),
+    /// The target asks for something an upcycle cannot do (no runs, no teacher, a bad setting).
+    #[error("the upcycle target cannot run: {0}")]
+    #[diagnostic(help("fix the target in the manifest (docs/upcycle.md lists every setting)"))]
+    Spec(String),
+    /// Scoring the eval cases (teacher or student) failed.
+    #[error("eval cases: {0}")]
+    Eval(String),
+    /// An output other than a plain file write failed (artifacts, the teacher's tokenizer).
+    #[error("cannot write {what}: {detail}")]
+    Write { what: String, detail: String },
+    /// A record could not be serialized (a bug: every record is plain data).
+    #[error("cannot serialize {what}: {detail}")]
+    Serialize { what: &'static str, detail: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Load(#[from] crate::loader::LoadError),

@@ -91,7 +91,7 @@ pub fn run_upcycle(
     let first = target
         .runs
         .first()
-        .ok_or_else(|| UpcycleError::Mismatch("the target has no runs".into()))?;
+        .ok_or_else(|| UpcycleError::Spec("the target has no runs".into()))?;
     let device_name = device_override.unwrap_or(&first.train.device).to_string();
     let device = parse_device(&device_name)?;
     let dtype = crate::train::parse_dtype(&first.train.dtype, &device)?;
@@ -103,7 +103,7 @@ pub fn run_upcycle(
     let teacher_src = target
         .teacher
         .as_deref()
-        .ok_or_else(|| UpcycleError::Mismatch("no teacher".into()))?;
+        .ok_or_else(|| UpcycleError::Spec("no `teacher:` is named".into()))?;
     tracing::info!(teacher = teacher_src, "loading the teacher");
     let teacher = load_teacher(teacher_src, &device)?;
     let data_spec = with_teacher_tokenizer(&target.data, &teacher)?;
@@ -229,7 +229,7 @@ pub fn run_upcycle(
                 pool = None;
                 let g = &cfg.global;
                 if !(g.temperature.is_finite() && g.temperature > 0.0) {
-                    return Err(UpcycleError::Mismatch(format!(
+                    return Err(UpcycleError::Spec(format!(
                         "upcycle.global.temperature must be a positive number, not {}",
                         g.temperature
                     )));
@@ -286,7 +286,7 @@ pub fn run_upcycle(
                 .iter()
                 .map(parse_verify)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| UpcycleError::Mismatch(e.to_string()))?
+                .map_err(|e| UpcycleError::Spec(e.to_string()))?
                 .into_iter()
                 .flatten()
                 .collect();
@@ -311,7 +311,7 @@ pub fn run_upcycle(
                             chat: *chat,
                         };
                         let tok = teacher.loaded.tokenizer.as_ref().ok_or_else(|| {
-                            UpcycleError::Mismatch(
+                            UpcycleError::Spec(
                                 "an eval check needs the teacher's tokenizer; this teacher has none".into(),
                             )
                         })?;
@@ -319,14 +319,15 @@ pub fn run_upcycle(
                         if !teacher_evals.contains_key(&key) {
                             tracing::info!(cases = cases.len(), "scoring eval cases on the teacher");
                             let r = score_cases(&teacher.loaded.model, tok, cases, &opts, &device)
-                                .map_err(|e| UpcycleError::Mismatch(format!("eval: {e}")))?;
+                                .map_err(|e| UpcycleError::Eval(e.to_string()))?;
                             teacher_evals.insert(key.clone(), r);
                         }
-                        let teacher_report = teacher_evals.get(&key).cloned().ok_or_else(|| {
-                            UpcycleError::Mismatch("eval: the teacher's report was not kept".into())
-                        })?;
+                        let teacher_report = teacher_evals
+                            .get(&key)
+                            .cloned()
+                            .ok_or_else(|| UpcycleError::Eval("the teacher's report was not kept".into()))?;
                         let student_report = score_cases(&model, tok, cases, &opts, &device)
-                            .map_err(|e| UpcycleError::Mismatch(format!("eval: {e}")))?;
+                            .map_err(|e| UpcycleError::Eval(e.to_string()))?;
                         Some(EvalComparison {
                             teacher: teacher_report,
                             student: student_report,
@@ -390,7 +391,10 @@ pub fn run_upcycle(
         wall_time_s: t0.elapsed().as_secs_f64(),
     };
     let artifacts_dir = target_dir.join("artifacts");
-    let record = serde_json::to_value(&report).map_err(|e| UpcycleError::Mismatch(e.to_string()))?;
+    let record = serde_json::to_value(&report).map_err(|e| UpcycleError::Serialize {
+        what: "the upcycle report",
+        detail: e.to_string(),
+    })?;
     let (bench, outcome) = bench_report(compiled, target, &teacher, &model, dtype, &report, &device)?;
     super::artifacts::write(&bench, &record, &artifacts_dir)?;
     outcome.write_extras(&bench, &artifacts_dir)?;
@@ -514,6 +518,7 @@ fn bench_report(
         &compiled.manifest_path.display().to_string(),
         &target.name,
         &report.device,
+        student_dtype,
     );
     if let Some(rss) = crate::bench::memory::process_peak_rss() {
         meta.versions
@@ -539,7 +544,7 @@ pub fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<Data
         return Ok(data);
     }
     let tok = teacher.loaded.tokenizer.as_ref().ok_or_else(|| {
-        UpcycleError::Mismatch("the teacher has no tokenizer; name one in `data.tokenizer`".into())
+        UpcycleError::Spec("the teacher has no tokenizer; name one in `data.tokenizer`".into())
     })?;
     let name: String = teacher
         .loaded
@@ -557,11 +562,9 @@ pub fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<Data
             path: path.clone(),
             source: e,
         })?;
-        tok.inner().save(&path, false).map_err(|e| {
-            UpcycleError::Mismatch(format!(
-                "cannot write the teacher's tokenizer to {}: {e}",
-                path.display()
-            ))
+        tok.inner().save(&path, false).map_err(|e| UpcycleError::Write {
+            what: format!("the teacher's tokenizer to {}", path.display()),
+            detail: e.to_string(),
         })?;
     }
     data.tokenizer = Some(path.display().to_string());
