@@ -27,7 +27,9 @@ case "${1:-}" in
     if ls "$STAGE"/gguf.part* >/dev/null 2>&1; then cat "$STAGE"/gguf.part* > "$gguf.tmp" && mv "$gguf.tmp" "$gguf"; fi
     got=$(sha256sum "$gguf" | cut -d' ' -f1)
     [ -z "$GGUF_SHA256" ] || [ "$got" = "$GGUF_SHA256" ] || { echo "model checksum mismatch: $got"; exit 1; }
-    [ -e "$STAGE/python_docs.smollm2.npy" ] && cp "$STAGE/python_docs.smollm2.npy" data/
+    # Prepared token files (the training text and the out-of-domain held-out text) go where the
+    # manifest's `data:` paths expect them.
+    for f in "$STAGE"/*.npy; do [ -e "$f" ] && cp "$f" data/; done
     chmod +x "$STAGE"/caramba
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     echo "model sha256 $got"
