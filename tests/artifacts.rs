@@ -61,6 +61,8 @@ fn random_report(rng: &mut ChaCha8Rng, teacher: &str, student: &str) -> Report {
         let nll: f64 = rng.random_range(1.5..4.0);
         report.perplexity.push(PerplexityResult {
             model: model.into(),
+            set: "in_domain".into(),
+            source: None,
             perplexity: nll.exp(),
             nll,
             tokens: rng.random_range(1000..100_000),
@@ -216,11 +218,20 @@ fn every_artifact_is_written_and_reads_back() {
     let (header, rows) = read_csv(&dir, "perplexity.csv");
     assert_eq!(
         header,
-        ["model", "cache_kind", "block_size", "tokens", "nll", "perplexity"]
+        [
+            "model",
+            "set",
+            "cache_kind",
+            "block_size",
+            "tokens",
+            "nll",
+            "perplexity"
+        ]
     );
     assert_eq!(rows.len(), report.perplexity.len());
     for (row, r) in rows.iter().zip(&report.perplexity) {
         assert_eq!((&row["model"], &row["cache_kind"]), (&r.model, &r.cache_kind));
+        assert_eq!(&row["set"], &r.set);
         assert_eq!(
             (u(row, "block_size"), u(row, "tokens")),
             (r.block_size as u64, r.tokens)
@@ -625,4 +636,106 @@ fn an_empty_report_still_writes_every_file() {
     assert_eq!((header.len(), rows.len()), (15, 0));
     let html = std::fs::read_to_string(tmp.path().join("report.html")).expect("html");
     assert!(!html.contains("<pre id=\"verify\">") && !html.contains("<table id=\"accuracy\">"));
+}
+
+#[test]
+fn two_text_sets_are_compared_side_by_side_in_every_summary_table() {
+    let mut rng = fresh_rng();
+    let mut report = random_report(&mut rng, "teacher", "student");
+    // Verification's in-domain rows at another configuration, then the benchmark's two sets.
+    let row = |model: &str, set: &str, cache: &str, perplexity: f64| PerplexityResult {
+        model: model.into(),
+        set: set.into(),
+        source: None,
+        perplexity,
+        nll: perplexity.ln(),
+        tokens: 1000,
+        block_size: 512,
+        cache_kind: cache.into(),
+    };
+    report.perplexity = vec![
+        row("teacher", "in_domain", "none (full forward)", 9.0),
+        row("student", "in_domain", "none (full forward)", 9.9),
+        row("teacher", "in_domain", "none", 10.0),
+        row("student", "in_domain", "none", 10.5),
+        row("teacher", "out_of_domain", "none", 20.0),
+        row("student", "out_of_domain", "none", 24.0),
+    ];
+    let s = report.summary();
+    let kv = s.kv_cache.clone().expect("kv compared");
+    let sets: Vec<(String, String, f64, f64, f64)> = s
+        .perplexity_sets
+        .iter()
+        .map(|p| {
+            (
+                p.set.clone(),
+                p.cache_kind.clone(),
+                p.baseline,
+                p.candidate,
+                p.ratio,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            ("in_domain".into(), "none".into(), 10.0, 10.5, 1.05),
+            ("out_of_domain".into(), "none".into(), 20.0, 24.0, 1.2),
+        ],
+        "both sets at the one configuration they share"
+    );
+    for p in &s.perplexity_sets {
+        assert_eq!(p.kv_bytes_ratio, Some(1.0 / kv.reduction));
+    }
+    // The headline keeps its old rule: the first matched result.
+    assert_eq!(s.perplexity.as_ref().map(|p| p.baseline), Some(9.0));
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    write_all(&report, tmp.path()).expect("artifacts");
+    let tex = std::fs::read_to_string(tmp.path().join("tables.tex")).expect("tex");
+    assert!(
+        tex.contains(r"Perplexity, in\_domain $\downarrow$ & 10.00 & 10.50 & 1.05$\times$ \\"),
+        "{tex}"
+    );
+    assert!(
+        tex.contains(r"Perplexity, out\_of\_domain $\downarrow$ & 20.00 & 24.00 & 1.20$\times$ \\"),
+        "{tex}"
+    );
+    let html = std::fs::read_to_string(tmp.path().join("report.html")).expect("html");
+    assert!(html.contains("Perplexity, in_domain") && html.contains("Perplexity, out_of_domain"));
+    let (_, rows) = read_csv(tmp.path(), "perplexity.csv");
+    let sets: Vec<&str> = rows.iter().map(|r| r["set"].as_str()).collect();
+    assert_eq!(
+        sets,
+        [
+            "in_domain",
+            "in_domain",
+            "in_domain",
+            "in_domain",
+            "out_of_domain",
+            "out_of_domain"
+        ]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report.json")).expect("json"))
+            .expect("parses");
+    assert_eq!(json["summary"]["perplexity_sets"][1]["set"], "out_of_domain");
+    assert_eq!(json["summary"]["perplexity_sets"][1]["ratio"], 1.2);
+}
+
+#[test]
+fn a_report_written_before_text_sets_reads_as_in_domain() {
+    let mut rng = fresh_rng();
+    let report = random_report(&mut rng, "teacher", "student");
+    let mut json = serde_json::to_value(&report).expect("json");
+    for row in json["perplexity"].as_array_mut().expect("rows") {
+        row.as_object_mut().expect("object").remove("set");
+    }
+    let back: Report = serde_json::from_value(json).expect("an old report still reads");
+    assert!(
+        back.perplexity
+            .iter()
+            .all(|r| r.set == "in_domain" && r.source.is_none())
+    );
+    assert_eq!(back, report);
 }

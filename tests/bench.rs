@@ -90,6 +90,110 @@ fn empty_or_zero_grids_are_rejected_with_help() {
     assert!(p.message.contains("unknown variant `q3`"), "{}", p.message);
 }
 
+/// (line, column) of the first `needle` on 1-based line `line` of `yaml`.
+fn at(yaml: &str, line: usize, needle: &str) -> (Option<usize>, Option<usize>) {
+    let text = yaml.lines().nth(line - 1).expect("line exists");
+    let col = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("no `{needle}` in {text:?}"))
+        + 1;
+    (Some(line), Some(col))
+}
+
+#[test]
+fn perplexity_sets_parse_and_show_in_the_plan() {
+    let yaml = manifest(concat!(
+        "      - kind: perplexity\n",
+        "        blocks: 2\n",
+        "        sets:\n",
+        "          - {name: in_domain}\n",
+        "          - name: out_of_domain\n",
+        "            data: {path: data/ood.npy, tokenizer: bytes, prepare: {debian_package: developers-reference, input: [\"a/*.txt\"]}}\n",
+    ));
+    let c = compile_str(Path::new("t.yml"), &yaml, Format::Yaml).expect("valid");
+    let caramba::bench::BenchmarkSpec::Perplexity(p) = &c.plan.targets[0].benchmarks[0] else {
+        panic!("perplexity")
+    };
+    let sets = p.text_sets();
+    assert_eq!(sets.len(), 2);
+    assert_eq!(
+        (sets[0].name.as_str(), sets[0].data.is_none()),
+        ("in_domain", true)
+    );
+    let data = sets[1].data.as_ref().expect("out_of_domain has data");
+    assert_eq!(
+        (data.path.as_str(), data.tokenizer.as_deref()),
+        ("data/ood.npy", Some("bytes"))
+    );
+    assert_eq!(
+        data.prepare.as_ref().and_then(|p| p.debian_package.as_deref()),
+        Some("developers-reference")
+    );
+    let plan = render_plan(&c);
+    let needle = "perplexity  2 blocks × data.block_size tokens of sets in_domain (held-out data), out_of_domain (data/ood.npy)";
+    assert!(plan.contains(needle), "plan lacks `{needle}`:\n{plan}");
+    // Without `sets:` the one set is the held-out data, named `in_domain`.
+    let yaml = manifest("      - {kind: perplexity}\n");
+    let c = compile_str(Path::new("t.yml"), &yaml, Format::Yaml).expect("valid");
+    let caramba::bench::BenchmarkSpec::Perplexity(p) = &c.plan.targets[0].benchmarks[0] else {
+        panic!("perplexity")
+    };
+    let names: Vec<String> = p.text_sets().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["in_domain"]);
+}
+
+#[test]
+fn bad_perplexity_sets_are_located() {
+    let yaml = manifest(concat!(
+        "      - kind: perplexity\n",
+        "        sets:\n",
+        "          - {name: a}\n",
+        "          - {name: a, data: {path: ood.txt, prepare: {input: []}}}\n",
+    ));
+    let err = compile_str(Path::new("t.yml"), &yaml, Format::Yaml).expect_err("invalid");
+    let ps = err.problems();
+    let find = |path: &str| {
+        ps.iter()
+            .find(|p| p.path == path)
+            .unwrap_or_else(|| panic!("no problem at {path}: {ps:#?}"))
+    };
+    let p = find("targets[0].benchmarks[0].sets[1].name");
+    assert!(
+        p.message.contains("set name `a` is used twice (also by sets[0])"),
+        "{}",
+        p.message
+    );
+    assert_eq!((p.line, p.column), at(&yaml, 18, "name"), "{}", p.headline());
+    assert!(p.headline().starts_with("t.yml:18:"), "{}", p.headline());
+    let p = find("targets[0].benchmarks[0].sets[1].data.path");
+    assert!(p.message.contains("writes a .npy token file"), "{}", p.message);
+    assert_eq!((p.line, p.column), at(&yaml, 18, "path"), "{}", p.headline());
+    let p = find("targets[0].benchmarks[0].sets[1].data.prepare.input");
+    assert_eq!((p.line, p.column), at(&yaml, 18, "input"), "{}", p.headline());
+    assert_eq!(ps.len(), 3, "{ps:#?}");
+
+    // `data:` and `sets:` together.
+    let yaml = manifest("      - {kind: perplexity, data: x.npy, sets: [{name: a}]}\n");
+    let p = first_problem(&yaml);
+    assert_eq!(p.path, "targets[0].benchmarks[0].data");
+    assert!(p.message.contains("cannot be given together"), "{}", p.message);
+    assert_eq!((p.line, p.column), at(&yaml, 15, "data"), "{}", p.headline());
+
+    // Unknown fields inside a set, and inside its data block.
+    let yaml =
+        manifest("      - kind: perplexity\n        sets:\n          - {name: a, dat: {path: x.npy}}\n");
+    let p = first_problem(&yaml);
+    assert_eq!(p.path, "targets[0].benchmarks[0].sets[0].dat");
+    assert!(p.message.contains("unknown field `dat`"), "{}", p.message);
+    assert_eq!(p.line, Some(17), "{}", p.headline());
+    let yaml = manifest(
+        "      - kind: perplexity\n        sets:\n          - {name: a, data: {path: x.npy, debian_package: p}}\n",
+    );
+    let p = first_problem(&yaml);
+    assert_eq!(p.path, "targets[0].benchmarks[0].sets[0].data.debian_package");
+    assert_eq!(p.line, Some(17), "{}", p.headline());
+}
+
 // ---- the binary on SmolLM2 ------------------------------------------------------------------
 
 fn smollm2() -> Option<&'static str> {
@@ -421,4 +525,84 @@ targets:
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(artifacts.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["metadata"]["target"], "quick");
+}
+
+#[test]
+fn an_out_of_domain_set_is_prepared_scored_and_reported_beside_the_held_out_data() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("corpus.txt"),
+        "The quick brown fox jumps over the lazy dog. A list holds items in order. ".repeat(40),
+    )
+    .unwrap();
+    let other = "Zebra 42; QWERTY!! Vexing jackdaws #% quiz. ".repeat(12);
+    std::fs::write(dir.path().join("other.txt"), &other).unwrap();
+    let manifest = "\
+version: 2
+name: tiny_ood
+model:
+  type: TransformerModel
+  tied_embeddings: true
+  embedder: {type: token, vocab_size: 256, d_model: 32}
+  topology:
+    type: StackedTopology
+    layers:
+      - type: ResidualTopology
+        layers:
+          - {type: RMSNormLayer, d_model: 32}
+          - {type: AttentionLayer, d_model: 32, n_heads: 2}
+      - {type: RMSNormLayer, d_model: 32}
+targets:
+  - name: quick
+    data: {path: tokens.npy, block_size: 16, prepare: {input: [corpus.txt]}}
+    runs: [{id: train, steps: 2, train: {batch_size: 2, save_every: 2}}]
+    benchmarks:
+      - kind: perplexity
+        blocks: 2
+        sets:
+          - {name: in_domain}
+          - {name: out_of_domain, data: {path: ood/other.npy, prepare: {input: [other.txt]}}}
+";
+    std::fs::write(dir.path().join("m.yml"), manifest).unwrap();
+    Command::cargo_bin("caramba")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["-q", "run", "m.yml"])
+        .assert()
+        .success();
+    // Prepared on first use, with its source beside it.
+    let npy = dir.path().join("ood/other.npy");
+    let file = caramba::data::TokenFile::open(&npy).expect("the out-of-domain set was prepared");
+    assert_eq!(file.len(), other.len(), "bytes tokenizer: one token per byte");
+    let record = caramba::data::prepare::read_source_record(&npy).expect("other.npy.source.json");
+    assert_eq!(
+        (record.files, record.tokens, record.debian_package),
+        (1, other.len(), None)
+    );
+
+    let artifacts = dir.path().join("runs/tiny_ood/quick/artifacts");
+    let (header, rows) = csv_rows(&artifacts.join("perplexity.csv"));
+    let sets: Vec<String> = rows.iter().map(|r| col(&header, r, "set")).collect();
+    assert_eq!(sets, ["in_domain", "out_of_domain"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(artifacts.join("report.json")).unwrap()).unwrap();
+    let ppl = report["perplexity"].as_array().expect("perplexity rows");
+    assert_eq!(ppl.len(), 2);
+    assert_eq!(ppl[0]["source"]["split"], "held_out");
+    assert_eq!(ppl[0]["source"]["path"], "tokens.npy");
+    assert_eq!(ppl[1]["source"]["split"], "file");
+    assert_eq!(ppl[1]["source"]["files"], 1);
+    assert_eq!(ppl[1]["source"]["tokens"], other.len() as u64);
+    for row in ppl {
+        assert_eq!(row["tokens"], 30, "2 windows × 15 predicted tokens: {row}");
+    }
+    let (a, b) = (ppl[0]["nll"].as_f64().unwrap(), ppl[1]["nll"].as_f64().unwrap());
+    assert!(
+        a.is_finite() && b.is_finite() && a != b,
+        "two texts, two NLLs: {a} {b}"
+    );
+    // The report reads back, sets included.
+    let back: caramba::bench::Report =
+        serde_json::from_str(&std::fs::read_to_string(artifacts.join("report.json")).unwrap()).unwrap();
+    assert_eq!(back.perplexity[1].set, "out_of_domain");
 }

@@ -32,6 +32,10 @@ pub enum BenchError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Preparing a text set's token file (`prepare:`), or opening it.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Data(#[from] crate::data::DataError),
     /// Writing the results.
     #[error("writing the results: {0}")]
     Write(String),
@@ -48,6 +52,9 @@ impl BenchError {
 
     /// Whether the user's input (not the run) is at fault: exit code 2 on the command line.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::BadInput { .. } | Self::Model { .. })
+        match self {
+            Self::Data(e) => e.is_usage(),
+            _ => matches!(self, Self::Io { .. } | Self::BadInput { .. } | Self::Model { .. }),
+        }
     }
 }

@@ -26,7 +26,9 @@ pub mod table;
 
 pub use error::BenchError;
 pub use model::BenchModel;
-pub use results::{AccuracyResult, LatencyResult, MemoryResult, Metadata, PerplexityResult, Report, Stat};
+pub use results::{
+    AccuracyResult, LatencyResult, MemoryResult, Metadata, PerplexityResult, Report, Stat, TextSource,
+};
 pub use runner::{BenchContext, BenchOutcome, run_benchmarks};
 pub use spec::BenchmarkSpec;
 pub use summary::{KvCacheComparison, PerplexityComparison, Summary, ThroughputComparison};

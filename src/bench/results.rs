@@ -55,6 +55,13 @@ pub(crate) fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
 pub struct PerplexityResult {
     /// Model role or name (`"teacher"`, `"student"`, …).
     pub model: String,
+    /// Text set the tokens came from (`"in_domain"`: the held-out split of the training data).
+    /// Default: `"in_domain"` (reports written before sets existed).
+    #[serde(default = "in_domain")]
+    pub set: String,
+    /// Where the set's tokens came from; `None` where not recorded (e.g. verification's rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TextSource>,
     /// `exp(nll)`.
     pub perplexity: f64,
     /// Mean negative log-likelihood per predicted token, in nats.
@@ -65,6 +72,32 @@ pub struct PerplexityResult {
     pub block_size: usize,
     /// KV-cache storage kind used while evaluating (`"none"` when evaluated without a cache, `"fp16"`, `"q8_0"`, …).
     pub cache_kind: String,
+}
+
+fn in_domain() -> String {
+    crate::bench::spec::IN_DOMAIN.into()
+}
+
+/// Where a perplexity text set came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSource {
+    /// The token (`.npy`) or text file.
+    pub path: String,
+    /// `"held_out"` (the tail of the target's training data) or `"file"` (all of a separate file).
+    pub split: String,
+    /// Tokens in the set (the held-out tail, or the whole file); the models read at most
+    /// `blocks × block_size` of them.
+    pub tokens: u64,
+    /// Debian package the text was prepared from. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debian_package: Option<String>,
+    /// That package's version. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_version: Option<String>,
+    /// Number of text files tokenized. Default: none (not prepared by caramba, or not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
 }
 
 /// Prefill and decode timing of one model at one `(prompt_len, gen_len, batch_size, cache_kind)` point.

@@ -1,5 +1,9 @@
 //! Runs a target's `benchmarks:` list on its models and gathers the results: tables for the
 //! [`Report`], generations and behaviour outcomes for their own JSONL files.
+//!
+//! `perplexity` measures each text set ([`TextSet`]) on every model: `in_domain` is the held-out
+//! tail of the target's data; a set with `data:` is all of its own file, built on first use from
+//! `prepare:` (like a target's data) and labelled with its source.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +13,10 @@ use super::behavior::BehaviorRecord;
 use super::generation::GenerationRecord;
 use super::latency::{LatencyGrid, measure_latency};
 use super::memory::{MemoryGrid, PEAK_METHOD, measure_memory};
-use super::spec::{BenchmarkSpec, PerplexityBench};
+use super::results::TextSource;
+use super::spec::{BenchmarkSpec, PerplexityBench, TextSet};
 use super::{AccuracyResult, BenchError, BenchModel, LatencyResult, MemoryResult, PerplexityResult, Report};
+use crate::data::prepare::{SourceRecord, read_source_record, write_source_record};
 
 /// What the benchmarks of a target need from it.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +26,12 @@ pub struct BenchContext {
     pub held_out: Option<(PathBuf, f64)>,
     /// `perplexity` without `block_size:` uses this. Default (0): 512.
     pub block_size: usize,
+    /// Tokenizer a text set's `prepare:` encodes with when the set names none: `bytes` or a
+    /// `tokenizer.json` path (the target's data tokenizer). Default: `bytes`.
+    pub tokenizer: Option<String>,
+    /// What a set's `tokenizer: teacher` means: the upcycle teacher's `tokenizer.json`. `None`
+    /// outside an upcycle.
+    pub teacher_tokenizer: Option<String>,
 }
 
 /// Everything a list of benchmarks measured.
@@ -44,8 +56,11 @@ pub fn run_benchmarks(
         tracing::info!(benchmark = spec.kind(), "{}", spec.describe());
         match spec {
             BenchmarkSpec::Perplexity(p) => {
-                for m in models {
-                    out.perplexity.push(perplexity(m, p, ctx)?);
+                for set in p.text_sets() {
+                    let text = open_set(&set, ctx)?;
+                    for m in models {
+                        out.perplexity.push(perplexity(m, p, &text, ctx)?);
+                    }
                 }
             }
             BenchmarkSpec::Latency(l) => out
@@ -80,19 +95,96 @@ pub fn run_benchmarks(
     Ok(out)
 }
 
-/// Perplexity of `m` as `p` asks.
+/// A text set made ready: its name, where its tokens are, and what it was prepared from.
+#[derive(Debug, Clone)]
+pub struct OpenSet {
+    pub name: String,
+    /// `None`: the held-out tail of the target's data; else a file read from its start.
+    pub file: Option<PathBuf>,
+    /// `<file>.source.json`, when the file has one.
+    pub record: Option<SourceRecord>,
+}
+
+/// Resolve `set`: build its file from `prepare:` when it is missing (and record its source).
+pub fn open_set(set: &TextSet, ctx: &BenchContext) -> Result<OpenSet, BenchError> {
+    let Some(data) = &set.data else {
+        return Ok(OpenSet {
+            name: set.name.clone(),
+            file: None,
+            record: None,
+        });
+    };
+    let path = PathBuf::from(&data.path);
+    if !path.exists() {
+        let Some(prep) = &data.prepare else {
+            return Err(crate::data::DataError::Missing { path }.into());
+        };
+        let name = match data.tokenizer.as_deref().or(prep.tokenizer.as_deref()) {
+            Some("teacher") => ctx
+                .teacher_tokenizer
+                .clone()
+                .ok_or_else(|| BenchError::BadInput {
+                    path: path.clone(),
+                    line: None,
+                    message: format!(
+                        "set `{}` asks for `tokenizer: teacher`, but this target has no teacher",
+                        set.name
+                    ),
+                    help: "name the tokenizer (`bytes` or a tokenizer.json path), or leave it out".into(),
+                })?,
+            Some(other) => other.to_string(),
+            None => ctx.tokenizer.clone().unwrap_or_else(|| "bytes".into()),
+        };
+        let tokenizer = crate::data::Tokenizer::from_name(&name)?;
+        let summary = crate::data::prepare(prep, &tokenizer, &path)?;
+        write_source_record(prep, &summary)?;
+        tracing::info!(set = %set.name, "prepared {summary}");
+    }
+    Ok(OpenSet {
+        name: set.name.clone(),
+        record: read_source_record(&path),
+        file: Some(path),
+    })
+}
+
+/// Perplexity of `m` on the text set `set`, as `p` asks.
 pub fn perplexity(
     m: &BenchModel,
     p: &PerplexityBench,
+    set: &OpenSet,
     ctx: &BenchContext,
 ) -> Result<PerplexityResult, BenchError> {
     let block_size = p
         .block_size
         .unwrap_or(if ctx.block_size == 0 { 512 } else { ctx.block_size })
         .min(m.max_seq_len);
-    let tokens = match (&p.data, &ctx.held_out) {
-        (Some(path), _) => read_tokens(Path::new(path), m)?,
-        (None, Some((path, val_frac))) => held_out_tokens(path, *val_frac, p.blocks * block_size)?,
+    let (tokens, source) = match (&set.file, &ctx.held_out) {
+        (Some(path), _) => {
+            let tokens = read_tokens(path, m)?;
+            let rec = set.record.as_ref();
+            let source = TextSource {
+                path: path.display().to_string(),
+                split: "file".into(),
+                tokens: tokens.len() as u64,
+                debian_package: rec.and_then(|r| r.debian_package.clone()),
+                package_version: rec.and_then(|r| r.package_version.clone()),
+                files: rec.map(|r| r.files),
+            };
+            (tokens, source)
+        }
+        (None, Some((path, val_frac))) => {
+            let (tokens, held_out) = held_out_split(path, *val_frac, p.blocks * block_size)?;
+            let rec = read_source_record(path);
+            let source = TextSource {
+                path: path.display().to_string(),
+                split: "held_out".into(),
+                tokens: held_out as u64,
+                debian_package: rec.as_ref().and_then(|r| r.debian_package.clone()),
+                package_version: rec.as_ref().and_then(|r| r.package_version.clone()),
+                files: None,
+            };
+            (tokens, source)
+        }
         (None, None) => {
             return Err(BenchError::Model {
                 model: m.name.clone(),
@@ -112,6 +204,8 @@ pub fn perplexity(
     .map_err(|e| BenchError::compute(&m.name, e))?;
     Ok(PerplexityResult {
         model: m.name.clone(),
+        set: set.name.clone(),
+        source: Some(source),
         perplexity: r.perplexity,
         nll: r.nll,
         tokens: r.tokens as u64,
@@ -144,6 +238,11 @@ pub fn read_tokens(path: &Path, m: &BenchModel) -> Result<Vec<u32>, BenchError> 
 /// The first `max` tokens of the held-out tail (`val_frac`) of a token file; the file's last
 /// `max` tokens when it holds nothing back.
 pub fn held_out_tokens(path: &Path, val_frac: f64, max: usize) -> Result<Vec<u32>, BenchError> {
+    held_out_split(path, val_frac, max).map(|(tokens, _)| tokens)
+}
+
+/// [`held_out_tokens`] and the number of tokens in the held-out tail.
+fn held_out_split(path: &Path, val_frac: f64, max: usize) -> Result<(Vec<u32>, usize), BenchError> {
     let bad = |e: crate::data::DataError| BenchError::BadInput {
         path: path.to_path_buf(),
         line: None,
@@ -158,7 +257,8 @@ pub fn held_out_tokens(path: &Path, val_frac: f64, max: usize) -> Result<Vec<u32
     } else {
         n.saturating_sub(max)
     };
-    file.get(start..n.min(start + max)).map_err(bad)
+    let tokens = file.get(start..n.min(start + max)).map_err(bad)?;
+    Ok((tokens, n - start))
 }
 
 impl BenchOutcome {

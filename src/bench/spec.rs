@@ -4,6 +4,16 @@
 //! ```yaml
 //! benchmarks:
 //!   - {kind: perplexity, blocks: 8, block_size: 512}
+//!   - kind: perplexity            # in-domain and out-of-domain held-out text, side by side
+//!     blocks: 32
+//!     block_size: 512
+//!     sets:
+//!       - {name: in_domain}       # no `data:`: the held-out tail of the target's data
+//!       - name: out_of_domain
+//!         data:
+//!           path: data/debian_devref.smollm2.npy
+//!           tokenizer: teacher
+//!           prepare: {debian_package: developers-reference, input: ["usr/share/developers-reference/_sources/*.rst.txt"]}
 //!   - {kind: latency, prompt_lens: [128, 512], gen_lens: [32], batch_sizes: [1], cache_kinds: [fp16, q8_0]}
 //!   - {kind: memory, seq_lens: [512, 1024, 2048, 4096], cache_kinds: [fp16, q8_0, q4_0]}
 //!   - {kind: accuracy, tasks: [benches/tasks/python_basics.jsonl]}
@@ -15,6 +25,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cache::CacheKind;
+use crate::data::PrepareSpec;
+
+/// Name of the default text set: the held-out tail of the target's data.
+pub const IN_DOMAIN: &str = "in_domain";
 
 /// One benchmark of a target, tagged by `kind:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,14 +42,18 @@ pub enum BenchmarkSpec {
     Behavior(BehaviorBench),
 }
 
-/// `kind: perplexity`: mean NLL over non-overlapping windows of held-out tokens.
+/// `kind: perplexity`: mean NLL over non-overlapping windows of held-out tokens, per text set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerplexityBench {
-    /// A text (.txt, tokenized with the model's tokenizer) or token (.npy) file. Default: the
-    /// held-out tail of the target's data.
+    /// A text (.txt, tokenized with the model's tokenizer) or token (.npy) file: one set named
+    /// after the path. Not together with `sets:`. Default: the held-out tail of the target's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// Named texts, each measured on every model with the same `blocks` and `block_size`.
+    /// Default: one set, `in_domain` (or `data:` when given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<TextSet>,
     /// Most windows evaluated. Default: 8.
     #[serde(default = "default_blocks")]
     pub blocks: usize,
@@ -45,6 +63,56 @@ pub struct PerplexityBench {
     /// Push every window through a KV cache stored as this kind. Default: none (full forward).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_kind: Option<CacheKind>,
+}
+
+/// One named text of a `perplexity` benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSet {
+    /// Name in the results (`in_domain`, `out_of_domain`, …); unique within the benchmark.
+    pub name: String,
+    /// Where the text is. Default: the held-out tail (`val_frac`) of the target's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<TextSetData>,
+}
+
+/// The file of a [`TextSet`]: read from its start (all of it is held out: nothing trains on it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSetData {
+    /// A token file (.npy), or a text file tokenized with the model's tokenizer.
+    pub path: String,
+    /// Tokenizer `prepare:` encodes with: `teacher` (an upcycle's teacher), `bytes`, or a
+    /// `tokenizer.json` path. Default: the tokenizer of the target's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// How to build `path` (a .npy) when it does not exist, as in a target's `data:` block; the
+    /// source (package, version, files, tokens) is kept beside it in `<path>.source.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<PrepareSpec>,
+}
+
+impl PerplexityBench {
+    /// The sets to measure, defaults applied: `sets:`, else one set of `data:`, else `in_domain`.
+    pub fn text_sets(&self) -> Vec<TextSet> {
+        if !self.sets.is_empty() {
+            return self.sets.clone();
+        }
+        match &self.data {
+            Some(path) => vec![TextSet {
+                name: path.clone(),
+                data: Some(TextSetData {
+                    path: path.clone(),
+                    tokenizer: None,
+                    prepare: None,
+                }),
+            }],
+            None => vec![TextSet {
+                name: IN_DOMAIN.into(),
+                data: None,
+            }],
+        }
+    }
 }
 
 /// `kind: latency`: prefill, time to first token and decode throughput over a grid.
@@ -157,7 +225,8 @@ fn default_max_new_tokens() -> usize {
 /// A value problem of a benchmark: the field (relative to the benchmark), the message and a help line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecProblem {
-    pub field: &'static str,
+    /// Relative path of the field (`blocks`, `sets[1].data.path`).
+    pub field: String,
     pub message: String,
     pub help: String,
 }
@@ -184,7 +253,7 @@ impl BenchmarkSpec {
                 "perplexity  {} blocks × {} tokens of {}{}",
                 p.blocks,
                 p.block_size.map_or("data.block_size".into(), |b| b.to_string()),
-                p.data.as_deref().unwrap_or("the held-out data"),
+                describe_sets(p),
                 p.cache_kind
                     .map(|k| format!(", through a {k} cache"))
                     .unwrap_or_default()
@@ -221,13 +290,13 @@ impl BenchmarkSpec {
         let mut positive = |field: &'static str, xs: &[usize]| {
             if xs.is_empty() {
                 out.push(SpecProblem {
-                    field,
+                    field: field.into(),
                     message: "the list is empty".into(),
                     help: format!("give at least one value, or leave `{field}` out for its default"),
                 });
             } else if xs.contains(&0) {
                 out.push(SpecProblem {
-                    field,
+                    field: field.into(),
                     message: "every value must be at least 1".into(),
                     help: "remove the 0".into(),
                 });
@@ -238,11 +307,12 @@ impl BenchmarkSpec {
                 positive("blocks", &[p.blocks]);
                 if p.block_size.is_some_and(|b| b < 2) {
                     out.push(SpecProblem {
-                        field: "block_size",
+                        field: "block_size".into(),
                         message: "a window needs at least 2 tokens".into(),
                         help: "use 2 or more".into(),
                     });
                 }
+                out.extend(set_problems(p));
             }
             Self::Latency(l) => {
                 positive("prompt_lens", &l.prompt_lens);
@@ -263,14 +333,14 @@ impl BenchmarkSpec {
             Self::Accuracy(a) => {
                 if a.tasks.is_empty() {
                     out.push(SpecProblem {
-                        field: "tasks",
+                        field: "tasks".into(),
                         message: "no task files".into(),
                         help: "e.g. `tasks: [benches/tasks/python_basics.jsonl]`".into(),
                     });
                 }
                 if a.limit == Some(0) {
                     out.push(SpecProblem {
-                        field: "limit",
+                        field: "limit".into(),
                         message: "must be at least 1".into(),
                         help: "leave it out to score every question".into(),
                     });
@@ -280,7 +350,7 @@ impl BenchmarkSpec {
                 positive("max_new_tokens", &[g.max_new_tokens]);
                 if g.prompts.trim().is_empty() {
                     out.push(SpecProblem {
-                        field: "prompts",
+                        field: "prompts".into(),
                         message: "the prompts path is empty".into(),
                         help: "a text file with one prompt per line, or JSONL".into(),
                     });
@@ -289,7 +359,7 @@ impl BenchmarkSpec {
             Self::Behavior(b) => {
                 if b.suite.trim().is_empty() {
                     out.push(SpecProblem {
-                        field: "suite",
+                        field: "suite".into(),
                         message: "the suite path is empty".into(),
                         help: "a YAML file with `cases: [...]`".into(),
                     });
@@ -300,9 +370,95 @@ impl BenchmarkSpec {
     }
 }
 
+/// `the held-out data`, a path, or `sets in_domain, out_of_domain (data/x.npy)`.
+fn describe_sets(p: &PerplexityBench) -> String {
+    if p.sets.is_empty() {
+        return p.data.clone().unwrap_or_else(|| "the held-out data".into());
+    }
+    let names: Vec<String> = p
+        .sets
+        .iter()
+        .map(|s| match &s.data {
+            Some(d) => format!("{} ({})", s.name, d.path),
+            None => format!("{} (held-out data)", s.name),
+        })
+        .collect();
+    format!("sets {}", names.join(", "))
+}
+
+/// Problems of `sets:`: names present and unique, paths present, `prepare:` writing a .npy.
+fn set_problems(p: &PerplexityBench) -> Vec<SpecProblem> {
+    let mut out = Vec::new();
+    let mut problem = |field: String, message: String, help: &str| {
+        out.push(SpecProblem {
+            field,
+            message,
+            help: help.into(),
+        })
+    };
+    if p.data.is_some() && !p.sets.is_empty() {
+        problem(
+            "data".into(),
+            "`data:` and `sets:` cannot be given together".into(),
+            "move the file into `sets:` as `{name: …, data: {path: …}}`",
+        );
+    }
+    for (i, set) in p.sets.iter().enumerate() {
+        let at = |rest: &str| format!("sets[{i}].{rest}");
+        if set.name.trim().is_empty() {
+            problem(
+                at("name"),
+                "the set name is empty".into(),
+                "e.g. `name: out_of_domain`",
+            );
+        } else if let Some(j) = p.sets[..i].iter().position(|s| s.name == set.name) {
+            problem(
+                at("name"),
+                format!("set name `{}` is used twice (also by sets[{j}])", set.name),
+                "set names label the results; make them unique",
+            );
+        }
+        let Some(data) = &set.data else { continue };
+        if data.path.trim().is_empty() {
+            problem(
+                at("data.path"),
+                "the data path is empty".into(),
+                "a .npy token file, or a text file",
+            );
+        }
+        if data.tokenizer.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            problem(
+                at("data.tokenizer"),
+                "the tokenizer is empty".into(),
+                "`teacher`, `bytes`, or a tokenizer.json path; leave it out for the target's",
+            );
+        }
+        if let Some(prep) = &data.prepare {
+            if !data.path.ends_with(".npy") {
+                problem(
+                    at("data.path"),
+                    format!(
+                        "`prepare:` writes a .npy token file, but the path is `{}`",
+                        data.path
+                    ),
+                    "name the token file `….npy`",
+                );
+            }
+            if prep.input.is_empty() {
+                problem(
+                    at("data.prepare.input"),
+                    "`prepare` needs at least one input glob".into(),
+                    "e.g. `input: [\"usr/share/doc/foo/*.txt\"]`",
+                );
+            }
+        }
+    }
+    out
+}
+
 fn empty_kinds() -> SpecProblem {
     SpecProblem {
-        field: "cache_kinds",
+        field: "cache_kinds".into(),
         message: "the list is empty".into(),
         help: "one or more of fp32, fp16, bf16, q8_0, q4_0, nf4".into(),
     }

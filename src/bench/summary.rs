@@ -3,8 +3,11 @@
 //! Which models: `"teacher"` (baseline) and `"student"` (candidate) when both names occur (ASCII case
 //! ignored); otherwise the first two models in order of appearance ([`Report::models`]).
 //! Every comparison uses only configurations measured for both models ("matched"):
-//! - perplexity: the first baseline result whose `(block_size, cache_kind)` the candidate also has;
+//! - perplexity: the first baseline result whose `(set, block_size, cache_kind)` the candidate also has;
 //!   `ratio = candidate / baseline` (lower is better, 1 = no loss);
+//! - perplexity per text set (`in_domain`, `out_of_domain`, …, in order of first appearance): at the
+//!   first baseline `(block_size, cache_kind)` matched in every set, else each set's first match; each
+//!   row also carries the KV bytes-per-token ratio (candidate / baseline) of the KV comparison below;
 //! - throughput: the smallest matched batch size, the cache kind of the baseline's first result at that batch,
 //!   then per model the median of `decode_tokens_per_sec.median` over the matched `(prompt_len, gen_len)`
 //!   points; `speedup = candidate / baseline`;
@@ -16,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::results::{LatencyResult, Report, median_of_sorted};
+use crate::bench::results::{LatencyResult, PerplexityResult, Report, median_of_sorted};
 
 /// Baseline-versus-candidate comparison of a [`Report`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +31,9 @@ pub struct Summary {
     pub candidate: Option<String>,
     /// Perplexity of both at one matched configuration.
     pub perplexity: Option<PerplexityComparison>,
+    /// Perplexity of both on each text set, side by side (see the module header). Default: empty.
+    #[serde(default)]
+    pub perplexity_sets: Vec<PerplexityComparison>,
     /// Decode throughput of both over matched configurations.
     pub throughput: Option<ThroughputComparison>,
     /// KV-cache bytes per token of both over matched configurations.
@@ -38,6 +44,9 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerplexityComparison {
+    /// Text set (`in_domain`: the held-out split of the training data). Default: `in_domain`.
+    #[serde(default = "in_domain")]
+    pub set: String,
     /// Context window (tokens) both were evaluated at.
     pub block_size: usize,
     /// KV-cache storage kind both were evaluated with.
@@ -48,6 +57,14 @@ pub struct PerplexityComparison {
     pub candidate: f64,
     /// `candidate / baseline`; below 1 means the candidate is better.
     pub ratio: f64,
+    /// KV-cache bytes per token, candidate / baseline (`1 / kv_cache.reduction`); `None` without
+    /// a KV comparison. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes_ratio: Option<f64>,
+}
+
+fn in_domain() -> String {
+    crate::bench::spec::IN_DOMAIN.into()
 }
 
 /// Median decode throughput of the two models over matched latency configurations.
@@ -96,10 +113,20 @@ impl Summary {
             ),
             _ => (None, None, None),
         };
+        let kv_ratio = kv_cache.as_ref().map(|k| 1.0 / k.reduction);
+        let perplexity_sets = match (&baseline, &candidate) {
+            (Some(b), Some(c)) => compare_sets(report, b, c, kv_ratio),
+            _ => Vec::new(),
+        };
+        let perplexity = perplexity.map(|p| PerplexityComparison {
+            kv_bytes_ratio: kv_ratio,
+            ..p
+        });
         Summary {
             baseline,
             candidate,
             perplexity,
+            perplexity_sets,
             throughput,
             kv_cache,
         }
@@ -130,18 +157,67 @@ fn compare_perplexity(report: &Report, baseline: &str, candidate: &str) -> Optio
         .perplexity
         .iter()
         .filter(|b| b.model == baseline)
-        .find_map(|b| {
-            let c = report.perplexity.iter().find(|c| {
-                c.model == candidate && c.block_size == b.block_size && c.cache_kind == b.cache_kind
-            })?;
-            positive(b.perplexity, c.perplexity).then(|| PerplexityComparison {
-                block_size: b.block_size,
-                cache_kind: b.cache_kind.clone(),
-                baseline: b.perplexity,
-                candidate: c.perplexity,
-                ratio: c.perplexity / b.perplexity,
+        .find_map(|b| perplexity_pair(report, b, candidate))
+}
+
+/// `b` (a baseline result) with the candidate's result at the same set and configuration.
+fn perplexity_pair(report: &Report, b: &PerplexityResult, candidate: &str) -> Option<PerplexityComparison> {
+    let c = report.perplexity.iter().find(|c| {
+        c.model == candidate && c.set == b.set && c.block_size == b.block_size && c.cache_kind == b.cache_kind
+    })?;
+    positive(b.perplexity, c.perplexity).then(|| PerplexityComparison {
+        set: b.set.clone(),
+        block_size: b.block_size,
+        cache_kind: b.cache_kind.clone(),
+        baseline: b.perplexity,
+        candidate: c.perplexity,
+        ratio: c.perplexity / b.perplexity,
+        kv_bytes_ratio: None,
+    })
+}
+
+fn compare_sets(
+    report: &Report,
+    baseline: &str,
+    candidate: &str,
+    kv_bytes_ratio: Option<f64>,
+) -> Vec<PerplexityComparison> {
+    let mut sets: Vec<&str> = Vec::new();
+    for r in &report.perplexity {
+        if !sets.contains(&r.set.as_str()) {
+            sets.push(&r.set);
+        }
+    }
+    let pairs = |set: &str| -> Vec<PerplexityComparison> {
+        (report.perplexity.iter())
+            .filter(|b| b.model == baseline && b.set == set)
+            .filter_map(|b| perplexity_pair(report, b, candidate))
+            .collect()
+    };
+    let per_set: Vec<Vec<PerplexityComparison>> = sets.iter().map(|s| pairs(s)).collect();
+    // why: the sets are compared side by side, so measure them the same way where possible.
+    let common = per_set.first().and_then(|first| {
+        first
+            .iter()
+            .map(|p| (p.block_size, p.cache_kind.clone()))
+            .find(|key| {
+                per_set
+                    .iter()
+                    .all(|ps| ps.iter().any(|p| (p.block_size, p.cache_kind.clone()) == *key))
             })
+    });
+    per_set
+        .into_iter()
+        .filter_map(|ps| {
+            let chosen = match &common {
+                Some(key) => ps
+                    .into_iter()
+                    .find(|p| (p.block_size, p.cache_kind.clone()) == *key),
+                None => ps.into_iter().next(),
+            };
+            chosen.map(|p| PerplexityComparison { kv_bytes_ratio, ..p })
         })
+        .collect()
 }
 
 fn compare_throughput(report: &Report, baseline: &str, candidate: &str) -> Option<ThroughputComparison> {

@@ -65,6 +65,7 @@ pub fn report_tables(
             .map(|r| {
                 vec![
                     r.model.clone(),
+                    r.set.clone(),
                     r.cache_kind.clone(),
                     r.block_size.to_string(),
                     r.tokens.to_string(),
@@ -73,7 +74,36 @@ pub fn report_tables(
                 ]
             })
             .collect();
-        out += &render(&["model", "cache", "block", "tokens", "nll", "perplexity"], &rows);
+        out += &render(
+            &["model", "set", "cache", "block", "tokens", "nll", "perplexity"],
+            &rows,
+        );
+        let sets = report.summary().perplexity_sets;
+        if sets.len() > 1 {
+            let rows: Vec<Vec<String>> = sets
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.set.clone(),
+                        format!("{:.3}", p.baseline),
+                        format!("{:.3}", p.candidate),
+                        format!("{:.3}", p.ratio),
+                        p.kv_bytes_ratio.map_or("-".into(), |k| format!("{k:.3}")),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            out += &render(
+                &[
+                    "set",
+                    "baseline ppl",
+                    "candidate ppl",
+                    "ppl ratio",
+                    "KV bytes ratio",
+                ],
+                &rows,
+            );
+        }
         out.push('\n');
     }
     if !report.latency.is_empty() {

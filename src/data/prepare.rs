@@ -4,7 +4,8 @@
 //! Inputs are glob patterns (sorted, deduplicated). With `debian_package`, the package is fetched
 //! with `apt-get download` into the cache (`$CARAMBA_CACHE`, else `~/.cache/caramba`), unpacked
 //! with `dpkg-deb -x`, and relative patterns are matched inside the unpacked tree. Documents are
-//! separated by the tokenizer's end-of-text id when it has one.
+//! separated by the tokenizer's end-of-text id when it has one. [`write_source_record`] keeps
+//! what a file was made from (package, version, files, tokens) in `<file>.source.json`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -27,6 +28,8 @@ pub struct PrepareSummary {
     pub bytes: u64,
     pub tokens: usize,
     pub dtype: TokenDtype,
+    /// `(package, version)` of the Debian package the text came from, when there was one.
+    pub package: Option<(String, String)>,
 }
 
 impl fmt::Display for PrepareSummary {
@@ -93,6 +96,12 @@ pub fn prepare(
         Some(pkg) => Some(unpack_debian_package(pkg)?),
         None => None,
     };
+    let package = spec.debian_package.as_ref().map(|pkg| {
+        (
+            pkg.clone(),
+            debian_package_version(pkg).unwrap_or_else(|| "unknown".into()),
+        )
+    });
     let files = expand_inputs(&spec.input, root.as_deref())?;
     let eos = if spec.separate_documents {
         tokenizer.eos_id()
@@ -115,6 +124,7 @@ pub fn prepare(
             bytes,
             tokens,
             dtype,
+            package,
         })
     });
     if result.is_err() {
@@ -248,6 +258,65 @@ pub fn unpack_debian_package(package: &str) -> Result<PathBuf, DataError> {
     Ok(root)
 }
 
+/// The version of a package [`unpack_debian_package`] unpacked, from its `.deb` name
+/// (`name_version_arch.deb`; apt writes an epoch's `:` as `%3a`); `None` before it is unpacked.
+pub fn debian_package_version(package: &str) -> Option<String> {
+    let marker = cache_dir().join("debian").join(package).join("UNPACKED");
+    let deb = fs::read_to_string(marker).ok()?;
+    version_of_deb(Path::new(deb.trim()))
+}
+
+fn version_of_deb(deb: &Path) -> Option<String> {
+    let name = deb.file_name()?.to_str()?.strip_suffix(".deb")?;
+    let mut parts = name.split('_');
+    let (_pkg, version) = (parts.next()?, parts.next()?);
+    Some(version.replace("%3a", ":").replace("%3A", ":"))
+}
+
+/// What a prepared token file was made from; stored as `<file>.source.json` beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceRecord {
+    /// Debian package the text came from, when there was one.
+    pub debian_package: Option<String>,
+    /// Its version (`unknown` when the cache lost it).
+    pub package_version: Option<String>,
+    /// The `input:` globs.
+    pub input: Vec<String>,
+    /// Text files tokenized.
+    pub files: usize,
+    /// Bytes of text read.
+    pub bytes: u64,
+    /// Tokens written.
+    pub tokens: usize,
+}
+
+/// `<file>.source.json` of a token file.
+pub fn source_record_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".source.json");
+    PathBuf::from(name)
+}
+
+/// Write `<output>.source.json` for a file [`prepare`] just wrote from `spec`.
+pub fn write_source_record(spec: &PrepareSpec, summary: &PrepareSummary) -> Result<(), DataError> {
+    let record = SourceRecord {
+        debian_package: summary.package.as_ref().map(|p| p.0.clone()),
+        package_version: summary.package.as_ref().map(|p| p.1.clone()),
+        input: spec.input.clone(),
+        files: summary.files,
+        bytes: summary.bytes,
+        tokens: summary.tokens,
+    };
+    let path = source_record_path(&summary.output);
+    crate::record::write_json(&path, &record).map_err(|e| DataError::io(&path, e.into_io()))
+}
+
+/// The record beside a token file, when there is a readable one.
+pub fn read_source_record(file: &Path) -> Option<SourceRecord> {
+    let text = fs::read_to_string(source_record_path(file)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>, DataError> {
     let prefix = format!("{package}_");
     let entries = fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
@@ -289,6 +358,17 @@ mod tests {
     fn unmatched_pattern_is_named() {
         let err = expand_inputs(&["/nonexistent-dir/*.txt".into()], None).expect_err("no match");
         assert!(err.to_string().contains("/nonexistent-dir/*.txt"), "{err}");
+    }
+
+    #[test]
+    fn versions_come_from_the_deb_name() {
+        let v = |name: &str| version_of_deb(Path::new(name));
+        assert_eq!(
+            v("/c/developers-reference_12.18_all.deb").as_deref(),
+            Some("12.18")
+        );
+        assert_eq!(v("diffutils-doc_1%3a3.8-4_all.deb").as_deref(), Some("1:3.8-4"));
+        assert_eq!(v("not-a-deb.txt"), None);
     }
 
     #[test]

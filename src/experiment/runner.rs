@@ -122,6 +122,8 @@ fn benchmark_runs(
             target.data.val_frac.unwrap_or(0.1),
         )),
         block_size: target.data.block_size,
+        tokenizer: Some(target.data.tokenizer.clone().unwrap_or_else(|| "bytes".into())),
+        teacher_tokenizer: None,
     };
     let bench_err = |e: crate::bench::BenchError| {
         if e.is_usage() {

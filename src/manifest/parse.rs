@@ -56,6 +56,17 @@ pub fn typed<T: DeserializeOwned>(source: &Source, value: Value, prefix: &str) -
             },
             _ => rel,
         };
+        let rel = match (lookup(&copy, &rel), unknown_field(&raw)) {
+            (Some(v @ Value::Object(map)), Some(field))
+                if !map.contains_key(field) && rel.rsplit(['.', ']']).next() != Some(field) =>
+            {
+                match holder_of(v, field) {
+                    Some(sub) => join_path(&rel, &sub),
+                    None => rel,
+                }
+            }
+            _ => rel,
+        };
         let outer = if rel.is_empty() {
             prefix.to_string()
         } else {
@@ -97,6 +108,43 @@ fn offending_field<'a>(map: &'a serde_json::Map<String, Value>, message: &str) -
         .map(|(k, _)| k.as_str());
     let first = hits.next()?;
     hits.next().is_none().then_some(first)
+}
+
+/// `x` of an `unknown field `x`, …` message without node-relative path prefixes.
+fn unknown_field(raw: &str) -> Option<&str> {
+    // why: a message with node-relative prefixes is already located by `problem_from_serde`.
+    if raw.contains(PATH_SEP) {
+        return None;
+    }
+    let rest = raw.strip_prefix("unknown field `")?;
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The path (relative to `v`) of the one mapping below `v` that has the key `field`. why: serde
+/// buffers internally tagged enums (`benchmarks: [{kind: perplexity, sets: […]}]`), so an unknown
+/// field deeper inside one is reported at the enum's own mapping.
+fn holder_of(v: &Value, field: &str) -> Option<String> {
+    fn walk(v: &Value, field: &str, at: String, hits: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if map.contains_key(field) {
+                    hits.push(at.clone());
+                }
+                for (k, child) in map {
+                    walk(child, field, join_path(&at, k), hits);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, field, format!("{at}[{i}]"), hits);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut hits = Vec::new();
+    walk(v, field, String::new(), &mut hits);
+    (hits.len() == 1).then(|| hits.remove(0))
 }
 
 /// How serde describes `v` in an error (`integer `-1``, `string "x"`, `map`, …).

@@ -279,7 +279,7 @@ impl Validator<'_> {
         for (i, b) in t.benchmarks.iter().enumerate() {
             let bpath = join_index(&join_key(path, "benchmarks"), i);
             for p in b.problems() {
-                self.err_help(&join_key(&bpath, p.field), p.message, p.help);
+                self.err_help(&join_key(&bpath, &p.field), p.message, p.help);
             }
         }
     }

@@ -16,6 +16,8 @@ pub fn perplexity_rows(v: &Verification, block_size: usize) -> Vec<PerplexityRes
     .into_iter()
     .map(|(model, perplexity, nll)| PerplexityResult {
         model: model.into(),
+        set: crate::bench::spec::IN_DOMAIN.into(),
+        source: None,
         perplexity,
         nll,
         tokens: v.tokens as u64,

@@ -511,6 +511,8 @@ fn bench_report(
             target.data.val_frac.unwrap_or(0.1),
         )),
         block_size: target.data.block_size,
+        tokenizer: with_teacher_tokenizer(&target.data, teacher)?.tokenizer,
+        teacher_tokenizer: teacher_tokenizer_path(teacher).ok(),
     };
     let mut outcome = run_benchmarks(&specs, &models, &ctx)?;
     let mut meta = super::artifacts::metadata(
@@ -543,6 +545,13 @@ pub fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<Data
     if data.tokenizer.as_deref().is_some_and(|t| t != "teacher") {
         return Ok(data);
     }
+    data.tokenizer = Some(teacher_tokenizer_path(teacher)?);
+    Ok(data)
+}
+
+/// The teacher's tokenizer as a `tokenizer.json` in the cache (written on first use), for
+/// `prepare`: the path as a tokenizer name.
+pub fn teacher_tokenizer_path(teacher: &Teacher) -> Result<String, UpcycleError> {
     let tok = teacher.loaded.tokenizer.as_ref().ok_or_else(|| {
         UpcycleError::Spec("the teacher has no tokenizer; name one in `data.tokenizer`".into())
     })?;
@@ -567,8 +576,7 @@ pub fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<Data
             detail: e.to_string(),
         })?;
     }
-    data.tokenizer = Some(path.display().to_string());
-    Ok(data)
+    Ok(path.display().to_string())
 }
 
 /// `model_spec.json` + `model.safetensors` (buffers included): a model source for `generate`.

@@ -13,6 +13,7 @@ const MIB: f64 = (1u64 << 20) as f64;
 #[derive(Serialize)]
 struct PerplexityRow<'a> {
     model: &'a str,
+    set: &'a str,
     cache_kind: &'a str,
     block_size: usize,
     tokens: u64,
@@ -66,8 +67,15 @@ struct AccuracyRow<'a> {
 }
 
 /// Column names of each CSV, in file order (written even when a table has no rows).
-pub(crate) const PERPLEXITY_COLUMNS: &[&str] =
-    &["model", "cache_kind", "block_size", "tokens", "nll", "perplexity"];
+pub(crate) const PERPLEXITY_COLUMNS: &[&str] = &[
+    "model",
+    "set",
+    "cache_kind",
+    "block_size",
+    "tokens",
+    "nll",
+    "perplexity",
+];
 pub(crate) const LATENCY_COLUMNS: &[&str] = &[
     "model",
     "cache_kind",
@@ -125,6 +133,7 @@ fn to_csv<R: Serialize>(
 pub(crate) fn csv_files(report: &Report) -> Result<Vec<(&'static str, Vec<u8>)>, ArtifactError> {
     let perplexity = report.perplexity.iter().map(|r| PerplexityRow {
         model: &r.model,
+        set: &r.set,
         cache_kind: &r.cache_kind,
         block_size: r.block_size,
         tokens: r.tokens,
@@ -206,6 +215,7 @@ mod tests {
     fn column_lists_match_the_row_types() {
         let p = PerplexityRow {
             model: "m",
+            set: "in_domain",
             cache_kind: "c",
             block_size: 1,
             tokens: 2,

@@ -126,11 +126,25 @@ pub(crate) fn report_html(report: &Report, info: &ArtifactInfo, figures: &[Embed
             format!("{}&times; reduction", format::ratio(k.reduction)),
         ]
     });
-    let rows = vec![
-        vec!["Perplexity &darr;".to_owned(), pb, pc, pr],
+    let by_set = s.perplexity_sets.len() > 1;
+    let mut rows = if by_set {
+        (s.perplexity_sets.iter())
+            .map(|p| {
+                vec![
+                    format!("Perplexity, {} &darr;", e(&p.set)),
+                    format::perplexity(p.baseline),
+                    format::perplexity(p.candidate),
+                    format!("{}&times;", format::ratio(p.ratio)),
+                ]
+            })
+            .collect()
+    } else {
+        vec![vec!["Perplexity &darr;".to_owned(), pb, pc, pr]]
+    };
+    rows.extend([
         vec!["Throughput (tok/s) &uarr;".to_owned(), tb, tc, tr],
         vec!["KV cache (bytes/token) &darr;".to_owned(), kb, kc, kr],
-    ];
+    ]);
     table(
         &mut out,
         "summary",
@@ -138,7 +152,13 @@ pub(crate) fn report_html(report: &Report, info: &ArtifactInfo, figures: &[Embed
         &rows,
     );
     let mut notes = Vec::new();
-    if let Some(p) = &s.perplexity {
+    if let Some(p) = s.perplexity_sets.first().filter(|_| by_set) {
+        notes.push(format!(
+            "perplexity on each held-out text set at block size {} with cache {}",
+            p.block_size,
+            e(&p.cache_kind)
+        ));
+    } else if let Some(p) = &s.perplexity {
         notes.push(format!(
             "perplexity at block size {} with cache {}",
             p.block_size,
@@ -171,7 +191,7 @@ pub(crate) fn report_html(report: &Report, info: &ArtifactInfo, figures: &[Embed
     let rows: Vec<Vec<String>> = (report.perplexity.iter())
         .map(|r| {
             let cells = [r.block_size.to_string(), r.tokens.to_string()];
-            let mut row = vec![e(&r.model), e(&r.cache_kind)];
+            let mut row = vec![e(&r.model), e(&r.set), e(&r.cache_kind)];
             row.extend(cells);
             row.extend([format!("{:.4}", r.nll), format::perplexity(r.perplexity)]);
             row
@@ -182,6 +202,7 @@ pub(crate) fn report_html(report: &Report, info: &ArtifactInfo, figures: &[Embed
         "perplexity",
         &[
             "model",
+            "set",
             "cache",
             "block size",
             "tokens",

@@ -56,7 +56,14 @@ pub fn latex_tables(report: &Report) -> String {
     let baseline = column_title(summary.baseline.as_deref(), "Baseline");
     let candidate = column_title(summary.candidate.as_deref(), "Candidate");
     let mut notes = Vec::new();
-    if let Some(p) = &summary.perplexity {
+    let by_set = summary.perplexity_sets.len() > 1;
+    if let Some(p) = summary.perplexity_sets.first().filter(|_| by_set) {
+        notes.push(format!(
+            "perplexity on each held-out text set at block size {} (cache {}), change = candidate/baseline",
+            p.block_size,
+            escape_latex(&p.cache_kind)
+        ));
+    } else if let Some(p) = &summary.perplexity {
         notes.push(format!(
             "perplexity at block size {} (cache {}), change = candidate/baseline",
             p.block_size,
@@ -96,17 +103,25 @@ pub fn latex_tables(report: &Report) -> String {
         r"\textbf{{Metric}} & \textbf{{{baseline}}} & \textbf{{{candidate}}} & \textbf{{Change}} \\"
     );
     out.push_str("\\midrule\n");
-    row(
-        &mut out,
-        r"Perplexity $\downarrow$",
-        summary.perplexity.as_ref().map(|p| {
-            (
-                format::perplexity(p.baseline),
-                format::perplexity(p.candidate),
-                p.ratio,
-            )
-        }),
-    );
+    let ppl = |p: &crate::bench::PerplexityComparison| {
+        (
+            format::perplexity(p.baseline),
+            format::perplexity(p.candidate),
+            p.ratio,
+        )
+    };
+    if by_set {
+        for p in &summary.perplexity_sets {
+            let metric = format!(r"Perplexity, {} $\downarrow$", escape_latex(&p.set));
+            row(&mut out, &metric, Some(ppl(p)));
+        }
+    } else {
+        row(
+            &mut out,
+            r"Perplexity $\downarrow$",
+            summary.perplexity.as_ref().map(ppl),
+        );
+    }
     row(
         &mut out,
         r"Throughput (tok/s) $\uparrow$",
