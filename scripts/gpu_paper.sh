@@ -29,7 +29,7 @@ case "${1:-}" in
     [ -z "$GGUF_SHA256" ] || [ "$got" = "$GGUF_SHA256" ] || { echo "model checksum mismatch: $got"; exit 1; }
     # Prepared token files (the training text and the out-of-domain held-out text) go where the
     # manifest's `data:` paths expect them.
-    for f in "$STAGE"/*.npy; do [ -e "$f" ] && cp "$f" data/; done
+    for f in "$STAGE"/*.npy "$STAGE"/*.npy.source.json; do [ -e "$f" ] && cp "$f" data/; done
     chmod +x "$STAGE"/caramba
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     echo "model sha256 $got"
