@@ -76,7 +76,14 @@ fn device_name(device: &Device) -> &'static str {
 }
 
 /// Why the kernel does not take these operands (the switch and the device aside), or `None`.
-fn unsupported(q: &Tensor, k: &Tensor, v: &Tensor, g: usize, t: usize, causal: bool) -> Result<Option<String>> {
+fn unsupported(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: usize,
+    t: usize,
+    causal: bool,
+) -> Result<Option<String>> {
     let (b, nkv, rows, dq) = q.dims4()?;
     let (kb, knkv, kk, kdq) = k.dims4()?;
     let (vb, vnkv, vkk, dv) = v.dims4()?;
@@ -98,8 +105,12 @@ fn unsupported(q: &Tensor, k: &Tensor, v: &Tensor, g: usize, t: usize, causal: b
         format!("{kk} key columns for {t} queries")
     } else if b * nkv > 65_535 || g > 65_535 || t.div_ceil(64) > i32::MAX as usize {
         format!("grid of {b}·{nkv} heads × {g} × {t}")
-    } else if rows.checked_mul(b * nkv * dq.max(dv)).is_none_or(|n| n > i32::MAX as usize)
-        || (b * nkv * kk).checked_mul(dq.max(dv)).is_none_or(|n| n > i32::MAX as usize)
+    } else if rows
+        .checked_mul(b * nkv * dq.max(dv))
+        .is_none_or(|n| n > i32::MAX as usize)
+        || (b * nkv * kk)
+            .checked_mul(dq.max(dv))
+            .is_none_or(|n| n > i32::MAX as usize)
     {
         "over 2³¹ elements".into()
     } else {
@@ -180,7 +191,11 @@ mod imp {
     /// `t` contiguous and 16-byte aligned (the tensor-core kernels move 16-byte chunks).
     fn operand(t: &Tensor) -> Result<Tensor> {
         let t = t.contiguous()?;
-        if address(&t, 0)? % 16 == 0 { Ok(t) } else { t.copy() }
+        if address(&t, 0)? % 16 == 0 {
+            Ok(t)
+        } else {
+            t.copy()
+        }
     }
 
     /// An uninitialized contiguous tensor (every element is written by a kernel).
@@ -196,7 +211,12 @@ mod imp {
                 other => candle_core::bail!("fused attention: no {other:?} outputs"),
             }
         };
-        Ok(Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false))
+        Ok(Tensor::from_storage(
+            Storage::Cuda(storage),
+            shape,
+            BackpropOp::none(),
+            false,
+        ))
     }
 
     fn suffix(dtype: DType) -> &'static str {
@@ -212,11 +232,20 @@ mod imp {
         if dq > 64 || dv > 64 { (32, 64) } else { (64, 128) }
     }
 
-    fn launch_err(name: &str) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error + '_ {
+    fn launch_err(
+        name: &str,
+    ) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error + '_ {
         move |e| candle_core::Error::Cuda(format!("{name}: {e}").into())
     }
 
-    pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, g: usize, t: usize, causal: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        g: usize,
+        t: usize,
+        causal: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let dev = cuda_device(q)?;
         let stream = dev.cuda_stream();
         let (q, k, v) = (operand(q)?, operand(k)?, operand(v)?);
@@ -239,7 +268,12 @@ mod imp {
             let (dq_i, dv_i) = (dq as i32, dv as i32);
             let mut a = stream.launch_builder(&f);
             a.arg(&q_ptr).arg(&k_ptr).arg(&v_ptr).arg(&o_ptr).arg(&lse_ptr);
-            a.arg(&t_i).arg(&g_i).arg(&kk_i).arg(&causal_i).arg(&dq_i).arg(&dv_i);
+            a.arg(&t_i)
+                .arg(&g_i)
+                .arg(&kk_i)
+                .arg(&causal_i)
+                .arg(&dq_i)
+                .arg(&dv_i);
             // SAFETY: the arguments match fa_fwd_f32; every pointer is a live contiguous tensor of
             // the shape the module docs give, kept alive until the launch is queued.
             unsafe { a.launch(cfg) }.map_err(launch_err("fa_fwd_f32"))?;
@@ -296,7 +330,12 @@ mod imp {
         // D = rowsum(dO ⊙ O)
         let dsum = empty(&dev, DType::F32, (b, nkv, rows))?;
         let all_rows = b * nkv * rows;
-        let (do_ptr, o_ptr, dsum_ptr, lse_ptr) = (address(&grad, 0)?, address(&o, 0)?, address(&dsum, 0)?, address(&lse, 0)?);
+        let (do_ptr, o_ptr, dsum_ptr, lse_ptr) = (
+            address(&grad, 0)?,
+            address(&o, 0)?,
+            address(&dsum, 0)?,
+            address(&lse, 0)?,
+        );
         {
             let name = format!("fa_bwd_dot_{}", suffix(dtype));
             let f = function(&dev, "flash_attention", FLASH_ATTENTION, &name)?;
@@ -326,8 +365,19 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             let mut a = stream.launch_builder(&f);
-            a.arg(&q_ptr).arg(&k_ptr).arg(&v_ptr).arg(&do_ptr).arg(&lse_ptr).arg(&dsum_ptr).arg(&dq_ptr);
-            a.arg(&t_i).arg(&g_i).arg(&kk_i).arg(&causal_i).arg(&dq_i).arg(&dv_i);
+            a.arg(&q_ptr)
+                .arg(&k_ptr)
+                .arg(&v_ptr)
+                .arg(&do_ptr)
+                .arg(&lse_ptr)
+                .arg(&dsum_ptr)
+                .arg(&dq_ptr);
+            a.arg(&t_i)
+                .arg(&g_i)
+                .arg(&kk_i)
+                .arg(&causal_i)
+                .arg(&dq_i)
+                .arg(&dv_i);
             // SAFETY: the arguments match fa_bwd_dq_f32 (shapes in the module docs).
             unsafe { a.launch(cfg) }.map_err(launch_err("fa_bwd_dq_f32"))?;
 
@@ -338,9 +388,19 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             let mut a = stream.launch_builder(&f);
-            a.arg(&q_ptr).arg(&k_ptr).arg(&v_ptr).arg(&do_ptr).arg(&lse_ptr).arg(&dsum_ptr);
+            a.arg(&q_ptr)
+                .arg(&k_ptr)
+                .arg(&v_ptr)
+                .arg(&do_ptr)
+                .arg(&lse_ptr)
+                .arg(&dsum_ptr);
             a.arg(&dk_ptr).arg(&dv_ptr);
-            a.arg(&t_i).arg(&g_i).arg(&kk_i).arg(&causal_i).arg(&dq_i).arg(&dv_i);
+            a.arg(&t_i)
+                .arg(&g_i)
+                .arg(&kk_i)
+                .arg(&causal_i)
+                .arg(&dq_i)
+                .arg(&dv_i);
             // SAFETY: the arguments match fa_bwd_dkv_f32.
             unsafe { a.launch(cfg) }.map_err(launch_err("fa_bwd_dkv_f32"))?;
         } else {
@@ -353,7 +413,13 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             let mut a = stream.launch_builder(&f);
-            a.arg(&q_ptr).arg(&k_ptr).arg(&v_ptr).arg(&do_ptr).arg(&lse_ptr).arg(&dsum_ptr).arg(&dq_ptr);
+            a.arg(&q_ptr)
+                .arg(&k_ptr)
+                .arg(&v_ptr)
+                .arg(&do_ptr)
+                .arg(&lse_ptr)
+                .arg(&dsum_ptr)
+                .arg(&dq_ptr);
             a.arg(&t_i).arg(&g_i).arg(&kk_i).arg(&causal_i);
             // SAFETY: the arguments match fa_bwd_dq_*; the operands are 16-byte aligned.
             unsafe { a.launch(cfg) }.map_err(launch_err(&name))?;
@@ -367,7 +433,12 @@ mod imp {
                 shared_mem_bytes: 0,
             };
             let mut a = stream.launch_builder(&f);
-            a.arg(&q_ptr).arg(&k_ptr).arg(&v_ptr).arg(&do_ptr).arg(&lse_ptr).arg(&dsum_ptr);
+            a.arg(&q_ptr)
+                .arg(&k_ptr)
+                .arg(&v_ptr)
+                .arg(&do_ptr)
+                .arg(&lse_ptr)
+                .arg(&dsum_ptr);
             a.arg(&dk_ptr).arg(&dv_ptr);
             a.arg(&t_i).arg(&g_i).arg(&kk_i).arg(&causal_i);
             // SAFETY: the arguments match fa_bwd_dkv_*; the operands are 16-byte aligned.
@@ -381,7 +452,14 @@ mod imp {
 mod imp {
     use candle_core::{Result, Tensor};
 
-    pub fn forward(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: usize, _: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: usize,
+        _: usize,
+        _: bool,
+    ) -> Result<(Tensor, Tensor)> {
         candle_core::bail!("the fused training attention needs a build with the `cuda` feature")
     }
 

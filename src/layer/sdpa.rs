@@ -173,7 +173,8 @@ impl super::closed_form::OpWithGrad3 for RecomputingAttention {
             *self
                 .lse
                 .lock()
-                .map_err(|_| candle_core::Error::Msg("attention logsumexp slot poisoned".into()))? = Some(lse);
+                .map_err(|_| candle_core::Error::Msg("attention logsumexp slot poisoned".into()))? =
+                Some(lse);
             return Ok(out);
         }
         self.probs(q, k)?.to_dtype(v.dtype())?.matmul(v)
@@ -190,7 +191,9 @@ impl super::closed_form::OpWithGrad3 for RecomputingAttention {
         // The fused backward exactly where the fused forward ran (the switch may have moved since).
         if let Some(lse) = self.saved_lse()? {
             let causal = self.mask.is_some();
-            return crate::kernels::flash_attention::backward(q, k, v, out, grad, &lse, self.g, self.t, causal);
+            return crate::kernels::flash_attention::backward(
+                q, k, v, out, grad, &lse, self.g, self.t, causal,
+            );
         }
         let p = self.probs(q, k)?;
         let grad = grad.contiguous()?;
