@@ -68,6 +68,16 @@ pub struct TrainSpec {
     pub device: String,
     /// `f32`, `bf16`, `f16`. Default: f32.
     pub dtype: String,
+    /// Training attention through the fused flash-attention kernels on CUDA (bf16/f16/f32, head
+    /// dims 16–128); `false`: the composite candle ops everywhere. Elsewhere it changes nothing.
+    /// `CARAMBA_FUSED_TRAINING=0` turns the kernels off whatever this says. Default: true.
+    #[serde(skip_serializing_if = "is_true")]
+    pub fused: bool,
+}
+
+// why: the default is not serialized, so the fingerprints of runs from before this field stay.
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for TrainSpec {
@@ -92,6 +102,7 @@ impl Default for TrainSpec {
             log_every: 10,
             device: "cpu".into(),
             dtype: "auto".into(),
+            fused: true,
         }
     }
 }
