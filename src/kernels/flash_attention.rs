@@ -478,3 +478,33 @@ mod imp {
         candle_core::bail!("the fused training attention needs a build with the `cuda` feature")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_cuda_the_kernel_declines_and_the_trainer_line_says_why() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 1, 6, 16), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (1, 1, 3, 16), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (1, 1, 3, 16), &dev)?;
+        assert!(forward(&q, &k, &v, 2, 3, true)?.is_none());
+        let line = training_path(&dev, DType::BF16);
+        assert!(line.starts_with("composite candle ops ("), "{line}");
+        Ok(())
+    }
+
+    #[test]
+    fn unsupported_shapes_name_their_reason() -> Result<()> {
+        let dev = Device::Cpu;
+        let t = |d: &[usize]| Tensor::zeros(d, DType::F32, &dev);
+        let (q, k) = (t(&[1, 1, 4, 64])?, t(&[1, 1, 4, 64])?);
+        assert_eq!(unsupported(&q, &k, &t(&[1, 1, 4, 64])?, 1, 4, true)?, None);
+        let why = unsupported(&q, &k, &t(&[1, 1, 4, 48])?, 1, 4, true)?.expect("dv 48");
+        assert!(why.contains("dv 48"), "{why}");
+        let why = unsupported(&q, &t(&[1, 1, 3, 64])?, &t(&[1, 1, 3, 64])?, 1, 4, true)?.expect("kk < t");
+        assert!(why.contains("3 key columns"), "{why}");
+        Ok(())
+    }
+}

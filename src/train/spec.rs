@@ -106,3 +106,24 @@ impl Default for TrainSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_defaults_to_true_and_is_serialized_only_when_off() {
+        let on: TrainSpec = serde_json::from_str("{}").expect("defaults");
+        assert!(on.fused);
+        // why: runs fingerprinted before the field existed keep their fingerprint.
+        assert!(!serde_json::to_string(&on).expect("json").contains("fused"));
+        let off: TrainSpec = serde_json::from_str(r#"{"fused": false}"#).expect("fused: false");
+        assert!(!off.fused);
+        assert!(
+            serde_json::to_string(&off)
+                .expect("json")
+                .contains(r#""fused":false"#)
+        );
+        assert!(serde_json::from_str::<TrainSpec>(r#"{"fused": "yes"}"#).is_err());
+    }
+}
