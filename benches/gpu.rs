@@ -1,11 +1,14 @@
 //! GPU benchmarks (a benchmark, not a test: no assertions on time). Needs `--features cuda` and an
 //! NVIDIA GPU; prints why and exits 0 otherwise.
 //!
-//! `cargo bench --features cuda --bench gpu -- [copy] [kernel] [decode] [long]` (all by default):
+//! `cargo bench --features cuda --bench gpu -- [copy] [kernel] [attention] [decode] [long]` (all by default):
 //! - `copy`: device-to-device copy bandwidth (bytes read + written), the ceiling the rest is read against;
 //! - `kernel`: fused decode attention vs the candle-ops path over 16 layers' caches at 4K/16K/64K
 //!   context, GPU time from CUDA events with the queue kept full (a copy queued first holds the
 //!   GPU while the host enqueues), and the bandwidth it reaches on the bytes the cache holds;
+//! - `attention`: training attention of one layer, forward and forward + backward, fused
+//!   flash-attention kernels vs the composite candle ops, at the SmolLM2-135M shape (bf16, 16 × 512,
+//!   9 query / 3 KV heads, head dim 64, causal) and with DBA's head dims (32/32);
 //! - `decode`: batch-1 greedy decode tokens/s of a Llama-3.2-1B-shaped bf16 model (seeded random
 //!   weights, the real config) after a 128-token prompt, fused kernel on and off, interleaved;
 //! - `long`: the same model and its DBA student (presets/llama32_1b_dba.yml, target paper) decoding
@@ -58,6 +61,9 @@ mod imp {
         table.push(format!("copy bandwidth: {copy_gbs:.0} GB/s (read + write)"));
         if want("kernel") {
             kernels(&dev, copy_gbs, &mut table)?;
+        }
+        if want("attention") {
+            training_attention(&dev, &mut table)?;
         }
         if want("decode") {
             decode_short(&dev, &mut table)?;
@@ -156,6 +162,73 @@ mod imp {
         let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
         end.synchronize()?;
         Ok(Some(start.elapsed_ms(&end)? as f64 / reps as f64))
+    }
+
+    /// One layer's training attention (`layer::sdpa::recomputing_attention`), forward alone and
+    /// forward + backward of Σ out ⊙ up, with the fused kernels on and off.
+    fn training_attention(dev: &Device, table: &mut Vec<String>) -> Res<()> {
+        use candle_core::Var;
+        use caramba::kernels::set_fused_training;
+        use caramba::layer::sdpa::recomputing_attention;
+        let (b, nkv, g, t) = (16usize, 3usize, 3usize, 512usize);
+        let mut hold = Hold::new(dev)?;
+        table.push(format!(
+            "\n{:<22} {:>11} {:>11} {:>8} {:>13} {:>13} {:>8}",
+            "training attention", "fused fwd", "candle fwd", "speedup", "fused f+b", "candle f+b", "speedup"
+        ));
+        for (name, dq, dv) in [("smollm2-135m d64", 64usize, 64usize), ("dba d32/32", 32, 32)] {
+            let randn = |shape: (usize, usize, usize, usize), std: f32| -> Res<Tensor> {
+                Ok(Tensor::randn(0f32, std, shape, dev)?.to_dtype(DType::BF16)?)
+            };
+            let q = Var::from_tensor(&randn((b, nkv, g * t, dq), (1.0 / dq as f32).sqrt())?)?;
+            let k = Var::from_tensor(&randn((b, nkv, t, dq), 1.0)?)?;
+            let v = Var::from_tensor(&randn((b, nkv, t, dv), 1.0)?)?;
+            let up = randn((b, nkv, g * t, dv), 1.0)?;
+            let fwd = || -> Res<Tensor> {
+                Ok(recomputing_attention(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    true,
+                    g,
+                    t,
+                    0,
+                )?)
+            };
+            let mut ms = [[0f64; 2]; 2]; // [fused, candle] × [fwd, fwd+bwd]
+            for (i, fused) in [true, false].into_iter().enumerate() {
+                set_fused_training(fused);
+                ms[i][0] = gpu_ms(dev, &mut hold, 20, || {
+                    fwd()?;
+                    Ok(())
+                })?;
+                ms[i][1] = gpu_ms(dev, &mut hold, 10, || {
+                    let grads = (fwd()? * &up)?.sum_all()?.backward()?;
+                    drop(grads);
+                    Ok(())
+                })?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bench": "training_attention", "shape": name, "fused": fused,
+                        "b": b, "n_kv": nkv, "g": g, "t": t, "dq": dq, "dv": dv,
+                        "fwd_us": ms[i][0] * 1e3, "fwd_bwd_us": ms[i][1] * 1e3,
+                    })
+                );
+            }
+            set_fused_training(true);
+            table.push(format!(
+                "{:<22} {:>9.0}µs {:>9.0}µs {:>7.2}× {:>11.0}µs {:>11.0}µs {:>7.2}×",
+                name,
+                ms[0][0] * 1e3,
+                ms[1][0] * 1e3,
+                ms[1][0] / ms[0][0],
+                ms[0][1] * 1e3,
+                ms[1][1] * 1e3,
+                ms[1][1] / ms[0][1]
+            ));
+        }
+        Ok(())
     }
 
     fn median(mut v: Vec<f64>) -> f64 {

@@ -11,6 +11,8 @@ use candle_core::{DType, Result, Storage, Tensor};
 
 /// `kernels/decode_attention.cu`, built by `build.rs`.
 pub static DECODE_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/decode_attention.fatbin"));
+/// `kernels/flash_attention.cu`, built by `build.rs`.
+pub static FLASH_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flash_attention.fatbin"));
 /// `kernels/optimizer.cu`, built by `build.rs`.
 pub static OPTIMIZER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/optimizer.fatbin"));
 

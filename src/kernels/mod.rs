@@ -10,6 +10,8 @@
 
 /// Fused T = 1 attention over the KV cache (standard, GQA and DBA; plain and quantized storage).
 pub mod decode_attention;
+/// Flash-attention-2 style training attention: forward with the row logsumexp, recomputing backward.
+pub mod flash_attention;
 /// Multi-tensor AdamW and gradient sums of squares (one launch for every parameter).
 pub mod optimizer;
 /// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).
@@ -20,4 +22,5 @@ mod cuda;
 pub use decode_attention::{
     DecodeScales, KeySegments, QuantSegment, decode_attention, decode_attention_quantized, set_fused_decode,
 };
+pub use flash_attention::set_fused_training;
 pub use quant_rows::quantize_rows;

@@ -92,7 +92,7 @@ pub fn recomputing_attention(
     let mask = (causal && t > 1)
         .then(|| cached_causal_mask(t, kt, n_null, q.device(), q.dtype()))
         .transpose()?;
-    super::closed_form::apply3(q, k, v, RecomputingAttention { mask, g, t })
+    super::closed_form::apply3(q, k, v, RecomputingAttention::new(mask, g, t))
 }
 
 /// Training attention as one op: softmax(q·kᵀ + mask)·v whose backward recomputes the
@@ -105,15 +105,42 @@ pub fn recomputing_attention(
 /// Softmax in f32, the products in the inputs' dtype (as the unfused path). With
 /// P = softmax(S), dO the output's gradient: dV = Pᵀ·dO, dP = dO·Vᵀ,
 /// dS = P ⊙ (dP − Σ dP ⊙ P), dQ = dS·K, dK = dSᵀ·Q.
+///
+/// On CUDA (bf16/f16/f32, head dims 16–128, [`crate::kernels::set_fused_training`] on) forward and
+/// backward run the flash-attention kernels of [`crate::kernels::flash_attention`] instead, which
+/// never build the (g·t, kk) scores; elsewhere the candle ops below.
 #[derive(Clone)]
 pub struct RecomputingAttention {
     /// (t, kk) additive mask in q's dtype, shared by the g heads of a group; `None`: no mask.
+    /// The fused kernel only asks whether there is one: it is the causal mask of [`causal_mask`].
     pub mask: Option<Tensor>,
     pub g: usize,
     pub t: usize,
+    /// The fused forward's per-row logsumexp (b, nkv, g·t) f32, kept for its backward; `None`
+    /// when the candle ops ran. why: the `OpWithGrad3` backward sees only the inputs, the output
+    /// and its gradient, and recomputing L would be a third pass over q·kᵀ; a slot in the op (one
+    /// op per call, dropped with the graph) costs 4 bytes a query row and no trait change.
+    lse: std::sync::Arc<std::sync::Mutex<Option<Tensor>>>,
 }
 
 impl RecomputingAttention {
+    /// An op for one call (each call's forward fills its own logsumexp slot).
+    pub fn new(mask: Option<Tensor>, g: usize, t: usize) -> Self {
+        Self {
+            mask,
+            g,
+            t,
+            lse: Default::default(),
+        }
+    }
+
+    fn saved_lse(&self) -> Result<Option<Tensor>> {
+        self.lse
+            .lock()
+            .map(|slot| slot.clone())
+            .map_err(|_| candle_core::Error::Msg("attention logsumexp slot poisoned".into()))
+    }
+
     /// q·kᵀ + mask: (b, nkv, g·t, kk) in q's dtype.
     fn scores(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
         let scores = q.matmul(&k.t()?)?;
@@ -141,6 +168,15 @@ impl super::closed_form::OpWithGrad3 for RecomputingAttention {
     }
 
     fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let causal = self.mask.is_some();
+        if let Some((out, lse)) = crate::kernels::flash_attention::forward(q, k, v, self.g, self.t, causal)? {
+            *self
+                .lse
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("attention logsumexp slot poisoned".into()))? =
+                Some(lse);
+            return Ok(out);
+        }
         self.probs(q, k)?.to_dtype(v.dtype())?.matmul(v)
     }
 
@@ -149,9 +185,16 @@ impl super::closed_form::OpWithGrad3 for RecomputingAttention {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        _out: &Tensor,
+        out: &Tensor,
         grad: &Tensor,
     ) -> Result<[Tensor; 3]> {
+        // The fused backward exactly where the fused forward ran (the switch may have moved since).
+        if let Some(lse) = self.saved_lse()? {
+            let causal = self.mask.is_some();
+            return crate::kernels::flash_attention::backward(
+                q, k, v, out, grad, &lse, self.g, self.t, causal,
+            );
+        }
         let p = self.probs(q, k)?;
         let grad = grad.contiguous()?;
         let dv = p.to_dtype(v.dtype())?.t()?.matmul(&grad)?;
@@ -239,7 +282,7 @@ mod tests {
         let kk = n_null + kt;
         for masked in [true, false] {
             let mask = masked.then(|| causal_mask(t, kt, n_null, &dev)).transpose()?;
-            let op = RecomputingAttention { mask, g, t };
+            let op = RecomputingAttention::new(mask, g, t);
             let q = Var::from_tensor(&Tensor::randn(0f32, 0.7, (b, nkv, g * t, dq), &dev)?)?;
             let k = Var::from_tensor(&Tensor::randn(0f32, 0.7, (b, nkv, kk, dq), &dev)?)?;
             let v = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, nkv, kk, dv), &dev)?)?;

@@ -68,6 +68,16 @@ pub struct TrainSpec {
     pub device: String,
     /// `f32`, `bf16`, `f16`. Default: f32.
     pub dtype: String,
+    /// Training attention through the fused flash-attention kernels on CUDA (bf16/f16/f32, head
+    /// dims 16–128); `false`: the composite candle ops everywhere. Elsewhere it changes nothing.
+    /// `CARAMBA_FUSED_TRAINING=0` turns the kernels off whatever this says. Default: true.
+    #[serde(skip_serializing_if = "is_true")]
+    pub fused: bool,
+}
+
+// why: the default is not serialized, so the fingerprints of runs from before this field stay.
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for TrainSpec {
@@ -92,6 +102,28 @@ impl Default for TrainSpec {
             log_every: 10,
             device: "cpu".into(),
             dtype: "auto".into(),
+            fused: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_defaults_to_true_and_is_serialized_only_when_off() {
+        let on: TrainSpec = serde_json::from_str("{}").expect("defaults");
+        assert!(on.fused);
+        // why: runs fingerprinted before the field existed keep their fingerprint.
+        assert!(!serde_json::to_string(&on).expect("json").contains("fused"));
+        let off: TrainSpec = serde_json::from_str(r#"{"fused": false}"#).expect("fused: false");
+        assert!(!off.fused);
+        assert!(
+            serde_json::to_string(&off)
+                .expect("json")
+                .contains(r#""fused":false"#)
+        );
+        assert!(serde_json::from_str::<TrainSpec>(r#"{"fused": "yes"}"#).is_err());
     }
 }

@@ -96,8 +96,8 @@ pub struct TrainSummary {
 }
 
 /// FNV-1a (hex) of the JSON of the model and train specs: a stable manifest fingerprint. Settings
-/// that do not change the trained weights (device, logging, eval and checkpoint cadence) are left
-/// out, so a run can be resumed on another device or with other logging.
+/// that do not change the trained weights (device, logging, eval and checkpoint cadence, the attention
+/// kernels) are left out, so a run can be resumed on another device or with other logging.
 pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
     let weights_only = TrainSpec {
         device: String::new(),
@@ -106,6 +106,7 @@ pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
         eval_iters: 0,
         save_every: None,
         keep_checkpoints: 0,
+        fused: true,
         ..spec.clone()
     };
     let text = serde_json::to_string(&(model, &weights_only)).expect("specs serialize to JSON");
@@ -276,6 +277,12 @@ impl<'a> Trainer<'a> {
                 reason: "no parameter matches; nothing would train".into(),
             });
         }
+        crate::kernels::set_fused_training(spec.fused);
+        let dtype = trainable[0].1.dtype();
+        tracing::info!(
+            "attention: {}",
+            crate::kernels::flash_attention::training_path(&self.device, dtype)
+        );
         let mut optimizer = Optimizer::new(spec, trainable)?;
         let mut sampler = BatchSampler::new(seed_for(opts.seed, "data"));
         let mut dropout = ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout"));
