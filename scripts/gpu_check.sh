@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
 # binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
-# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [train] [hf] [profile] [memory] [phases]
-# (all but profile, memory and phases by default; profile: where a training step's time goes, by
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [attention] [train] [hf] [profile] [memory] [phases]
+# (all but profile, memory and phases by default; attention: the fused training attention against
+# the composite path; profile: where a training step's time goes, by
 # phase and by kernel (ncu); phases: by phase only; memory: whether training's GPU memory is flat
 # over 200 steps; TORCH_COMPILE=1 adds torch.compile to the train comparison)
 set -uo pipefail
@@ -21,6 +22,16 @@ fi
 if has kernel || has decode || has long; then
   sel=""; for s in kernel decode long; do has $s && sel="$sel $s"; done
   echo "== gpu bench:$sel"; "$BIN"/gpu $sel 2>&1 | tee "$OUT/gpu_bench.txt"
+fi
+if has attention; then
+  # The fused flash-attention training kernels (kernels/flash_attention.cu) against the composite
+  # candle ops: one layer's forward and forward+backward, then whole training steps with the
+  # composite path (CARAMBA_FUSED_TRAINING=0) next to the default fused one.
+  echo "== training attention: fused vs composite, one layer"; "$BIN"/gpu attention 2>&1 | tee "$OUT/gpu_attention.txt"
+  SHAPE23="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23"
+  echo "== train 135M shape, bf16: composite attention, then fused"
+  CARAMBA_FUSED_TRAINING=0 "$BIN"/train $SHAPE23 --device cuda --dtype bf16 2>&1 | grep -E "attention:|tokens/s" | sed 's/\x1b\[[0-9;]*m//g' | tail -2 | tee "$OUT/train_composite.txt"
+  "$BIN"/train $SHAPE23 --device cuda --dtype bf16 2>&1 | grep -E "attention:|tokens/s" | sed 's/\x1b\[[0-9;]*m//g' | tail -2 | tee "$OUT/train_fused.txt"
 fi
 if has hf; then
   echo "== HF transformers decode"; PYTHONUNBUFFERED=1 python3 scripts/bench_decode_hf.py --config presets/configs/llama-3.2-1b.json ${HF_COMPILE:+--compile} 2>&1 | grep -v Warning | tee "$OUT/hf_decode.txt"
