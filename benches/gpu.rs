@@ -24,7 +24,7 @@ mod imp {
     use caramba::kernels::{
         DecodeScales, KeySegments, QuantSegment, decode_attention, decode_attention_quantized,
     };
-    use caramba::layer::sdpa::{AttendOptions, grouped_attention};
+    use caramba::ops::sdpa::{AttendOptions, grouped_attention};
 
     pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -164,12 +164,12 @@ mod imp {
         Ok(Some(start.elapsed_ms(&end)? as f64 / reps as f64))
     }
 
-    /// One layer's training attention (`layer::sdpa::recomputing_attention`), forward alone and
+    /// One layer's training attention (`ops::sdpa::recomputing_attention`), forward alone and
     /// forward + backward of Σ out ⊙ up, with the fused kernels on and off.
     fn training_attention(dev: &Device, table: &mut Vec<String>) -> Res<()> {
         use candle_core::Var;
         use caramba::kernels::set_fused_training;
-        use caramba::layer::sdpa::recomputing_attention;
+        use caramba::ops::sdpa::recomputing_attention;
         let (b, nkv, g, t) = (16usize, 3usize, 3usize, 512usize);
         let mut hold = Hold::new(dev)?;
         table.push(format!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use caramba::cache::{CacheKind, DecodeOptions, QuantKvSpec, QuantKvStore};
-use caramba::layer::sdpa::{AttendOptions, grouped_attention};
+use caramba::ops::sdpa::{AttendOptions, grouped_attention};
 
 const N_HEADS: usize = 9;
 const N_KV: usize = 3;

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use caramba::layer::q4_1_packed::PackedQ4_1;
-use caramba::layer::qmatvec::quantized_matvec;
+use caramba::ops::q4_1_packed::PackedQ4_1;
+use caramba::ops::qmatvec::quantized_matvec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if !caramba::layer::qmatvec::available() {
+    if !caramba::ops::qmatvec::available() {
         println!("{{\"skipped\": \"this CPU lacks AVX-512 VNNI\"}}");
         return Ok(());
     }
@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         serde_json::json!({
-            "threads": caramba::layer::spin_pool::threads(),
+            "threads": caramba::ops::spin_pool::threads(),
             "blocks_mb": block_bytes as f64 / 1e6, "blocks_ms": blocks_s * 1e3,
             "blocks_gb_per_s": block_bytes as f64 / blocks_s / 1e9,
             "packed_ms": packed_s * 1e3, "packed_gb_per_s": block_bytes as f64 / packed_s / 1e9,

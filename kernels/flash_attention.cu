@@ -1,7 +1,7 @@
 // Flash-attention-2 style training attention (Dao, "FlashAttention-2", 2023): the forward writes
 // O and each row's logsumexp L; the backward takes D = rowsum(dO ⊙ O), then dK/dV per key tile
 // and dQ per query tile, each recomputing P = exp(S − L) from q, k and L. Nothing of size
-// (g·t, kk) is ever stored. The reference is `RecomputingAttention` (src/layer/sdpa.rs).
+// (g·t, kk) is ever stored. The reference is `RecomputingAttention` (src/ops/sdpa.rs).
 //
 // Layout (all contiguous; "bh" walks batch × KV heads):
 //   q, dq (bh, g·t, DQ) pre-scaled, the g query heads of a KV group folded into rows (row gh·t + i

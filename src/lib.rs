@@ -13,8 +13,11 @@ pub mod record;
 pub mod manifest;
 /// Lowered manifest → ordered plan (targets → runs → verify → benchmarks); `--print-plan`.
 pub mod compiler;
-/// One file per layer: attention (standard, GQA, DBA), norms, SwiGLU, linear, dropout, RoPE, embedding.
+/// One file per layer: attention (standard, GQA, DBA), norms, SwiGLU, linear, dropout, embedding.
 pub mod layer;
+/// What layers are built from: scaled dot-product attention, softmax, RoPE, closed-form backward
+/// passes, the CPU quantized decode kernels.
+pub mod ops;
 /// Graph nodes that own children: stacked, residual, nested, parallel, branching, cyclic, recurrent.
 pub mod topology;
 /// Building a module tree from a topology; the LM wrapper; the forward context; seeded init.

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor};
-use caramba::layer::rope::Rope;
 use caramba::layer::{AttentionSpec, DecoupledAttention};
 use caramba::model::{ForwardCtx, KvCache, SeededVarMap};
+use caramba::ops::rope::Rope;
 
 fn fresh_seed() -> u64 {
     std::time::SystemTime::now()

@@ -1,5 +1,5 @@
 //! The fused decode-attention kernel against its plain candle-ops reference
-//! (`layer::sdpa::grouped_attention` on the same, dequantized, tensors) on fresh random inputs;
+//! (`ops::sdpa::grouped_attention` on the same, dequantized, tensors) on fresh random inputs;
 //! the fused training attention (flash forward and backward) against the composite
 //! `RecomputingAttention`, per op and over a tiny model's training run; the multi-tensor AdamW.
 //!
@@ -11,7 +11,7 @@ use caramba::cache::CacheKind;
 use caramba::kernels::{
     DecodeScales, KeySegments, QuantSegment, decode_attention, decode_attention_quantized, quantize_rows,
 };
-use caramba::layer::sdpa::{AttendOptions, NullKv, grouped_attention};
+use caramba::ops::sdpa::{AttendOptions, NullKv, grouped_attention};
 
 mod train_support;
 
@@ -683,7 +683,7 @@ fn attention_and_grads(
         Var::from_tensor(k).unwrap(),
         Var::from_tensor(v).unwrap(),
     );
-    let out = caramba::layer::sdpa::recomputing_attention(
+    let out = caramba::ops::sdpa::recomputing_attention(
         vq.as_tensor(),
         vk.as_tensor(),
         vv.as_tensor(),
@@ -784,7 +784,7 @@ fn fused_training_attention_matches_the_composite() {
                 // L against log Σ exp(scores + mask) of the f32 inputs.
                 let scores = f32_of(&qd).matmul(&f32_of(&kd).t().unwrap()).unwrap();
                 let scores = if causal && c.t > 1 {
-                    let mask = caramba::layer::sdpa::causal_mask(c.t, c.kt, c.n_null, &dev).unwrap();
+                    let mask = caramba::ops::sdpa::causal_mask(c.t, c.kt, c.n_null, &dev).unwrap();
                     scores
                         .reshape((c.b, c.nkv, c.g, c.t, kk))
                         .unwrap()

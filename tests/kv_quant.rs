@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 use caramba::cache::{CacheError, CacheKind, DecodeOptions, QuantKvSpec, QuantKvStore, StreamSpec};
-use caramba::layer::sdpa::{AttendOptions, NullKv, grouped_attention};
+use caramba::ops::sdpa::{AttendOptions, NullKv, grouped_attention};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};

@@ -2,9 +2,9 @@
 //! inherited RoPE frequencies, and clear errors for layers that do not fit.
 
 use candle_core::{DType, Device, Result, Tensor};
-use caramba::layer::rope::inv_freq;
 use caramba::layer::{Attention, AttentionSpec, DecoupledAttention};
 use caramba::model::{ForwardCtx, SeededVarMap};
+use caramba::ops::rope::inv_freq;
 use caramba::upcycle::{DbaInit, TeacherAttention, surgery};
 
 fn fresh_seed() -> u64 {

@@ -9,7 +9,7 @@
 //! (flash-decoding). The optional null key/value is one more, always visible, exact f32 position.
 //! The kernel is generic over `simd::Lanes`: AVX2+FMA+F16C where the CPU has it, else portable.
 //!
-//! Shapes: q (b, n_heads, t, dk), pre-scaled by the caller (as [`crate::layer::sdpa`]); the store
+//! Shapes: q (b, n_heads, t, dk), pre-scaled by the caller (as [`crate::ops::sdpa`]); the store
 //! holds n_kv heads; query head h uses KV head h / (n_heads / n_kv). Output (b, n_heads, t, dv) in
 //! q's dtype and on q's device. With `causal`, query i of t sits at position `len − t + i`.
 //! Reference: `grouped_attention` on [`QuantKvStore::dequantize_all`].
@@ -23,7 +23,7 @@ use super::error::CacheError;
 use super::rotate::hadamard_in_place;
 use super::simd::{self, Lanes, Portable};
 use super::store::{HeadRows, QuantKvStore, host_f32};
-use crate::layer::sdpa::NullKv;
+use crate::ops::sdpa::NullKv;
 
 /// Positions per online-softmax chunk (the score buffer is `g · t × CHUNK`).
 const CHUNK: usize = 128;

@@ -199,7 +199,7 @@ impl<'m> Generator<'m> {
         };
         let device_is_cpu = self.device.is_cpu();
         let ran = if device_is_cpu {
-            crate::layer::spin_pool::on_rayon_thread(|| run(&mut ctx))
+            crate::ops::spin_pool::on_rayon_thread(|| run(&mut ctx))
         } else {
             run(&mut ctx)
         };

@@ -3,7 +3,7 @@
 //!
 //! `score_j = s_sem·⟨q_sem, k_sem_j⟩ + s_geo·⟨q_geo, k_geo_j⟩`, `out = softmax(score)·V`, with an
 //! optional null key/value that every query sees. Standard attention is `sem_dim = 0`. The
-//! reference is `layer::sdpa::grouped_attention` on the same (dequantized) tensors.
+//! reference is `ops::sdpa::grouped_attention` on the same (dequantized) tensors.
 //!
 //! [`decode_attention`] answers `None` where the kernel does not apply (no `cuda` feature, a CPU
 //! tensor, more than one query position, head sizes that are not multiples of 8, over 256 wide):

@@ -2,7 +2,7 @@
 //! writes O and each row's logsumexp L, and a backward that recomputes the probabilities from q,
 //! k and L, so no (g·t, kk) score, mask or probability tensor is ever materialized.
 //!
-//! The function is `RecomputingAttention`'s (`layer::sdpa`), which is also the reference the GPU
+//! The function is `RecomputingAttention`'s (`ops::sdpa`), which is also the reference the GPU
 //! tests compare against: q (b, nkv, g·t, dq) pre-scaled, the g query heads of a KV group folded
 //! into rows (row r is query position r mod t); k (b, nkv, kk, dq); v (b, nkv, kk, dv) with
 //! kk = n_null + kt; with `causal`, query i sees key columns j ≤ i + kk − t (the n_null null

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::SpecProblem;
 use super::dropout::apply_dropout;
 use super::linear::{Projection, projection};
-use super::rope::{Rope, RopeScaling};
 use crate::model::context::{ForwardCtx, TraceKind};
+use crate::ops::rope::{Rope, RopeScaling};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -400,7 +400,7 @@ impl Attention {
         let q = (q.reshape((b, nkv, g * t, hd))? * scale)?;
         let out = if ctx.train && self.dropout_p == 0.0 && pad_mask.is_none() {
             // Training: one op whose backward recomputes the probabilities (see sdpa.rs).
-            super::sdpa::recomputing_attention(&q, &k, &v, self.causal, g, t, 0)?
+            crate::ops::sdpa::recomputing_attention(&q, &k, &v, self.causal, g, t, 0)?
         } else {
             let scores = q.matmul(&k.t()?)?; // (b, nkv, g·t, kt)
             let scores = if let Some(mask) = pad_mask.filter(|_| self.causal) {
@@ -410,7 +410,7 @@ impl Attention {
                     .broadcast_add(&mask)?
                     .reshape((b, nkv, g * t, kt))?
             } else if self.causal && t > 1 {
-                let mask = super::sdpa::cached_causal_mask(t, kt, 0, xs.device(), scores.dtype())?;
+                let mask = crate::ops::sdpa::cached_causal_mask(t, kt, 0, xs.device(), scores.dtype())?;
                 scores
                     .reshape((b, nkv, g, t, kt))?
                     .broadcast_add(&mask)?
@@ -419,7 +419,7 @@ impl Attention {
                 scores
             };
             let probs = if ctx.train {
-                super::softmax::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+                crate::ops::softmax::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
             } else {
                 candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
             }

@@ -12,9 +12,9 @@ use candle_nn::{Init, Linear, Module, VarBuilder};
 
 use super::AttentionSpec;
 use super::linear::linear;
-use super::rope::{HeadRope, Rope};
-use super::sdpa::{AttendOptions, NullKv, grouped_attention};
 use crate::model::context::{ForwardCtx, TraceKind};
+use crate::ops::rope::{HeadRope, Rope};
+use crate::ops::sdpa::{AttendOptions, NullKv, grouped_attention};
 
 /// Name of the optional (n_kv_heads, geo_head_dim/2) buffer of geometric RoPE frequencies that
 /// surgery writes (each KV group keeps its own subset of the teacher's pairs). It is a buffer, not

@@ -60,7 +60,7 @@ pub fn projection(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Resu
             } else {
                 None
             };
-            if let Some(packed) = super::q4_1_packed::PackedQ4_1::pack(&w)? {
+            if let Some(packed) = crate::ops::q4_1_packed::PackedQ4_1::pack(&w)? {
                 return Ok(Projection::PackedQ4_1 {
                     weight: Arc::new(packed),
                     bias: b,
@@ -83,9 +83,9 @@ pub enum Projection {
         weight: QMatMul,
         bias: Option<Tensor>,
     },
-    /// Q4_1 blocks repacked for this CPU's decode kernel (see [`super::q4_1_packed`]).
+    /// Q4_1 blocks repacked for this CPU's decode kernel (see [`crate::ops::q4_1_packed`]).
     PackedQ4_1 {
-        weight: Arc<super::q4_1_packed::PackedQ4_1>,
+        weight: Arc<crate::ops::q4_1_packed::PackedQ4_1>,
         bias: Option<Tensor>,
     },
 }
@@ -134,7 +134,7 @@ const DENSE_GEMM_CHUNK_ROWS: usize = 8192;
 
 /// `xs (…, k) · Wᵀ` for a quantized `W (n, k)`: block dot products for a few rows (decoding), a
 /// dense GEMM over dequantized row chunks for many (prefill, perplexity).
-/// `exact_activations`: see [`super::qmatvec::quantized_matvec`] (output heads).
+/// `exact_activations`: see [`crate::ops::qmatvec::quantized_matvec`] (output heads).
 pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor, exact_activations: bool) -> Result<Tensor> {
     let xs = xs.contiguous()?;
     let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
@@ -142,7 +142,7 @@ pub fn quantized_matmul(weight: &QMatMul, xs: &Tensor, exact_activations: bool) 
         return weight.forward(&xs);
     };
     if rows < DENSE_GEMM_MIN_ROWS || xs.dtype() != DType::F32 {
-        if let Some(ys) = super::qmatvec::quantized_matvec(q, &xs, exact_activations)? {
+        if let Some(ys) = crate::ops::qmatvec::quantized_matvec(q, &xs, exact_activations)? {
             return Ok(ys);
         }
         // why: candle's kernels round the activations to 8 bits first, and a head's argmax can

@@ -3,19 +3,12 @@
 //! Every built layer has `forward(&self, xs, ctx)` with xs of shape (b, t, d_in) -> (b, t, d_out).
 
 pub mod attention;
-pub mod closed_form;
 pub mod decoupled;
 pub mod dropout;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
-pub mod q4_1_packed;
-pub mod qmatvec;
 pub mod rms_norm;
-pub mod rope;
-pub mod sdpa;
-pub mod softmax;
-pub mod spin_pool;
 pub mod swiglu;
 
 pub use attention::{Attention, AttentionMode, AttentionSpec};
@@ -25,7 +18,6 @@ pub use embedding::{Embedder, EmbedderSpec};
 pub use layer_norm::{LayerNorm, LayerNormSpec};
 pub use linear::{LinearLayer, LinearSpec};
 pub use rms_norm::{RmsNorm, RmsNormSpec};
-pub use rope::{Rope, RopeScaling};
 pub use swiglu::{SwiGlu, SwiGluSpec};
 
 /// One inconsistency in a layer spec; the validator prefixes the manifest path of the layer.

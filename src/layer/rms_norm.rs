@@ -50,7 +50,7 @@ impl RmsNorm {
     pub fn forward(&self, xs: &Tensor, differentiable: bool) -> Result<Tensor> {
         match (&self.weight, differentiable) {
             (Some(w), false) => candle_nn::ops::rms_norm(&xs.contiguous()?, w, self.eps as f32),
-            (Some(w), true) => super::closed_form::apply2(xs, w, RmsNormWithGrad { eps: self.eps }),
+            (Some(w), true) => crate::ops::closed_form::apply2(xs, w, RmsNormWithGrad { eps: self.eps }),
             (None, _) => rms_norm_reference(xs, None, self.eps),
         }
     }
@@ -82,7 +82,7 @@ pub struct RmsNormWithGrad {
     pub eps: f64,
 }
 
-impl super::closed_form::OpWithGrad2 for RmsNormWithGrad {
+impl crate::ops::closed_form::OpWithGrad2 for RmsNormWithGrad {
     fn name(&self) -> &'static str {
         "rms-norm-with-grad"
     }
@@ -115,8 +115,8 @@ impl super::closed_form::OpWithGrad2 for RmsNormWithGrad {
 
 #[cfg(test)]
 mod tests {
-    use super::super::closed_form::check::against_reference2;
     use super::*;
+    use crate::ops::closed_form::check::against_reference2;
     use candle_core::Device;
 
     #[test]

@@ -259,7 +259,7 @@ fn tensor_bytes(info: &TensorInfo) -> usize {
 
 /// Block types candle 0.11 computes with a scalar loop only (no AVX/NEON dot product): a matmul
 /// on them is several times slower than on Q8_0, Q4_0 or the K-quants. (Q4_1 also has caramba's
-/// own kernel, [`crate::layer::qmatvec`], where the CPU has AVX-512 VNNI.)
+/// own kernel, [`crate::ops::qmatvec`], where the CPU has AVX-512 VNNI.)
 pub const SLOW_BLOCKS: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1, GgmlDType::Q8_1];
 
 fn is_slow(t: GgmlDType) -> bool {

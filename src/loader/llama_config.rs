@@ -10,11 +10,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::LoadError;
-use crate::layer::{
-    AttentionMode, AttentionSpec, EmbedderSpec, LinearSpec, RmsNormSpec, RopeScaling, SwiGluSpec,
-};
+use crate::layer::{AttentionMode, AttentionSpec, EmbedderSpec, LinearSpec, RmsNormSpec, SwiGluSpec};
 use crate::manifest::validate::{MAX_DIM, MAX_REPEAT};
 use crate::model::{ModelKind, ModelSpec};
+use crate::ops::RopeScaling;
 use crate::topology::{NodeSpec, TopologySpec};
 
 /// One id or a list of ids (HF writes `eos_token_id` both ways).

@@ -24,7 +24,7 @@ pub struct LoadOptions {
     pub dequantize: bool,
     /// Re-quantize GGUF matrices stored in block types without a candle SIMD kernel (Q4_1, Q5_0,
     /// Q5_1, Q8_1; see [`super::gguf::SLOW_BLOCKS`]) to this type at load; `None` keeps the file's
-    /// blocks. Default: none (Q4_1 runs on caramba's own kernel, `layer::qmatvec`, on CPUs with
+    /// blocks. Default: none (Q4_1 runs on caramba's own kernel, `ops::qmatvec`, on CPUs with
     /// AVX-512 VNNI; elsewhere `Some(Q8_0)` is the faster choice; docs/inference.md measures both).
     pub requantize: Option<GgmlDType>,
 }

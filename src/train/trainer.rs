@@ -149,7 +149,7 @@ pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor>
     let logits = logits.to_dtype(DType::F32)?.reshape((b * t, v))?;
     // why: the log-softmax with a closed-form backward keeps one (b·t, vocab) tensor for
     // backward instead of candle's composite's several (the largest activations of a step).
-    let log_probs = crate::layer::softmax::log_softmax_last_dim(&logits)?;
+    let log_probs = crate::ops::softmax::log_softmax_last_dim(&logits)?;
     candle_nn::loss::nll(&log_probs, &targets.reshape(b * t)?)
 }
 

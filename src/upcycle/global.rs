@@ -75,7 +75,7 @@ fn log_probs(logits: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
     let x = logits.to_dtype(DType::F32)?.reshape((b * t, v))?;
     // why: at T = 1 the division would only cost another (b·t, vocab) f32 tensor, kept for backward.
     let x = if temperature == 1.0 { x } else { (x / temperature)? };
-    crate::layer::softmax::log_softmax_last_dim(&x)
+    crate::ops::softmax::log_softmax_last_dim(&x)
 }
 
 fn kl_of_log_probs(log_s: &Tensor, log_t: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {

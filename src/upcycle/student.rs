@@ -9,8 +9,8 @@ use super::pairing::{Pair, leaves, pair};
 use super::surgery::{TeacherAttention, surgery};
 use super::teacher::Teacher;
 use super::{UpcycleError, UpcycleSpec};
-use crate::layer::rope::inv_freq;
 use crate::model::{ForwardCtx, LanguageModel, ModelSpec, SeededVarMap, Trace};
+use crate::ops::rope::inv_freq;
 use crate::topology::NodeSpec;
 
 /// A student ready to train: its variables and the model built over them.

@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn rope_with_grad_matches_the_reference_forward_and_backward() -> Result<()> {
-        use super::super::closed_form::check::against_reference;
+        use crate::ops::closed_form::check::against_reference;
         let dev = Device::Cpu;
         let (b, h, t, d) = (2, 3, 5, 8);
         let xs = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?;

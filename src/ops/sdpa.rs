@@ -9,7 +9,7 @@
 use candle_core::{D, DType, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::dropout::apply_dropout;
+use crate::layer::dropout::apply_dropout;
 
 /// A learned always-visible key/value per KV head: k (n_kv, dq), v (n_kv, dv).
 pub struct NullKv<'a> {
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn recomputing_attention_matches_the_composite_forward_and_backward() -> Result<()> {
-        use super::super::closed_form::OpWithGrad3;
+        use crate::ops::closed_form::OpWithGrad3;
         use candle_core::Var;
         let dev = Device::Cpu;
         // A KV group of 3 query heads, queries that start after the first keys, one null column.
@@ -288,7 +288,7 @@ mod tests {
             let v = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, nkv, kk, dv), &dev)?)?;
             let up = Tensor::randn(0f32, 1.0, (b, nkv, g * t, dv), &dev)?;
             let ours =
-                super::super::closed_form::apply3(q.as_tensor(), k.as_tensor(), v.as_tensor(), op.clone())?;
+                crate::ops::closed_form::apply3(q.as_tensor(), k.as_tensor(), v.as_tensor(), op.clone())?;
             let reference = op.reference(q.as_tensor(), k.as_tensor(), v.as_tensor())?;
             let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
                 (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
