@@ -1,15 +1,17 @@
 //! The scheduler: one blocking thread owns the model (candle is synchronous) and serves the jobs
-//! of a bounded queue one at a time, in arrival order. Handlers talk to it through tokio channels:
-//! a job goes in with [`Scheduler::submit`] (a full queue is a 503 at once), and its text comes
-//! back as [`Event`]s on the job's own channel as the tokens are decoded. A handler that goes away
-//! (a client that disconnected) drops its receiver; the thread sees the closed channel at the next
-//! token, or before the job starts, and frees the model for the next job.
+//! of a bounded queue one at a time, in arrival order. A job goes in with [`Scheduler::submit`]
+//! (a full queue is a 503 at once), and its text comes back as [`Event`]s on the job's own tokio
+//! channel as the tokens are decoded. A handler that goes away (a client that disconnected) drops
+//! its receiver: a waiting job then leaves the queue (at the next submit or when its turn comes),
+//! and a running one stops at its next token, freeing the model for the next job.
 //!
 //! Why not batched: `Generator`'s batches are left-padded rows that start together (its
 //! `prefill_batch` forgets the session), so a request could not join a running batch between
 //! decode steps; continuous batching needs a cache whose rows come and go (see docs/serve.md).
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -41,41 +43,113 @@ pub struct Job {
     pub received: Instant,
 }
 
-/// The handlers' side of the queue (cheap to clone).
+/// The handlers' side of the queue (cheap to clone); the model thread stops once every clone
+/// is dropped and the queue is empty.
 #[derive(Clone)]
 pub struct Scheduler {
-    queue: mpsc::Sender<Job>,
+    handle: Arc<Handle>,
+}
+
+/// Closes the queue when the last [`Scheduler`] goes.
+struct Handle {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.queue.lock().open = false;
+        self.queue.ready.notify_all();
+    }
+}
+
+/// Jobs waiting for the model thread.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
     capacity: usize,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    open: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // why: the queue holds no invariant a panic could break half-way (push and pop only).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job whose client is still there; `None` once closed and drained.
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            while let Some(job) = state.jobs.pop_front() {
+                if job.events.is_closed() {
+                    tracing::info!("{}: client left before its turn", job.id);
+                    continue;
+                }
+                return Some(job);
+            }
+            if !state.open {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 impl Scheduler {
     /// Start the model thread over `model` with room for `queue` waiting jobs (at least 1).
     pub fn start(model: ServedModel, queue: usize) -> Result<(Self, std::thread::JoinHandle<()>), ServeError> {
-        let capacity = queue.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                open: true,
+            }),
+            ready: Condvar::new(),
+            capacity: queue.max(1),
+        });
+        let for_thread = queue.clone();
         let thread = std::thread::Builder::new()
             .name("caramba-model".into())
-            .spawn(move || serve_jobs(model, rx))
+            .spawn(move || serve_jobs(model, &for_thread))
             .map_err(ServeError::Thread)?;
-        Ok((Self { queue: tx, capacity }, thread))
+        Ok((
+            Self {
+                handle: Arc::new(Handle { queue }),
+            },
+            thread,
+        ))
     }
 
-    /// Queue `job`; a 503 when the queue is full, a 500 when the model thread is gone.
+    /// Queue `job`; a 503 when the queue is full. Jobs whose clients have gone are dropped first,
+    /// so a disconnected client never holds a place.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        self.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::overloaded(self.capacity),
-            mpsc::error::TrySendError::Closed(_) => ApiError::internal("the model thread has stopped"),
-        })
+        let queue = &self.handle.queue;
+        let mut state = queue.lock();
+        state.jobs.retain(|j| !j.events.is_closed());
+        if !state.open {
+            return Err(ApiError::internal("the model thread has stopped"));
+        }
+        if state.jobs.len() >= queue.capacity {
+            return Err(ApiError::overloaded(queue.capacity));
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        queue.ready.notify_one();
+        Ok(())
+    }
+
+    /// Requests waiting (not counting the one being generated).
+    pub fn waiting(&self) -> usize {
+        self.handle.queue.lock().jobs.len()
     }
 }
 
-/// The model thread: run jobs until every [`Scheduler`] is dropped.
-fn serve_jobs(model: ServedModel, mut rx: mpsc::Receiver<Job>) {
-    while let Some(job) = rx.blocking_recv() {
-        if job.events.is_closed() {
-            tracing::info!("{}: client left before its turn", job.id);
-            continue;
-        }
+/// The model thread: run jobs until the queue is closed and drained.
+fn serve_jobs(model: ServedModel, queue: &Queue) {
+    while let Some(job) = queue.next() {
         // why: a panic in a kernel on some input must cost that request, not the server.
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run(&model, &job)))
             .unwrap_or_else(|_| Err("the model panicked on this request".into()));
