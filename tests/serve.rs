@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use caramba::infer::{CacheConfig, ChatTemplate, GenerateConfig, Generator, Message, SamplingParams, TextStream};
+use caramba::infer::{
+    CacheConfig, ChatTemplate, GenerateConfig, Generator, Message, SamplingParams, TextStream,
+};
 use caramba::loader::{LoadOptions, LoadedModel, load};
 use caramba::serve::{BackgroundServer, Limits, ServeConfig, ServedModel, spawn};
 use serde_json::{Value, json};
@@ -17,7 +19,12 @@ const TEMPLATE: &str = "{% for m in messages %}<s>{{ m.role }}: {{ m.content }}\
 fn model_dir() -> tempfile::TempDir {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tiny_llama");
     let dir = tempfile::tempdir().unwrap();
-    for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(dir.path().join("chat_template.jinja"), TEMPLATE).unwrap();
@@ -76,7 +83,10 @@ fn post_raw(url: &str, body: &[u8], key: Option<&str>) -> (u16, String) {
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
     let (status, text) = post_raw(url, body.to_string().as_bytes(), None);
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
 }
 
 fn get(url: &str, key: Option<&str>) -> (u16, Value) {
@@ -113,7 +123,9 @@ fn error_of(body: &Value) -> (String, Option<String>, Option<String>) {
 fn library_greedy(m: &LoadedModel, messages: &[Message], max_new_tokens: usize) -> (String, usize, usize) {
     let tok = m.tokenizer.as_ref().unwrap();
     let template = ChatTemplate::new(TEMPLATE, "<s>", "</s>").unwrap();
-    let prompt = tok.encode(&template.render(messages, true).unwrap(), false).unwrap();
+    let prompt = tok
+        .encode(&template.render(messages, true).unwrap(), false)
+        .unwrap();
     let cfg = GenerateConfig {
         max_new_tokens,
         sampling: SamplingParams::greedy(),
@@ -159,7 +171,10 @@ fn models_and_health() {
 fn greedy_chat_equals_the_library_and_streaming_equals_whole() {
     let f = start(Limits::default(), None);
     let url = format!("{}/v1/chat/completions", f.server.url());
-    let messages = [Message::new("system", "be brief"), Message::new("user", "hello there")];
+    let messages = [
+        Message::new("system", "be brief"),
+        Message::new("user", "hello there"),
+    ];
     let (want, prompt_tokens, generated) = library_greedy(&f.reference, &messages, 24);
 
     let (status, body) = post(&url, &chat_body("hello there", 24, false));
@@ -177,7 +192,11 @@ fn greedy_chat_equals_the_library_and_streaming_equals_whole() {
         json!({"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated})
     );
 
-    let (status, text) = post_raw(&url, chat_body("hello there", 24, true).to_string().as_bytes(), None);
+    let (status, text) = post_raw(
+        &url,
+        chat_body("hello there", 24, true).to_string().as_bytes(),
+        None,
+    );
     assert_eq!(status, 200, "{text}");
     let data = sse_data(&text);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
@@ -255,18 +274,32 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(status, 400);
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error_of(&body).0, "invalid_request_error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
     let (status, text) = post_raw(&url, b"{\"model\": \"tiny\xff\"}", None);
     assert_eq!(status, 400);
     assert!(text.contains("UTF-8"), "{text}");
-    let (status, body) = post(&url, &json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}));
+    let (status, body) = post(
+        &url,
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}),
+    );
     assert_eq!(status, 400);
     assert_eq!(error_of(&body).1.as_deref(), Some("max_tokens"));
-    let (status, body) = post(&url, &json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 3}));
+    let (status, body) = post(
+        &url,
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 3}),
+    );
     assert_eq!(status, 400);
     assert_eq!(error_of(&body).1.as_deref(), Some("n"));
     // Another model's name: 404.
-    let (status, body) = post(&url, &json!({"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}));
+    let (status, body) = post(
+        &url,
+        &json!({"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(status, 404);
     assert_eq!(error_of(&body).2.as_deref(), Some("model_not_found"));
     // A body over the limit: 413.
@@ -296,7 +329,14 @@ fn api_key_is_required_when_set() {
     let models = format!("{}/v1/models", f.server.url());
     let (status, body) = get(&models, None);
     assert_eq!(status, 401);
-    assert_eq!(error_of(&body), ("authentication_error".into(), None, Some("invalid_api_key".into())));
+    assert_eq!(
+        error_of(&body),
+        (
+            "authentication_error".into(),
+            None,
+            Some("invalid_api_key".into())
+        )
+    );
     assert_eq!(get(&models, Some("wrong")).0, 401);
     assert_eq!(get(&models, Some("sekrit")).0, 200);
     let url = format!("{}/v1/chat/completions", f.server.url());
@@ -369,7 +409,8 @@ fn a_client_that_disconnects_frees_the_model() {
         },
         None,
     );
-    let body = json!({"model": "tiny", "prompt": "a", "max_tokens": 250, "temperature": 0, "stream": true}).to_string();
+    let body = json!({"model": "tiny", "prompt": "a", "max_tokens": 250, "temperature": 0, "stream": true})
+        .to_string();
     for _ in 0..3 {
         let mut s = std::net::TcpStream::connect(f.server.addr()).unwrap();
         write!(
@@ -423,7 +464,15 @@ fn openai_python_client_against_smollm2() {
     }
     let mut server = Child(
         Command::new(env!("CARGO_BIN_EXE_caramba"))
-            .args(["serve", "--model", "smollm2-135m", "--port", "0", "--max-body-bytes", "65536"])
+            .args([
+                "serve",
+                "--model",
+                "smollm2-135m",
+                "--port",
+                "0",
+                "--max-body-bytes",
+                "65536",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -48,7 +48,9 @@ impl ServeArgs {
     /// The server's address and limits.
     fn config(&self) -> Result<ServeConfig, CliError> {
         if self.max_tokens_limit == 0 {
-            return Err(CliError::usage(miette::miette!("--max-tokens-limit 0: must be at least 1")));
+            return Err(CliError::usage(miette::miette!(
+                "--max-tokens-limit 0: must be at least 1"
+            )));
         }
         if self.queue == 0 {
             return Err(CliError::usage(miette::miette!("--queue 0: must be at least 1")));
@@ -91,7 +93,10 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
             })
         }
     };
-    let name = args.served_model_name.clone().unwrap_or_else(|| args.model.model.clone());
+    let name = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| args.model.model.clone());
     let describe = format!(
         "{name} ({}) on {} as {}, KV cache {}{}",
         loaded.path.display(),
@@ -122,7 +127,11 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
             cfg.limits.max_tokens,
             cfg.limits.queue,
             cfg.limits.max_body_bytes,
-            if cfg.api_key.is_some() { ", API key required" } else { "" }
+            if cfg.api_key.is_some() {
+                ", API key required"
+            } else {
+                ""
+            }
         );
         // why: on stdout, so that a script that started the server with --port 0 reads the URL.
         super::emit(&mut std::io::stdout(), &format!("http://{addr}/v1\n"))?;

@@ -167,7 +167,9 @@ impl IntoResponse for ApiError {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    #[diagnostic(help("is another server on that port? pick another with --port, or --port 0 for any free one"))]
+    #[diagnostic(help(
+        "is another server on that port? pick another with --port, or --port 0 for any free one"
+    ))]
     Bind { addr: String, source: std::io::Error },
     #[error("{0}: this model has no tokenizer, so it cannot serve text")]
     #[diagnostic(help("put the model's tokenizer.json next to its weights"))]

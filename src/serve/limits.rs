@@ -45,7 +45,11 @@ pub struct ApiKey(pub Option<String>);
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // why: a key must not end up in a log line.
-        f.write_str(if self.0.is_some() { "ApiKey(set)" } else { "ApiKey(none)" })
+        f.write_str(if self.0.is_some() {
+            "ApiKey(set)"
+        } else {
+            "ApiKey(none)"
+        })
     }
 }
 

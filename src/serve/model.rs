@@ -63,7 +63,13 @@ impl Prompter {
         let template = tok
             .chat_template
             .as_deref()
-            .map(|src| ChatTemplate::new(src, &name(tok.bos_token_id), &name(tok.eos_token_ids.first().copied())))
+            .map(|src| {
+                ChatTemplate::new(
+                    src,
+                    &name(tok.bos_token_id),
+                    &name(tok.eos_token_ids.first().copied()),
+                )
+            })
             .transpose()
             .map_err(|e| ServeError::Template(e.0))?;
         Ok(Self {

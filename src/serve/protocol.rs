@@ -140,7 +140,11 @@ pub fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiEr
             "invalid request"
         };
         let err = ApiError::bad_request(format!("{what}: {inner}"));
-        if path.is_empty() || path == "." { err } else { err.with_param(path) }
+        if path.is_empty() || path == "." {
+            err
+        } else {
+            err.with_param(path)
+        }
     })
 }
 
@@ -151,7 +155,10 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         return Err(ApiError::invalid_param("messages", "missing field `messages`"));
     };
     if list.is_empty() {
-        return Err(ApiError::invalid_param("messages", "`messages` must hold at least one message"));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must hold at least one message",
+        ));
     }
     let mut messages = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
@@ -206,7 +213,10 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         Some(Prompt::Many(list)) => {
             return Err(ApiError::invalid_param(
                 "prompt",
-                format!("`prompt` must be one string (this server does not batch {} prompts in one request)", list.len()),
+                format!(
+                    "`prompt` must be one string (this server does not batch {} prompts in one request)",
+                    list.len()
+                ),
             ));
         }
     };
@@ -221,7 +231,10 @@ fn common(c: RequestBody, input: Input) -> Result<GenerationRequest, ApiError> {
     if let Some(n) = c.n
         && n != 1
     {
-        return Err(ApiError::invalid_param("n", format!("n = {n}: only n = 1 is supported")));
+        return Err(ApiError::invalid_param(
+            "n",
+            format!("n = {n}: only n = 1 is supported"),
+        ));
     }
     let temperature = c.temperature.unwrap_or(1.0);
     if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
@@ -233,7 +246,10 @@ fn common(c: RequestBody, input: Input) -> Result<GenerationRequest, ApiError> {
     if let Some(p) = c.top_p
         && !(p > 0.0 && p <= 1.0)
     {
-        return Err(ApiError::invalid_param("top_p", format!("top_p = {p}: must be in (0, 1]")));
+        return Err(ApiError::invalid_param(
+            "top_p",
+            format!("top_p = {p}: must be in (0, 1]"),
+        ));
     }
     let max_tokens = match (c.max_tokens, c.max_completion_tokens) {
         (Some(a), Some(b)) if a != b => {
@@ -246,7 +262,10 @@ fn common(c: RequestBody, input: Input) -> Result<GenerationRequest, ApiError> {
         (None, None) => None,
     };
     if max_tokens == Some(0) {
-        return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1"));
+        return Err(ApiError::invalid_param(
+            "max_tokens",
+            "max_tokens must be at least 1",
+        ));
     }
     let stop: Vec<String> = match c.stop {
         None => Vec::new(),
@@ -435,7 +454,10 @@ mod tests {
         assert_eq!(e.status.as_u16(), 400);
         assert_eq!(e.param.as_deref(), Some("temperature"), "{e}");
         let e = parse_chat(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err();
-        assert!(e.param.as_deref().unwrap_or("").starts_with("messages[0]"), "{e:?}");
+        assert!(
+            e.param.as_deref().unwrap_or("").starts_with("messages[0]"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -444,9 +466,18 @@ mod tests {
             (&b"{nope"[..], "not valid JSON"),
             (&b""[..], "empty"),
             (&b"{\"model\": \"\xff\"}"[..], "UTF-8"),
-            (&br#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#[..], "n = 2"),
-            (&br#"{"model":"m","temperature":3,"messages":[{"role":"user","content":"x"}]}"#[..], "[0, 2]"),
-            (&br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#[..], "unknown role"),
+            (
+                &br#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#[..],
+                "n = 2",
+            ),
+            (
+                &br#"{"model":"m","temperature":3,"messages":[{"role":"user","content":"x"}]}"#[..],
+                "[0, 2]",
+            ),
+            (
+                &br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#[..],
+                "unknown role",
+            ),
             (&br#"{"messages":[{"role":"user","content":"x"}]}"#[..], "model"),
         ] {
             let e = parse_chat(body).unwrap_err();

@@ -22,8 +22,9 @@ use super::error::ApiError;
 use super::limits::{ApiKey, require_key};
 use super::model::Prompter;
 use super::protocol::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice,
-    Delta, FinishReason, GenerationRequest, ModelCard, ModelList, Usage, parse_chat, parse_completion,
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Completion,
+    CompletionChoice, Delta, FinishReason, GenerationRequest, ModelCard, ModelList, Usage, parse_chat,
+    parse_completion,
 };
 use super::scheduler::{Event, Job, Scheduler};
 
@@ -289,7 +290,13 @@ impl ChunkWriter {
         })
     }
 
-    fn completion(&self, text: String, finish_reason: Option<FinishReason>, usage: Option<Usage>, last: bool) -> Completion {
+    fn completion(
+        &self,
+        text: String,
+        finish_reason: Option<FinishReason>,
+        usage: Option<Usage>,
+        last: bool,
+    ) -> Completion {
         Completion {
             id: self.id.clone(),
             object: "text_completion",
@@ -370,7 +377,9 @@ impl ChunkWriter {
                 usage,
             })
             .into_response(),
-            Endpoint::Completion => Json(self.completion(text, Some(finish_reason), Some(usage), true)).into_response(),
+            Endpoint::Completion => {
+                Json(self.completion(text, Some(finish_reason), Some(usage), true)).into_response()
+            }
         }
     }
 }

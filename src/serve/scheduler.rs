@@ -28,7 +28,10 @@ pub enum Event {
     /// More text (never empty).
     Text(String),
     /// The job finished.
-    Done { finish_reason: FinishReason, usage: Usage },
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+    },
     /// The model failed on this job (the message is for the client).
     Failed(String),
 }
@@ -101,7 +104,10 @@ impl Queue {
 
 impl Scheduler {
     /// Start the model thread over `model` with room for `queue` waiting jobs (at least 1).
-    pub fn start(model: ServedModel, queue: usize) -> Result<(Self, std::thread::JoinHandle<()>), ServeError> {
+    pub fn start(
+        model: ServedModel,
+        queue: usize,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), ServeError> {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -180,8 +186,13 @@ fn serve_jobs(model: ServedModel, queue: &Queue) {
 
 /// How a job ended.
 enum Ran {
-    Finished { finish_reason: FinishReason, usage: Usage },
-    ClientGone { usage: Usage },
+    Finished {
+        finish_reason: FinishReason,
+        usage: Usage,
+    },
+    ClientGone {
+        usage: Usage,
+    },
 }
 
 /// Sends text to the job's client and tracks stop strings and disconnection.
@@ -205,7 +216,9 @@ impl Sink<'_> {
     }
 
     fn send(&mut self, delta: String) {
-        if (!delta.is_empty() && self.job.events.send(Event::Text(delta)).is_err()) || self.job.events.is_closed() {
+        if (!delta.is_empty() && self.job.events.send(Event::Text(delta)).is_err())
+            || self.job.events.is_closed()
+        {
             self.gone = true;
         }
     }
