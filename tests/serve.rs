@@ -497,3 +497,38 @@ fn openai_python_client_against_smollm2() {
     eprintln!("{report}");
     assert!(out.status.success(), "{report}");
 }
+
+/// A client that sends its headers too slowly is cut off (slow-loris), and one whose body does
+/// not arrive in time gets a 408.
+#[test]
+fn slow_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let f = start(
+        Limits {
+            header_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        None,
+    );
+    let mut s = std::net::TcpStream::connect(f.server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the connection stayed open"
+    );
+
+    let mut s = std::net::TcpStream::connect(f.server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\"")
+        .unwrap();
+    let mut reply = [0u8; 12];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 408");
+}
