@@ -69,7 +69,7 @@ impl ServeArgs {
     }
 }
 
-/// Run `caramba serve` until Ctrl-C.
+/// Run `caramba serve` until Ctrl-C or SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     let load = args.model.resolve()?;
     let cache = args.cache.resolve();
@@ -137,10 +137,26 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
         super::emit(&mut std::io::stdout(), &format!("http://{addr}/v1\n"))?;
         server
             .run(async {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("Ctrl-C: stopping");
+                stop_signal().await;
+                tracing::info!("stopping");
             })
             .await
             .map_err(failed)
     })
+}
+
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill` and service managers send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
