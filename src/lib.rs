@@ -36,6 +36,8 @@ pub mod cache;
 pub mod kernels;
 /// Sampler, `Generator` (sessions, streaming, batches), chat templates.
 pub mod infer;
+/// `caramba serve`: OpenAI-compatible HTTP endpoints over the `infer` generator, one model thread.
+pub mod serve;
 /// Benchmark result types and the artifact writers (CSV, JSON, PNG/SVG, LaTeX, HTML).
 pub mod bench;
 /// The runner that walks a plan and owns the run directory.

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod model;
 pub mod prepare;
 pub mod run;
+pub mod serve;
 
 use std::io::Write;
 
@@ -84,6 +85,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Talk with a model through its chat template (one message per line; /reset, /exit).
     Chat(chat::ChatArgs),
+    /// Serve the model over OpenAI's HTTP protocol (/v1/chat/completions, /v1/completions, /v1/models).
+    Serve(serve::ServeArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Chat(args) => chat::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Fetch(args) => fetch::run(&args),
         Command::Prepare(args) => prepare::run(&args),
