@@ -43,6 +43,9 @@ pub fn run(args: &PrepareArgs) -> Result<(), CliError> {
         separate_documents: !args.no_separators,
     };
     let summary = prepare(&spec, &tokenizer, &args.output).map_err(to_cli)?;
+    // why: the record beside the token file says where its text came from; reports that use the
+    // file (perplexity sets, training data) read it, as they do for files a run prepared itself.
+    crate::data::prepare::write_source_record(&spec, &summary).map_err(to_cli)?;
     println!("{summary}");
     Ok(())
 }
