@@ -367,6 +367,24 @@ fn rope_needs_an_even_head_dim() {
 }
 
 #[test]
+fn a_decoupled_only_field_outside_decoupled_mode_is_located() {
+    // The attention mode is an enum: DBA fields exist only under `mode: decoupled`.
+    expect(
+        &edit("n_heads: 4}", "n_heads: 4, sem_dim: 8}"),
+        "model.topology.layers[0].layers[1].sem_dim",
+        "only applies to `mode: decoupled`",
+        Some((15, 61)),
+    );
+    let p = expect(
+        &edit("n_heads: 4}", "n_heads: 4, mode: decoupled, sem_dim: 8}"),
+        "model.topology.layers[0].layers[1].geo_dim",
+        "required in `mode: decoupled`",
+        None,
+    );
+    assert_eq!(p.line, Some(15), "falls back to the attention node's line");
+}
+
+#[test]
 fn gqa_kv_heads_must_divide_heads() {
     expect(
         &edit("n_heads: 4}", "n_heads: 4, mode: gqa, n_kv_heads: 3}"),
