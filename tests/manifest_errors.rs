@@ -715,3 +715,54 @@ fn a_bad_value_from_a_variable_points_at_its_definition() {
     );
     assert!(p.message.contains("must be in 1..="), "{}", p.headline());
 }
+
+#[test]
+fn glu_activation_must_be_known() {
+    let p = expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+            "{type: GLULayer, d_model: 64, d_ff: 128, activation: tanh}",
+        ),
+        "model.topology.layers[1].layers[1].activation",
+        "unknown variant `tanh`",
+        Some((19, 54)),
+    );
+    assert!(
+        p.help
+            .as_deref()
+            .is_some_and(|h| h.contains("`silu`, `gelu`, `relu`, `sigmoid`")),
+        "{:?}",
+        p.help
+    );
+}
+
+#[test]
+fn glu_d_ff_zero_is_located_with_a_hint() {
+    let p = expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+            "{type: geglu, d_model: 64, d_ff: 0}",
+        ),
+        "model.topology.layers[1].layers[1].d_ff",
+        "must be in 1..=",
+        Some((19, 40)),
+    );
+    assert!(
+        p.help.as_deref().is_some_and(|h| h.contains("d_ff: 256")),
+        "{:?}",
+        p.help
+    );
+}
+
+#[test]
+fn a_glu_alias_and_a_different_activation_conflict() {
+    expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+            "{type: geglu, d_model: 64, d_ff: 128, activation: relu}",
+        ),
+        "model.topology.layers[1].layers[1].activation",
+        "`type: geglu` means activation gelu",
+        Some((19, 51)),
+    );
+}

@@ -1,4 +1,5 @@
-//! SwiGLU feed-forward (`type: SwiGLULayer`): down(silu(gate(x)) ⊙ up(x)).
+//! SwiGLU feed-forward (`type: SwiGLULayer`): down(silu(gate(x)) ⊙ up(x)); `GLULayer` with
+//! `activation: silu` (alias `swiglu`) is the same function.
 //! Shapes: (b, t, d_model) -> (b, t, d_model). Weight names follow HF Llama's `mlp`.
 
 use candle_core::{Result, Tensor};
@@ -23,7 +24,8 @@ pub struct SwiGluSpec {
 
 impl LayerType for SwiGluSpec {
     const NAME: &'static str = "SwiGLULayer";
-    const ALIASES: &'static [&'static str] = &["swiglu"];
+    /// `swiglu` names the GLU family's silu member (`GLULayer`), the same function and weights.
+    const ALIASES: &'static [&'static str] = &[];
 }
 
 impl LayerSpec for SwiGluSpec {
@@ -40,15 +42,7 @@ impl LayerSpec for SwiGluSpec {
 
     /// 3·d·d_ff (+ 2·d_ff + d biases).
     fn params(&self) -> u64 {
-        let bias = if self.bias {
-            (2 * self.d_ff + self.d_model) as u64
-        } else {
-            0
-        };
-        (self.d_model as u64)
-            .saturating_mul(self.d_ff as u64)
-            .saturating_mul(3)
-            .saturating_add(bias)
+        super::glu::glu_params(self.d_model, self.d_ff, self.bias)
     }
 
     fn describe(&self) -> String {

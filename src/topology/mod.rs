@@ -176,6 +176,7 @@ node_spec! {
     SwiGlu(SwiGluSpec),
     Linear(LinearSpec),
     Dropout(DropoutSpec),
+    Glu(crate::layer::GluSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.
