@@ -39,8 +39,10 @@ fn print_plan_shows_the_lowered_tree_then_the_ordered_plan() {
         "  model.topology:",
         "    - topology=StackedTopology path=model.topology",
         "      - topology=NestedTopology path=model.topology.layers[0]",
-        "        - topology=ResidualTopology path=model.topology.layers[0].layers[2]",
-        "          - layer=AttentionLayer path=model.topology.layers[0].layers[2].layers[1] d_model=64 n_heads=4 \
+        // `repeat: 2` of two residual blocks: the copies are shown once, under a `× 2` line.
+        "        - × 2: model.topology.layers[0].layers[0..=3] repeats layers[0..=1] (shown once)",
+        "          - topology=ResidualTopology path=model.topology.layers[0].layers[1]",
+        "            - layer=AttentionLayer path=model.topology.layers[0].layers[0].layers[1] d_model=64 n_heads=4 \
          n_kv_heads=4 head_dim=16 mode=standard kv_values_per_token=128 rope_base=10000",
         "      - layer=LinearLayer path=model.topology.layers[2] d_in=64 d_out=256 bias=false",
         "  parameters: 139,584 (139.6K)",
@@ -71,6 +73,10 @@ fn print_plan_shows_the_lowered_tree_then_the_ordered_plan() {
         "plan out of order:\n{text}"
     );
     assert!(text.contains("verify: none") && text.contains("benchmarks: none"));
+    assert!(
+        !text.contains("model.topology.layers[0].layers[2]"),
+        "the second copy is not printed:\n{text}"
+    );
 }
 
 #[test]

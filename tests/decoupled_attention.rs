@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor};
-use caramba::layer::{AttentionSpec, DecoupledAttention};
+use caramba::layer::{AttentionSpec, DecoupledAttention, LayerSpec};
 use caramba::model::{ForwardCtx, KvCache, SeededVarMap};
 use caramba::ops::rope::Rope;
 
@@ -201,9 +201,17 @@ fn cached_decoding_equals_full_forward_and_the_cache_is_small() -> Result<()> {
 
 #[test]
 fn spec_errors_name_the_field() {
+    // A spec that parses reports its problems; a mode-only field in the wrong mode, or a missing
+    // DBA width, is already a parse error at that field (the mode is an enum, not optional fields).
     let bad = |v: serde_json::Value| -> Vec<String> {
-        let spec: AttentionSpec = serde_json::from_value(v).unwrap();
-        spec.problems().into_iter().map(|p| p.field).collect()
+        match serde_json::from_value::<AttentionSpec>(v) {
+            Ok(spec) => spec.problems().into_iter().map(|p| p.field).collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                let field = msg.split(caramba::topology::PATH_SEP).next().unwrap_or_default();
+                vec![field.to_string()]
+            }
+        }
     };
     let base =
         serde_json::json!({"d_model": 24, "n_heads": 4, "mode": "decoupled", "sem_dim": 8, "geo_dim": 16});

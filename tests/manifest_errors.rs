@@ -367,6 +367,24 @@ fn rope_needs_an_even_head_dim() {
 }
 
 #[test]
+fn a_decoupled_only_field_outside_decoupled_mode_is_located() {
+    // The attention mode is an enum: DBA fields exist only under `mode: decoupled`.
+    expect(
+        &edit("n_heads: 4}", "n_heads: 4, sem_dim: 8}"),
+        "model.topology.layers[0].layers[1].sem_dim",
+        "only applies to `mode: decoupled`",
+        Some((15, 61)),
+    );
+    let p = expect(
+        &edit("n_heads: 4}", "n_heads: 4, mode: decoupled, sem_dim: 8}"),
+        "model.topology.layers[0].layers[1].geo_dim",
+        "required in `mode: decoupled`",
+        None,
+    );
+    assert_eq!(p.line, Some(15), "falls back to the attention node's line");
+}
+
+#[test]
 fn gqa_kv_heads_must_divide_heads() {
     expect(
         &edit("n_heads: 4}", "n_heads: 4, mode: gqa, n_kv_heads: 3}"),
@@ -696,4 +714,55 @@ fn a_bad_value_from_a_variable_points_at_its_definition() {
         Some((4, 3)),
     );
     assert!(p.message.contains("must be in 1..="), "{}", p.headline());
+}
+
+#[test]
+fn glu_activation_must_be_known() {
+    let p = expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+            "{type: GLULayer, d_model: 64, d_ff: 128, activation: tanh}",
+        ),
+        "model.topology.layers[1].layers[1].activation",
+        "unknown variant `tanh`",
+        Some((19, 54)),
+    );
+    assert!(
+        p.help
+            .as_deref()
+            .is_some_and(|h| h.contains("`silu`, `gelu`, `relu`, `sigmoid`")),
+        "{:?}",
+        p.help
+    );
+}
+
+#[test]
+fn glu_d_ff_zero_is_located_with_a_hint() {
+    let p = expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+            "{type: geglu, d_model: 64, d_ff: 0}",
+        ),
+        "model.topology.layers[1].layers[1].d_ff",
+        "must be in 1..=",
+        Some((19, 40)),
+    );
+    assert!(
+        p.help.as_deref().is_some_and(|h| h.contains("d_ff: 256")),
+        "{:?}",
+        p.help
+    );
+}
+
+#[test]
+fn a_glu_alias_and_a_different_activation_conflict() {
+    expect(
+        &edit(
+            "{type: SwiGLULayer, d_model: 64, d_ff: 128}",
+            "{type: geglu, d_model: 64, d_ff: 128, activation: relu}",
+        ),
+        "model.topology.layers[1].layers[1].activation",
+        "`type: geglu` means activation gelu",
+        Some((19, 51)),
+    );
 }

@@ -1,5 +1,6 @@
-//! `--print-plan`: the lowered model tree (one line per node, two spaces per depth, after
-//! `repeat` expansion) and then the ordered plan, as plain text.
+//! `--print-plan`: the lowered model tree (one line per node, two spaces per depth; a run of
+//! identical copies, as `repeat:` makes, shown once under a `× N` line) and then the ordered
+//! plan, as plain text. Each layer describes itself ([`LayerSpec::describe`](crate::layer::LayerSpec)).
 
 use std::fmt::Write;
 
@@ -7,7 +8,7 @@ use super::compile::Compiled;
 use super::plan::{RunPlan, TargetPlan};
 use crate::layer::EmbedderSpec;
 use crate::model::ModelSpec;
-use crate::topology::NodeSpec;
+use crate::topology::{NodeSpec, NodeView};
 
 /// The whole `--print-plan` text.
 pub fn render_plan(c: &Compiled) -> String {
@@ -92,65 +93,20 @@ fn render_model(out: &mut String, m: &ModelSpec, path: &str, t: &TargetPlan) {
     );
 }
 
-/// One line for `node`, then its children two spaces deeper.
+/// One line for `node`, then its children two spaces deeper. A run of identical copies (what
+/// `repeat:` expands to) is shown once under a `× N` line naming the paths it stands for.
 pub fn render_node(out: &mut String, node: &NodeSpec, path: &str, depth: usize) {
     let indent = "  ".repeat(depth);
-    let attrs = match node {
-        NodeSpec::Attention(a) => {
-            let mut s = format!(
-                "d_model={} n_heads={} n_kv_heads={} head_dim={} mode={}",
-                a.d_model,
-                a.n_heads,
-                a.kv_heads(),
-                a.head_dim(),
-                name_of(&a.mode)
-            );
-            if a.mode == crate::layer::AttentionMode::Decoupled {
-                let d = crate::layer::DecoupledDims::of(a);
-                let _ = write!(
-                    s,
-                    " sem_head_dim={} geo_head_dim={} v_head_dim={}",
-                    d.sem_head_dim, d.geo_head_dim, d.v_head_dim
-                );
-            }
-            let _ = write!(s, " kv_values_per_token={}", a.cache_values_per_token());
-            if a.rope_enabled {
-                let _ = write!(s, " rope_base={}", a.rope_base);
-                if let Some(sc) = &a.rope_scaling {
-                    let _ = write!(s, " rope_scaling={}", sc.rope_type);
-                }
-            } else {
-                s.push_str(" rope=off");
-            }
-            if !a.is_causal {
-                s.push_str(" causal=false");
-            }
-            if a.dropout_p > 0.0 {
-                let _ = write!(s, " dropout_p={}", a.dropout_p);
-            }
-            if a.bias {
-                s.push_str(" bias=true");
-            }
-            s
-        }
-        NodeSpec::RmsNorm(n) => format!("d_model={} eps={}", n.d_model, n.eps),
-        NodeSpec::LayerNorm(n) => format!("d_model={} eps={}", n.d_model, n.eps),
-        NodeSpec::SwiGlu(s) => format!(
-            "d_model={} d_ff={}{}",
-            s.d_model,
-            s.d_ff,
-            if s.bias { " bias=true" } else { "" }
-        ),
-        NodeSpec::Linear(l) => format!("d_in={} d_out={} bias={}", l.d_in, l.d_out, l.bias),
-        NodeSpec::Dropout(d) => format!("p={}", d.p),
-        NodeSpec::Parallel(p) => format!("reduce={}", name_of(&p.reduce)),
-        NodeSpec::Cyclic(c) => format!("iterations={}", c.iterations),
-        _ => String::new(),
-    };
-    let kind = if node.children().is_some() {
-        "topology"
-    } else {
-        "layer"
+    let (kind, attrs) = match node.view() {
+        NodeView::Layer(l) => ("layer", l.describe()),
+        NodeView::Parallel(p) => ("topology", format!("reduce={}", name_of(&p.reduce))),
+        NodeView::Cyclic(c) => ("topology", format!("iterations={}", c.iterations)),
+        NodeView::Stacked(_)
+        | NodeView::Sequential(_)
+        | NodeView::Nested(_)
+        | NodeView::Residual(_)
+        | NodeView::Branching(_)
+        | NodeView::Recurrent(_) => ("topology", String::new()),
     };
     let sep = if attrs.is_empty() { "" } else { " " };
     let _ = writeln!(
@@ -158,11 +114,52 @@ pub fn render_node(out: &mut String, node: &NodeSpec, path: &str, depth: usize) 
         "{indent}- {kind}={} path={path}{sep}{attrs}",
         node.type_name()
     );
-    if let Some((children, repeat)) = node.children() {
-        for (i, child) in std::iter::repeat_n(children, repeat).flatten().enumerate() {
-            render_node(out, child, &format!("{path}.layers[{i}]"), depth + 1);
+    let Some((children, repeat)) = node.children() else {
+        return;
+    };
+    let children: Vec<&NodeSpec> = std::iter::repeat_n(children, repeat).flatten().collect();
+    let mut i = 0;
+    while i < children.len() {
+        let (period, copies) = repetition(&children[i..]);
+        if copies > 1 {
+            let last = i + period * copies - 1;
+            let block = if period == 1 {
+                format!("layers[{i}]")
+            } else {
+                format!("layers[{i}..={}]", i + period - 1)
+            };
+            let _ = writeln!(
+                out,
+                "{indent}  - × {copies}: {path}.layers[{i}..={last}] repeats {block} (shown once)"
+            );
+            for (k, child) in children[i..i + period].iter().enumerate() {
+                render_node(out, child, &format!("{path}.layers[{}]", i + k), depth + 2);
+            }
+            i = last + 1;
+        } else {
+            render_node(out, children[i], &format!("{path}.layers[{i}]"), depth + 1);
+            i += 1;
         }
     }
+}
+
+/// Longest blocks a repetition is looked for in (bounds the search on huge flat topologies).
+const MAX_PERIOD: usize = 64;
+
+/// `(period, copies)` of the run of identical blocks that starts `nodes`: the shortest period
+/// whose block repeats at least twice back to back, and how many times it does; `(1, 1)` when none.
+fn repetition(nodes: &[&NodeSpec]) -> (usize, usize) {
+    for period in 1..=MAX_PERIOD.min(nodes.len() / 2) {
+        let block = &nodes[..period];
+        let copies = nodes
+            .chunks_exact(period)
+            .take_while(|chunk| chunk == &block)
+            .count();
+        if copies > 1 {
+            return (period, copies);
+        }
+    }
+    (1, 1)
 }
 
 fn render_target(out: &mut String, n: usize, t: &TargetPlan) {

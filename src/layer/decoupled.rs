@@ -10,8 +10,9 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 
-use super::AttentionSpec;
 use super::linear::linear;
+use super::spec::Layer;
+use super::{AttentionSpec, DecoupledSpec};
 use crate::model::context::{ForwardCtx, TraceKind};
 use crate::ops::rope::{HeadRope, Rope};
 use crate::ops::sdpa::{AttendOptions, NullKv, grouped_attention};
@@ -32,20 +33,36 @@ pub struct DecoupledDims {
 }
 
 impl DecoupledDims {
+    /// Widths of `spec`; the semantic and geometric widths are 0 outside `mode: decoupled`.
     pub fn of(spec: &AttentionSpec) -> Self {
         let nh = spec.n_heads.max(1);
+        let dba = spec.decoupled();
         Self {
             n_heads: spec.n_heads,
             n_kv_heads: spec.kv_heads(),
-            sem_head_dim: spec.sem_dim.unwrap_or(0) / nh,
-            geo_head_dim: spec.geo_dim.unwrap_or(0) / nh,
-            v_head_dim: spec.v_dim.or(spec.attn_dim).unwrap_or(spec.d_model) / nh,
+            sem_head_dim: dba.map_or(0, |d| d.sem_dim) / nh,
+            geo_head_dim: dba.map_or(0, |d| d.geo_dim) / nh,
+            v_head_dim: dba
+                .and_then(|d| d.v_dim)
+                .or(spec.attn_dim)
+                .unwrap_or(spec.d_model)
+                / nh,
         }
     }
 
     /// Cached values per token for this layer: n_kv_heads · (sem + geo + v head dims).
     pub fn cache_values_per_token(&self) -> usize {
         self.n_kv_heads * (self.sem_head_dim + self.geo_head_dim + self.v_head_dim)
+    }
+}
+
+impl Layer for DecoupledAttention {
+    fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        DecoupledAttention::forward(self, xs, ctx)
+    }
+
+    fn kv_slot(&self) -> Option<usize> {
+        Some(self.slot)
     }
 }
 
@@ -76,6 +93,10 @@ impl DecoupledAttention {
     /// `k_null`, `v_null` when enabled).
     pub fn build(spec: &AttentionSpec, slot: usize, vb: VarBuilder) -> Result<Self> {
         let dims = DecoupledDims::of(spec);
+        let dba = spec
+            .decoupled()
+            .cloned()
+            .unwrap_or_else(|| DecoupledSpec::new(0, 0));
         let DecoupledDims {
             n_heads: nh,
             n_kv_heads: nkv,
@@ -84,7 +105,7 @@ impl DecoupledAttention {
             v_head_dim: vh,
         } = dims;
         let d = spec.d_model;
-        let k_sem = if spec.tie_qk {
+        let k_sem = if dba.tie_qk {
             None
         } else {
             Some(linear(d, nkv * sh, spec.bias, vb.pp("k_sem"))?)
@@ -108,14 +129,14 @@ impl DecoupledAttention {
             } else {
                 None
             },
-            rope_sem: (spec.rope_enabled && spec.rope_semantic && sh > 0)
+            rope_sem: (spec.rope_enabled && dba.rope_semantic && sh > 0)
                 .then(|| Rope::new(sh, spec.rope_base, spec.rope_scaling.as_ref())),
-            gate_logit: if spec.decoupled_gate {
+            gate_logit: if dba.decoupled_gate {
                 Some(vb.get_with_hints(nh, "gate_logit", Init::Const(0.0))?)
             } else {
                 None
             },
-            gate_proj: if spec.decoupled_gate && spec.decoupled_gate_dynamic {
+            gate_proj: if dba.decoupled_gate && dba.decoupled_gate_dynamic {
                 Some(Linear::new(
                     vb.get_with_hints((nh, d), "gate_proj.weight", Init::Const(0.0))?,
                     None,
@@ -123,7 +144,7 @@ impl DecoupledAttention {
             } else {
                 None
             },
-            null: if spec.null_attn {
+            null: if dba.null_attn {
                 Some((
                     vb.get_with_hints((nkv, sh + gh), "k_null", std)?,
                     vb.get_with_hints((nkv, vh), "v_null", std)?,

@@ -2,9 +2,13 @@
 //! the rest by 1/(1−p); the identity in evaluation. Masks come from the run's seeded RNG.
 
 use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use super::spec::{Layer, LayerSpec, LayerType, SpecProblem, Widths};
+use crate::model::context::ForwardCtx;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -12,6 +16,51 @@ pub struct DropoutSpec {
     /// Drop probability in [0, 1). Default: 0.
     #[serde(default)]
     pub p: f64,
+}
+
+impl LayerType for DropoutSpec {
+    const NAME: &'static str = "DropoutLayer";
+    const ALIASES: &'static [&'static str] = &["dropout"];
+}
+
+impl LayerSpec for DropoutSpec {
+    fn problems(&self) -> Vec<SpecProblem> {
+        if (0.0..1.0).contains(&self.p) {
+            Vec::new()
+        } else {
+            vec![SpecProblem::new(
+                "p",
+                format!("must be in [0, 1) (got {})", self.p),
+            )]
+        }
+    }
+
+    /// Transparent: any width passes through.
+    fn widths(&self) -> Option<Widths> {
+        None
+    }
+
+    fn params(&self) -> u64 {
+        0
+    }
+
+    fn describe(&self) -> String {
+        format!("p={}", self.p)
+    }
+
+    fn build(&self, _vb: VarBuilder, _next_slot: &mut usize) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(Dropout::new(self.p)))
+    }
+}
+
+impl Layer for Dropout {
+    fn forward(&self, xs: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+        Dropout::forward(self, xs, ctx.train, ctx.rng.as_deref_mut())
+    }
+
+    fn is_tail(&self) -> bool {
+        true
+    }
 }
 
 pub struct Dropout {

@@ -5,6 +5,9 @@ use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::spec::{Layer, LayerSpec, LayerType, SpecProblem, Widths, check_dim, check_eps};
+use crate::model::context::ForwardCtx;
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerNormSpec {
@@ -16,6 +19,47 @@ pub struct LayerNormSpec {
 
 fn eps() -> f64 {
     1e-5
+}
+
+impl LayerType for LayerNormSpec {
+    const NAME: &'static str = "LayerNormLayer";
+    const ALIASES: &'static [&'static str] = &["layer_norm", "layernorm"];
+}
+
+impl LayerSpec for LayerNormSpec {
+    fn problems(&self) -> Vec<SpecProblem> {
+        let mut out = Vec::new();
+        check_dim(&mut out, "d_model", self.d_model);
+        check_eps(&mut out, "eps", self.eps);
+        out
+    }
+
+    fn widths(&self) -> Option<Widths> {
+        Some(Widths::preserving("d_model", self.d_model))
+    }
+
+    /// Weight and bias: 2d.
+    fn params(&self) -> u64 {
+        2 * self.d_model as u64
+    }
+
+    fn describe(&self) -> String {
+        format!("d_model={} eps={}", self.d_model, self.eps)
+    }
+
+    fn build(&self, vb: VarBuilder, _next_slot: &mut usize) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(LayerNorm::build(self, vb)?))
+    }
+}
+
+impl Layer for LayerNorm {
+    fn forward(&self, xs: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
+        LayerNorm::forward(self, xs)
+    }
+
+    fn is_tail(&self) -> bool {
+        true
+    }
 }
 
 pub struct LayerNorm {

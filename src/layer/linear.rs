@@ -13,6 +13,9 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::spec::{Layer, LayerSpec, LayerType, SpecProblem, Widths, check_dim};
+use crate::model::context::ForwardCtx;
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearSpec {
@@ -27,6 +30,53 @@ pub struct LinearSpec {
 
 fn yes() -> bool {
     true
+}
+
+impl LayerType for LinearSpec {
+    const NAME: &'static str = "LinearLayer";
+    const ALIASES: &'static [&'static str] = &["linear"];
+}
+
+impl LayerSpec for LinearSpec {
+    fn problems(&self) -> Vec<SpecProblem> {
+        let mut out = Vec::new();
+        check_dim(&mut out, "d_in", self.d_in);
+        check_dim(&mut out, "d_out", self.d_out);
+        out
+    }
+
+    fn widths(&self) -> Option<Widths> {
+        Some(Widths {
+            d_in: ("d_in", self.d_in),
+            d_out: ("d_out", self.d_out),
+        })
+    }
+
+    /// d_in·d_out (+ d_out).
+    fn params(&self) -> u64 {
+        let bias = if self.bias { self.d_out as u64 } else { 0 };
+        (self.d_in as u64)
+            .saturating_mul(self.d_out as u64)
+            .saturating_add(bias)
+    }
+
+    fn describe(&self) -> String {
+        format!("d_in={} d_out={} bias={}", self.d_in, self.d_out, self.bias)
+    }
+
+    fn build(&self, vb: VarBuilder, _next_slot: &mut usize) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(LinearLayer::build(self, vb)?))
+    }
+}
+
+impl Layer for LinearLayer {
+    fn forward(&self, xs: &Tensor, _ctx: &mut ForwardCtx) -> Result<Tensor> {
+        LinearLayer::forward(self, xs)
+    }
+
+    fn is_tail(&self) -> bool {
+        true
+    }
 }
 
 /// Std of fresh projection weights (GPT-2 / nanoGPT convention).

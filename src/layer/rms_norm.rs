@@ -24,6 +24,52 @@ fn yes() -> bool {
     true
 }
 
+// The layer's spec and built-layer traits (see `spec.rs`).
+impl super::LayerType for RmsNormSpec {
+    const NAME: &'static str = "RMSNormLayer";
+    const ALIASES: &'static [&'static str] = &["rms_norm", "rmsnorm"];
+}
+
+impl super::LayerSpec for RmsNormSpec {
+    fn problems(&self) -> Vec<super::SpecProblem> {
+        let mut out = Vec::new();
+        super::spec::check_dim(&mut out, "d_model", self.d_model);
+        super::spec::check_eps(&mut out, "eps", self.eps);
+        out
+    }
+
+    fn widths(&self) -> Option<super::Widths> {
+        Some(super::Widths::preserving("d_model", self.d_model))
+    }
+
+    /// d when affine, else none.
+    fn params(&self) -> u64 {
+        if self.elementwise_affine {
+            self.d_model as u64
+        } else {
+            0
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("d_model={} eps={}", self.d_model, self.eps)
+    }
+
+    fn build(&self, vb: VarBuilder, _next_slot: &mut usize) -> Result<Box<dyn super::Layer>> {
+        Ok(Box::new(RmsNorm::build(self, vb)?))
+    }
+}
+
+impl super::Layer for RmsNorm {
+    fn forward(&self, xs: &Tensor, ctx: &mut crate::model::context::ForwardCtx) -> Result<Tensor> {
+        RmsNorm::forward(self, xs, ctx.train)
+    }
+
+    fn is_tail(&self) -> bool {
+        true
+    }
+}
+
 pub struct RmsNorm {
     weight: Option<Tensor>,
     eps: f64,

@@ -10,7 +10,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::LoadError;
-use crate::layer::{AttentionMode, AttentionSpec, EmbedderSpec, LinearSpec, RmsNormSpec, SwiGluSpec};
+use crate::layer::{
+    AttentionMode, AttentionSpec, EmbedderSpec, LayerSpec, LinearSpec, RmsNormSpec, SwiGluSpec,
+};
 use crate::manifest::validate::{MAX_DIM, MAX_REPEAT};
 use crate::model::{ModelKind, ModelSpec};
 use crate::ops::RopeScaling;

@@ -4,8 +4,9 @@
 //! `repeat: 16` block, not its 13th copy); a repeated block is checked once, plus the rule that
 //! its output must fit its own input. Width inference follows the data through the topology:
 //!
-//! - `LinearLayer` maps `d_in → d_out`; `DropoutLayer` is transparent; every other layer maps
-//!   `d_model → d_model`; the embedder's `d_model` enters the topology;
+//! - each layer states its own problems and widths ([`LayerSpec`]: `LinearLayer` maps
+//!   `d_in → d_out`, `DropoutLayer` is transparent, the others map `d_model → d_model`); the
+//!   embedder's `d_model` enters the topology;
 //! - consecutive nodes must agree; a residual must preserve width; parallel branches must agree
 //!   on input and output; branching branches agree on input and their outputs add up (feature
 //!   concatenation); a cyclic loop with `iterations > 1` and any `repeat > 1` must preserve width;
@@ -16,16 +17,16 @@
 
 use std::collections::HashMap;
 
-use crate::layer::EmbedderSpec;
+use crate::layer::{EmbedderSpec, LayerSpec, Widths};
 use crate::manifest::error::{ManifestError, Problem};
 use crate::manifest::load::{Source, join_index, join_key};
 use crate::manifest::types::{Manifest, Run, Seeds, Target, TrainerKind};
 use crate::model::ModelSpec;
-use crate::topology::NodeSpec;
+use crate::topology::{NodeSpec, NodeView};
 use crate::train::TrainSpec;
 
-/// Largest width, head count or vocabulary accepted (2^24).
-pub const MAX_DIM: usize = 1 << 24;
+/// Largest width, head count or vocabulary accepted (2^24); layers check their own sizes with it.
+pub use crate::layer::MAX_DIM;
 /// Largest `repeat` / `iterations`.
 pub const MAX_REPEAT: usize = 10_000;
 /// Largest number of nodes a topology may expand to.
@@ -451,63 +452,9 @@ impl Validator<'_> {
     /// Check `node` at `path` fed with `input`; returns the width it produces (when known).
     fn node(&mut self, node: &NodeSpec, path: &str, input: Option<Width>) -> Option<Width> {
         let field = |f: &str| join_key(path, f);
-        match node {
-            NodeSpec::Attention(a) => {
-                let mut dims_ok = self.dim(&field("d_model"), a.d_model);
-                dims_ok &= self.dim(&field("n_heads"), a.n_heads);
-                for (name, v) in [
-                    ("n_kv_heads", a.n_kv_heads),
-                    ("attn_dim", a.attn_dim),
-                    ("head_dim", a.head_dim),
-                ] {
-                    if let Some(v) = v {
-                        dims_ok &= self.dim(&field(name), v);
-                    }
-                }
-                if dims_ok {
-                    for p in a.problems() {
-                        self.err(&join_key(path, &p.field), p.message);
-                    }
-                }
-                if a.rope_enabled && !(a.rope_base.is_finite() && a.rope_base > 0.0) {
-                    self.err(
-                        &field("rope_base"),
-                        format!("must be a positive number (got {})", a.rope_base),
-                    );
-                }
-                self.layer_width(path, "d_model", a.d_model, a.d_model, input)
-            }
-            NodeSpec::RmsNorm(n) => {
-                self.dim(&field("d_model"), n.d_model);
-                self.eps(&field("eps"), n.eps);
-                self.layer_width(path, "d_model", n.d_model, n.d_model, input)
-            }
-            NodeSpec::LayerNorm(n) => {
-                self.dim(&field("d_model"), n.d_model);
-                self.eps(&field("eps"), n.eps);
-                self.layer_width(path, "d_model", n.d_model, n.d_model, input)
-            }
-            NodeSpec::SwiGlu(s) => {
-                self.dim(&field("d_model"), s.d_model);
-                self.dim(&field("d_ff"), s.d_ff);
-                self.layer_width(path, "d_model", s.d_model, s.d_model, input)
-            }
-            NodeSpec::Linear(l) => {
-                self.dim(&field("d_in"), l.d_in);
-                self.dim(&field("d_out"), l.d_out);
-                self.layer_width(path, "d_in", l.d_in, l.d_out, input)
-                    .map(|mut w| {
-                        w.at = field("d_out");
-                        w
-                    })
-            }
-            NodeSpec::Dropout(d) => {
-                if !(0.0..1.0).contains(&d.p) {
-                    self.err(&field("p"), format!("must be in [0, 1) (got {})", d.p));
-                }
-                input
-            }
-            NodeSpec::Parallel(p) => {
+        match node.view() {
+            NodeView::Layer(layer) => self.layer(layer, path, input),
+            NodeView::Parallel(p) => {
                 self.topology_shape(path, &p.layers, p.repeat);
                 let outs = self.branches(path, &p.layers, input.clone());
                 let mut first: Option<(usize, Width)> = None;
@@ -525,7 +472,7 @@ impl Validator<'_> {
                 }
                 first.map(|(_, w)| w).or(input)
             }
-            NodeSpec::Branching(t) => {
+            NodeView::Branching(t) => {
                 self.topology_shape(path, &t.layers, t.repeat);
                 // Features are concatenated: the output width is the sum over branches (and copies).
                 let outs = self.branches(path, &t.layers, input);
@@ -538,7 +485,7 @@ impl Validator<'_> {
                     at: path.to_string(),
                 })
             }
-            NodeSpec::Cyclic(c) => {
+            NodeView::Cyclic(c) => {
                 self.topology_shape(path, &c.layers, c.repeat);
                 if c.iterations == 0 || c.iterations > MAX_REPEAT {
                     self.err(&field("iterations"), format!("must be in 1..={MAX_REPEAT}"));
@@ -551,7 +498,7 @@ impl Validator<'_> {
                 }
                 out
             }
-            NodeSpec::Residual(t) => {
+            NodeView::Residual(t) => {
                 self.topology_shape(path, &t.layers, t.repeat);
                 let out = self.sequence(path, &t.layers, t.repeat, input.clone());
                 let ok = self.preserves(path, &t.layers, input.clone(), out.clone(), "", |i, o| {
@@ -559,11 +506,38 @@ impl Validator<'_> {
                 });
                 if ok { input.or(out) } else { input }
             }
-            NodeSpec::Stacked(t) | NodeSpec::Sequential(t) | NodeSpec::Nested(t) | NodeSpec::Recurrent(t) => {
+            NodeView::Stacked(t) | NodeView::Sequential(t) | NodeView::Nested(t) | NodeView::Recurrent(t) => {
                 self.topology_shape(path, &t.layers, t.repeat);
                 self.sequence(path, &t.layers, t.repeat, input)
             }
         }
+    }
+
+    /// A layer: its own problems at its fields, then the widths it expects and produces (a layer
+    /// without widths, like dropout, passes the arriving width on).
+    fn layer(&mut self, layer: &dyn LayerSpec, path: &str, input: Option<Width>) -> Option<Width> {
+        for p in layer.problems() {
+            let at = join_key(path, &p.field);
+            match p.help {
+                Some(help) => self.err_help(&at, p.message, help),
+                None => self.err(&at, p.message),
+            }
+        }
+        let Some(Widths {
+            d_in: (name, d_in),
+            d_out: (out_name, d_out),
+        }) = layer.widths()
+        else {
+            return input;
+        };
+        let w = self.layer_width(path, name, d_in, d_out, input);
+        if out_name == name {
+            return w;
+        }
+        w.map(|mut w| {
+            w.at = join_key(path, out_name);
+            w
+        })
     }
 
     /// A leaf that expects `d_in` (its field `name`) and produces `d_out`. A width-preserving
@@ -681,12 +655,6 @@ impl Validator<'_> {
         }
     }
 
-    fn eps(&mut self, path: &str, v: f64) {
-        if !(v.is_finite() && v > 0.0) {
-            self.err(path, format!("must be a small positive number (got {v})"));
-        }
-    }
-
     fn val_frac(&mut self, path: &str, v: f64) {
         if !(0.0..1.0).contains(&v) {
             self.err_help(
@@ -740,15 +708,16 @@ impl Validator<'_> {
 
 /// The width a node expects at its input, when it determines one.
 fn expects(node: &NodeSpec) -> Option<usize> {
-    match node {
-        NodeSpec::Attention(a) => Some(a.d_model),
-        NodeSpec::RmsNorm(n) => Some(n.d_model),
-        NodeSpec::LayerNorm(n) => Some(n.d_model),
-        NodeSpec::SwiGlu(s) => Some(s.d_model),
-        NodeSpec::Linear(l) => Some(l.d_in),
-        NodeSpec::Dropout(_) => None,
-        // Topologies: their first child that determines one (branches all see the same input).
-        _ => node.children()?.0.iter().find_map(expects),
+    match node.view() {
+        NodeView::Layer(l) => l.widths().map(|w| w.d_in.1),
+        NodeView::Stacked(_)
+        | NodeView::Sequential(_)
+        | NodeView::Nested(_)
+        | NodeView::Residual(_)
+        | NodeView::Parallel(_)
+        | NodeView::Branching(_)
+        | NodeView::Cyclic(_)
+        | NodeView::Recurrent(_) => node.children()?.0.iter().find_map(expects),
     }
 }
 

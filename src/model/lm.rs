@@ -182,8 +182,10 @@ impl LanguageModel {
 
 /// Leaves that may end a stack after its blocks: norms and the head projection.
 fn is_head_node(node: &Node) -> bool {
-    matches!(
-        node,
-        Node::RmsNorm(_) | Node::LayerNorm(_) | Node::Linear(_) | Node::Dropout(_)
-    )
+    match node {
+        Node::Layer(l) => l.is_tail(),
+        Node::Sequence(_) | Node::Residual(_) | Node::Parallel(_) | Node::Branching(_) | Node::Cyclic(_) => {
+            false
+        }
+    }
 }

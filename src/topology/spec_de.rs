@@ -1,5 +1,6 @@
 //! Deserialisation of [`NodeSpec`]: dispatch on `type:` (canonical names and aliases), then parse
-//! the rest of the mapping strictly as that node's spec.
+//! the rest of the mapping strictly as that node's spec (a layer's alias may first fill in what it
+//! implies, see [`crate::layer::LayerType::apply_alias`]).
 //!
 //! Errors inside a node carry the node-relative path (`layers[1].n_heads`) before the message,
 //! separated by [`PATH_SEP`], so that the manifest loader can join it to the outer path.
@@ -12,6 +13,19 @@ use super::{NODE_TYPES, NodeSpec};
 
 /// Separates a node-relative path from the message in nested errors.
 pub const PATH_SEP: char = '\u{1f}';
+
+/// Parse `v` strictly as `T`, prefixing errors with their path inside `v`.
+pub(crate) fn parse<T: DeserializeOwned, E: serde::de::Error>(v: Value) -> Result<T, E> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            E::custom(inner)
+        } else {
+            E::custom(format!("{path}{PATH_SEP}{inner}"))
+        }
+    })
+}
 
 impl<'de> Deserialize<'de> for NodeSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -36,33 +50,22 @@ impl<'de> Deserialize<'de> for NodeSpec {
                 names.join(", ")
             )));
         };
-        fn parse<T: DeserializeOwned, E: serde::de::Error>(v: Value) -> Result<T, E> {
-            serde_path_to_error::deserialize(v).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                if path == "." || path.is_empty() {
-                    E::custom(inner)
-                } else {
-                    E::custom(format!("{path}{PATH_SEP}{inner}"))
-                }
-            })
+        let value = match NodeSpec::parse_layer(canonical, &ty, value) {
+            Ok(layer) => return layer,
+            Err(topology) => topology,
+        };
+        match canonical {
+            "StackedTopology" => Ok(NodeSpec::Stacked(parse(value)?)),
+            "SequentialTopology" => Ok(NodeSpec::Sequential(parse(value)?)),
+            "NestedTopology" => Ok(NodeSpec::Nested(parse(value)?)),
+            "ResidualTopology" => Ok(NodeSpec::Residual(parse(value)?)),
+            "ParallelTopology" => Ok(NodeSpec::Parallel(parse(value)?)),
+            "BranchingTopology" => Ok(NodeSpec::Branching(parse(value)?)),
+            "CyclicTopology" => Ok(NodeSpec::Cyclic(parse(value)?)),
+            "RecurrentTopology" => Ok(NodeSpec::Recurrent(parse(value)?)),
+            other => Err(D::Error::custom(format!(
+                "type{PATH_SEP}NODE_TYPES lists `{other}` but nothing parses it"
+            ))),
         }
-        Ok(match canonical {
-            "AttentionLayer" => NodeSpec::Attention(parse(value)?),
-            "RMSNormLayer" => NodeSpec::RmsNorm(parse(value)?),
-            "LayerNormLayer" => NodeSpec::LayerNorm(parse(value)?),
-            "SwiGLULayer" => NodeSpec::SwiGlu(parse(value)?),
-            "LinearLayer" => NodeSpec::Linear(parse(value)?),
-            "DropoutLayer" => NodeSpec::Dropout(parse(value)?),
-            "StackedTopology" => NodeSpec::Stacked(parse(value)?),
-            "SequentialTopology" => NodeSpec::Sequential(parse(value)?),
-            "NestedTopology" => NodeSpec::Nested(parse(value)?),
-            "ResidualTopology" => NodeSpec::Residual(parse(value)?),
-            "ParallelTopology" => NodeSpec::Parallel(parse(value)?),
-            "BranchingTopology" => NodeSpec::Branching(parse(value)?),
-            "CyclicTopology" => NodeSpec::Cyclic(parse(value)?),
-            "RecurrentTopology" => NodeSpec::Recurrent(parse(value)?),
-            other => unreachable!("NODE_TYPES lists {other} but spec_de does not parse it"),
-        })
     }
 }

@@ -2,7 +2,7 @@
 //! of the other, whatever their nesting. Every pair must be the same kind of layer, except that a
 //! standard/GQA attention may become a decoupled one.
 
-use crate::layer::{AttentionMode, AttentionSpec};
+use crate::layer::AttentionSpec;
 use crate::model::ModelSpec;
 use crate::topology::NodeSpec;
 
@@ -44,7 +44,7 @@ impl Pair<'_> {
     pub fn surgery_site(&self) -> Option<(&AttentionSpec, &AttentionSpec)> {
         match (self.teacher.spec, self.student.spec) {
             (NodeSpec::Attention(t), NodeSpec::Attention(s))
-                if s.mode == AttentionMode::Decoupled && t.mode != AttentionMode::Decoupled =>
+                if s.decoupled().is_some() && t.decoupled().is_none() =>
             {
                 Some((t, s))
             }

@@ -132,7 +132,7 @@ pub fn surgery(
             "geo head dim {gh} (even, ≤ {dh}) and v head dim {vh} (≤ {dh})"
         ));
     }
-    if student.tie_qk && matches!(init, DbaInit::Aligned | DbaInit::Svd) {
+    if student.decoupled().is_some_and(|d| d.tie_qk) && matches!(init, DbaInit::Aligned | DbaInit::Svd) {
         return mismatch("tie_qk cannot hold separate query and key bases; use dba_init: fresh".into());
     }
     let (wq, wk, wv, wo) = (
