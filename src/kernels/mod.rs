@@ -14,6 +14,8 @@ pub mod decode_attention;
 pub mod flash_attention;
 /// Multi-tensor AdamW and gradient sums of squares (one launch for every parameter).
 pub mod optimizer;
+/// Fused RMSNorm backward: dx and deterministic dw in two launches.
+pub mod rms_norm;
 /// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).
 pub mod quant_rows;
 #[cfg(feature = "cuda")]
