@@ -10,7 +10,7 @@
 //! [`super::set_fused_training`] is on and the logits are bf16, f16 or f32; its candle-ops path
 //! (CPU, and CUDA otherwise) is the reference the GPU tests compare against.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device};
 
 /// Why the fused kernels do not take logits of `dtype` on `device`, or `None` where they run.
 /// Logs a CUDA fallback once per reason.
