@@ -1,7 +1,8 @@
 //! The fused decode-attention kernel against its plain candle-ops reference
 //! (`ops::sdpa::grouped_attention` on the same, dequantized, tensors) on fresh random inputs;
 //! the fused training attention (flash forward and backward) against the composite
-//! `RecomputingAttention`, per op and over a tiny model's training run; the multi-tensor AdamW.
+//! `RecomputingAttention`, per op and over a tiny model's training run; the multi-tensor AdamW; the
+//! fused RMSNorm backward and cross-entropy against their candle-ops paths.
 //!
 //! Needs a build with `--features cuda` and an NVIDIA GPU; without either each test prints why it
 //! skips and passes. docs/gpu.md says how these were run on an H100.
@@ -839,7 +840,8 @@ fn fused_training_attention_matches_the_composite() {
 }
 
 /// A tiny Llama-style model (4 layers, head dim 32, causal) trained 20 steps with the fused
-/// attention and with the composite one, from the same seed: the per-step losses agree within
+/// kernels (attention, RMSNorm backward, cross-entropy: one switch) and with the composite ops,
+/// from the same seed: the per-step losses agree within
 /// 1e-3 (relative) in f32 and 3e-2 in bf16, where the two paths round differently and the
 /// difference compounds over the steps.
 #[test]
@@ -884,4 +886,213 @@ fn fused_training_attention_trains_like_the_composite() {
             );
         }
     }
+}
+
+/// The fused RMSNorm backward (`kernels::rms_norm`) against the candle-ops closed form
+/// (`rms_norm_backward_reference`, run in f32 on the same rounded inputs): dx and dw, f32 and bf16,
+/// odd and Llama widths (37, 576), a width over the 1024 of the small blocks (4100) and one over
+/// the shared-memory column sums (9000), 1 to 8193 rows. Tolerances relative to the reference's
+/// largest magnitude: f32 1e-5 for dx and 3e-5 for dw (a sum over up to 8193 rows in another
+/// order); bf16 2e-2. dw must also be bit-identical run to run, and the layer's op
+/// (`RmsNormWithGrad` through `closed_form::apply2`) must give the same gradients with the switch
+/// on as off.
+#[test]
+fn fused_rms_norm_backward_matches_the_closed_form() {
+    use caramba::layer::rms_norm::{RmsNormWithGrad, rms_norm_backward_reference};
+    let Some(dev) = gpu() else { return };
+    let _switch = fused_switch();
+    caramba::kernels::set_fused_training(true);
+    let eps = 1e-5;
+    let mut failures = Vec::new();
+    let mut worst = [0f32; 2];
+    for (d, rows) in [
+        (37, 1),
+        (37, 8193),
+        (576, 1),
+        (576, 7),
+        (576, 8193),
+        (4100, 3),
+        (4100, 300),
+        (9000, 1),
+        (9000, 40),
+    ] {
+        // Rows of very different scales and a weight far from ones.
+        let x = Tensor::randn(0f32, 1.0, (rows, d), &dev)
+            .unwrap()
+            .broadcast_mul(&Tensor::randn(0f32, 3.0, (rows, 1), &dev).unwrap().abs().unwrap())
+            .unwrap();
+        let w = Tensor::randn(1f32, 0.5, d, &dev).unwrap();
+        let g = Tensor::randn(0f32, 1.0, (rows, d), &dev).unwrap();
+        for (i, dtype) in [DType::F32, DType::BF16].into_iter().enumerate() {
+            let name = format!("d {d}, rows {rows}, {dtype:?}");
+            let (xd, wd, gd) = (
+                x.to_dtype(dtype).unwrap(),
+                w.to_dtype(dtype).unwrap(),
+                g.to_dtype(dtype).unwrap(),
+            );
+            let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let (want_dx, want_dw) =
+                rms_norm_backward_reference(&f32_of(&xd), &f32_of(&wd), &f32_of(&gd), eps).unwrap();
+            poison(&dev, rows * d);
+            let (dx, dw) = caramba::kernels::rms_norm::backward(&xd, &wd, &gd, eps)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: the fused kernel declined"));
+            if dx.dtype() != dtype || dw.dtype() != dtype {
+                failures.push(format!("{name}: dx {:?}, dw {:?}", dx.dtype(), dw.dtype()));
+            }
+            let (dx_err, dx_top) = rel_to_max(&dx, &want_dx);
+            let (dw_err, dw_top) = rel_to_max(&dw, &want_dw);
+            eprintln!("{name}: dx {dx_err:.2e} (max {dx_top:.3}), dw {dw_err:.2e} (max {dw_top:.3})");
+            let (tol_dx, tol_dw) = if dtype == DType::F32 {
+                (1e-5, 3e-5)
+            } else {
+                (2e-2, 2e-2)
+            };
+            worst[i] = worst[i].max(dx_err).max(dw_err);
+            if !(dx_err <= tol_dx) {
+                failures.push(format!("{name}: dx differs by {dx_err:.2e} of max"));
+            }
+            if !(dw_err <= tol_dw) {
+                failures.push(format!("{name}: dw differs by {dw_err:.2e} of max"));
+            }
+            let (_, dw_again) = caramba::kernels::rms_norm::backward(&xd, &wd, &gd, eps)
+                .unwrap()
+                .unwrap();
+            let same = f32_of(&dw)
+                .eq(&f32_of(&dw_again))
+                .unwrap()
+                .min_all()
+                .unwrap()
+                .to_scalar::<u8>()
+                .unwrap();
+            if same != 1 {
+                failures.push(format!("{name}: dw differs between two runs"));
+            }
+        }
+    }
+    // The layer's op takes the kernel with the switch on and the closed form with it off.
+    let x0 = Tensor::randn(0f32, 1.0, (2, 5, 576), &dev).unwrap();
+    let w0 = Tensor::randn(1f32, 0.5, 576, &dev).unwrap();
+    let grads = |fused: bool| -> [Tensor; 2] {
+        use candle_core::Var;
+        caramba::kernels::set_fused_training(fused);
+        let (x, w) = (Var::from_tensor(&x0).unwrap(), Var::from_tensor(&w0).unwrap());
+        let y =
+            caramba::ops::closed_form::apply2(x.as_tensor(), w.as_tensor(), RmsNormWithGrad { eps }).unwrap();
+        let gs = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        caramba::kernels::set_fused_training(true);
+        [x, w].map(|v| gs.get(v.as_tensor()).expect("a gradient").clone())
+    };
+    for ((name, a), b) in ["dx", "dw"].iter().zip(grads(true)).zip(grads(false)) {
+        let (err, _) = rel_to_max(&a, &b);
+        eprintln!("RmsNormWithGrad fused vs closed form: {name} {err:.2e}");
+        if !(err <= 3e-5) {
+            failures.push(format!(
+                "RmsNormWithGrad: {name} differs by {err:.2e} with the switch on"
+            ));
+        }
+    }
+    eprintln!("worst: f32 {:.2e}, bf16 {:.2e}", worst[0], worst[1]);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The fused cross-entropy (`ops::cross_entropy` on CUDA with the switch on: the kernels of
+/// `kernels::cross_entropy`) against the same op on the CPU (its candle-ops path, the function of
+/// the old `lm_loss` composite): per-row loss, mean loss and dlogits, f32 and bf16, SmolLM2's
+/// vocabulary (49152: 16-byte loads), odd ones (37, 1003: element loads) and rows viewed from
+/// mid-buffer (unaligned starts). Tolerances relative to the reference's largest magnitude: f32
+/// 1e-5, bf16 2e-2 (the reference takes the same bf16 logits and rounds dlogits to bf16).
+#[test]
+fn fused_cross_entropy_matches_the_candle_ops() {
+    use candle_core::Var;
+    use caramba::ops::cross_entropy::cross_entropy_rows;
+    let Some(dev) = gpu() else { return };
+    let _switch = fused_switch();
+    caramba::kernels::set_fused_training(true);
+    let mut failures = Vec::new();
+    let mut worst = [0f32; 2];
+    for (n, v, offset) in [
+        (1, 49152, 0),
+        (512, 49152, 0),
+        (300, 37, 0),
+        (64, 1003, 1),
+        (33, 1000, 3),
+    ] {
+        let all = Tensor::randn(0f32, 3.0, (n + offset, v), &Device::Cpu).unwrap();
+        let targets = Tensor::rand(0f32, v as f32, n, &Device::Cpu)
+            .unwrap()
+            .floor()
+            .unwrap()
+            .clamp(0f32, (v - 1) as f32)
+            .unwrap()
+            .to_dtype(DType::U32)
+            .unwrap();
+        let up = Tensor::randn(0f32, 1.0, n, &Device::Cpu).unwrap();
+        for (i, dtype) in [DType::F32, DType::BF16].into_iter().enumerate() {
+            let name = format!("n {n}, v {v}, offset {offset}, {dtype:?}");
+            if let Some(why) = caramba::kernels::cross_entropy::unavailable(&dev, dtype) {
+                failures.push(format!("{name}: the fused kernel declined ({why})"));
+                continue;
+            }
+            // (per-row loss, d (Σ loss ⊙ up) / d logits) on `on`, from rows `offset..` of a buffer.
+            let run = |on: &Device| -> (Tensor, Tensor) {
+                let buf = all.to_dtype(dtype).unwrap().to_device(on).unwrap();
+                let var = Var::from_tensor(&buf).unwrap();
+                let logits = var.as_tensor().narrow(0, offset, n).unwrap();
+                let rows = cross_entropy_rows(&logits, &targets.to_device(on).unwrap()).unwrap();
+                let gs = (&rows * up.to_device(on).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g = gs
+                    .get(var.as_tensor())
+                    .expect("a gradient")
+                    .narrow(0, offset, n)
+                    .unwrap();
+                (
+                    rows.to_device(&Device::Cpu).unwrap(),
+                    g.to_device(&Device::Cpu).unwrap(),
+                )
+            };
+            let (want, want_g) = run(&Device::Cpu);
+            poison(&dev, n * v);
+            let (got, got_g) = run(&dev);
+            if got_g.dtype() != dtype {
+                failures.push(format!("{name}: dlogits are {:?}", got_g.dtype()));
+            }
+            let (loss_err, top) = rel_to_max(&got, &want);
+            let mean_err = {
+                let (a, b) = (
+                    got.mean_all().unwrap().to_scalar::<f32>().unwrap(),
+                    want.mean_all().unwrap().to_scalar::<f32>().unwrap(),
+                );
+                (a - b).abs() / b.abs().max(1.0)
+            };
+            let (g_err, g_top) = rel_to_max(&got_g, &want_g);
+            eprintln!(
+                "{name}: loss {loss_err:.2e} (max {top:.3}), mean {mean_err:.2e}, dlogits {g_err:.2e} (max {g_top:.3})"
+            );
+            let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+            worst[i] = worst[i].max(loss_err).max(mean_err).max(g_err);
+            for (what, err) in [("loss", loss_err), ("mean loss", mean_err), ("dlogits", g_err)] {
+                if !(err <= tol) {
+                    failures.push(format!("{name}: {what} differs by {err:.2e} of max"));
+                }
+            }
+        }
+    }
+    eprintln!("worst: f32 {:.2e}, bf16 {:.2e}", worst[0], worst[1]);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

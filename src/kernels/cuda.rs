@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaModule, DevicePtr};
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::op::BackpropOp;
+use candle_core::{CudaStorage, DType, Result, Shape, Storage, Tensor};
 
 /// `kernels/decode_attention.cu`, built by `build.rs`.
 pub static DECODE_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/decode_attention.fatbin"));
@@ -15,6 +17,10 @@ pub static DECODE_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/d
 pub static FLASH_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flash_attention.fatbin"));
 /// `kernels/optimizer.cu`, built by `build.rs`.
 pub static OPTIMIZER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/optimizer.fatbin"));
+/// `kernels/rms_norm.cu`, built by `build.rs`.
+pub static RMS_NORM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rms_norm.fatbin"));
+/// `kernels/cross_entropy.cu`, built by `build.rs`.
+pub static CROSS_ENTROPY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cross_entropy.fatbin"));
 
 type Key = (usize, &'static str);
 
@@ -87,14 +93,46 @@ pub fn address(t: &Tensor, extra: usize) -> Result<u64> {
     let Storage::Cuda(cs) = &*storage else {
         candle_core::bail!("a kernel operand is not on a CUDA device");
     };
+    storage_address(cs, layout.start_offset() + extra)
+}
+
+/// The device address of element `at` of `cs` (for custom ops, which see storages, not tensors;
+/// the same stream-order argument as [`address`] keeps it valid).
+pub fn storage_address(cs: &CudaStorage, at: usize) -> Result<u64> {
     let stream = cs.device.cuda_stream();
-    let at = layout.start_offset() + extra;
-    let (ptr, elem) = match t.dtype() {
+    let (ptr, elem) = match cs.dtype() {
         DType::F32 => (cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0, 4),
         DType::F16 => (cs.as_cuda_slice::<half::f16>()?.device_ptr(&stream).0, 2),
         DType::BF16 => (cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0, 2),
+        DType::U32 => (cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0, 4),
         DType::U8 => (cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0, 1),
-        other => candle_core::bail!("kernel operands are f32, f16, bf16 or u8, not {other:?}"),
+        other => candle_core::bail!("kernel operands are f32, f16, bf16, u32 or u8, not {other:?}"),
     };
     Ok(ptr + (at * elem) as u64)
+}
+
+/// An uninitialized contiguous storage of `n` elements (the caller's kernels write every one).
+pub fn empty_storage(dev: &CudaDevice, dtype: DType, n: usize) -> Result<CudaStorage> {
+    // SAFETY: the launchers write every element before anything reads it.
+    let storage = unsafe {
+        match dtype {
+            DType::BF16 => CudaStorage::wrap_cuda_slice(dev.alloc::<half::bf16>(n)?, dev.clone()),
+            DType::F16 => CudaStorage::wrap_cuda_slice(dev.alloc::<half::f16>(n)?, dev.clone()),
+            DType::F32 => CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()),
+            other => candle_core::bail!("kernel outputs are f32, f16 or bf16, not {other:?}"),
+        }
+    };
+    Ok(storage)
+}
+
+/// An uninitialized contiguous tensor (every element is written by a kernel).
+pub fn empty(dev: &CudaDevice, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
+    let shape = shape.into();
+    let storage = empty_storage(dev, dtype, shape.elem_count())?;
+    Ok(Tensor::from_storage(
+        Storage::Cuda(storage),
+        shape,
+        BackpropOp::none(),
+        false,
+    ))
 }

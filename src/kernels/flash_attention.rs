@@ -173,10 +173,9 @@ pub fn backward(
 mod imp {
     use candle_core::cuda_backend::CudaDevice;
     use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-    use candle_core::op::BackpropOp;
-    use candle_core::{CudaStorage, DType, Device, Result, Shape, Storage, Tensor};
+    use candle_core::{DType, Device, Result, Tensor};
 
-    use crate::kernels::cuda::{FLASH_ATTENTION, address, function};
+    use crate::kernels::cuda::{FLASH_ATTENTION, address, empty, function};
 
     /// Query rows of a forward / dQ block (4 warps of 16), as in the .cu's `Tiles`.
     const BR: usize = 64;
@@ -196,27 +195,6 @@ mod imp {
         } else {
             t.copy()
         }
-    }
-
-    /// An uninitialized contiguous tensor (every element is written by a kernel).
-    fn empty(dev: &CudaDevice, dtype: DType, shape: impl Into<Shape>) -> Result<Tensor> {
-        let shape = shape.into();
-        let n = shape.elem_count();
-        // SAFETY: the kernels write every element before anything reads it.
-        let storage = unsafe {
-            match dtype {
-                DType::BF16 => CudaStorage::wrap_cuda_slice(dev.alloc::<half::bf16>(n)?, dev.clone()),
-                DType::F16 => CudaStorage::wrap_cuda_slice(dev.alloc::<half::f16>(n)?, dev.clone()),
-                DType::F32 => CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()),
-                other => candle_core::bail!("fused attention: no {other:?} outputs"),
-            }
-        };
-        Ok(Tensor::from_storage(
-            Storage::Cuda(storage),
-            shape,
-            BackpropOp::none(),
-            false,
-        ))
     }
 
     fn suffix(dtype: DType) -> &'static str {

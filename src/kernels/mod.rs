@@ -14,6 +14,10 @@ pub mod decode_attention;
 pub mod flash_attention;
 /// Multi-tensor AdamW and gradient sums of squares (one launch for every parameter).
 pub mod optimizer;
+/// Fused RMSNorm backward: dx and deterministic dw in two launches.
+pub mod rms_norm;
+/// Fused cross-entropy over the vocabulary: per-row loss and logsumexp, and dlogits in one pass.
+pub mod cross_entropy;
 /// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).
 pub mod quant_rows;
 #[cfg(feature = "cuda")]

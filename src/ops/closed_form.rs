@@ -80,7 +80,7 @@ struct Custom<T>(T);
 /// Run `f` on untracked tensors over copies of the op's CPU inputs, and hand back a copy of the
 /// result's storage. A custom op borrows its inputs and must return an owned result, so both ends
 /// copy: memory passes that the saved backward ops more than pay for.
-fn on_cpu(
+pub(crate) fn on_cpu(
     name: &str,
     inputs: &[(&CpuStorage, &Layout)],
     f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
@@ -97,7 +97,7 @@ fn on_cpu(
 
 /// [`on_cpu`] for CUDA inputs.
 #[cfg(feature = "cuda")]
-fn on_cuda(
+pub(crate) fn on_cuda(
     name: &str,
     inputs: &[(&candle_core::CudaStorage, &Layout)],
     f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
