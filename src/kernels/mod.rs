@@ -18,6 +18,8 @@ pub mod optimizer;
 pub mod rms_norm;
 /// Fused cross-entropy over the vocabulary: per-row loss and logsumexp, and dlogits in one pass.
 pub mod cross_entropy;
+/// The gate for kernels that are built and CPU-tested but not yet run on a GPU (off by default).
+pub mod unverified;
 /// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).
 pub mod quant_rows;
 #[cfg(feature = "cuda")]
@@ -28,3 +30,4 @@ pub use decode_attention::{
 };
 pub use flash_attention::set_fused_training;
 pub use quant_rows::quantize_rows;
+pub use unverified::{set_unverified_kernels, unverified_kernels};

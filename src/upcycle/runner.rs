@@ -176,7 +176,13 @@ pub fn run_upcycle(
         train.device = device_name.clone();
         let dir = RunDir::for_run(runs_root, &compiled.plan.name, &target.name, &run.id);
         let _lock = crate::record::DirLock::acquire(&dir.root).map_err(crate::train::TrainError::from)?;
-        dir.write_header(compiled, target, run)
+        // why: run.json records the device this run trains on (`--device` included), not the
+        // manifest's default.
+        let resolved = crate::compiler::RunPlan {
+            train: train.clone(),
+            ..run.clone()
+        };
+        dir.write_header(compiled, target, &resolved)
             .map_err(|e| UpcycleError::Io {
                 path: dir.root.clone(),
                 source: e,
