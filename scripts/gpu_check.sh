@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
 # binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
-# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [attention] [train] [hf] [profile] [memory] [phases]
-# (all but profile, memory and phases by default; attention: the fused training attention against
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [attention] [gated] [train] [hf] [profile] [memory] [phases]
+# (all but profile, memory, phases and gated by default; gated: training steps with the kernels not
+# yet verified on a GPU (src/kernels/unverified.rs) off, then on; attention: the fused training attention against
 # the composite path; profile: where a training step's time goes, by
 # phase and by kernel (ncu); phases: by phase only; memory: whether training's GPU memory is flat
 # over 200 steps; TORCH_COMPILE=1 adds torch.compile to the train comparison)
@@ -11,7 +12,7 @@ BIN=${BIN:-target/device}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 STEPS="$*"
-has() { { [ -z "$STEPS" ] && [ "$1" != profile ] && [ "$1" != memory ] && [ "$1" != phases ]; } || [[ " $STEPS " == *" $1 "* ]]; }
+has() { { [ -z "$STEPS" ] && [ "$1" != profile ] && [ "$1" != memory ] && [ "$1" != phases ] && [ "$1" != gated ]; } || [[ " $STEPS " == *" $1 "* ]]; }
 for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f"; done
 chmod +x "$BIN"/gpu_kernels "$BIN"/gpu "$BIN"/train "$BIN"/caramba 2>/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
@@ -32,6 +33,14 @@ if has attention; then
   echo "== train 135M shape, bf16: composite attention, then fused"
   CARAMBA_FUSED_TRAINING=0 "$BIN"/train $SHAPE23 --device cuda --dtype bf16 2>&1 | grep -E "attention:|tokens/s" | sed 's/\x1b\[[0-9;]*m//g' | tail -2 | tee "$OUT/train_composite.txt"
   "$BIN"/train $SHAPE23 --device cuda --dtype bf16 2>&1 | grep -E "attention:|tokens/s" | sed 's/\x1b\[[0-9;]*m//g' | tail -2 | tee "$OUT/train_fused.txt"
+fi
+if has gated; then
+  # The fused RMSNorm backward and cross-entropy (gated off until verified): the same 23 steps with
+  # the gate off (the default path) and on, same shapes, back to back.
+  G23="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23"
+  echo "== train 135M shape, bf16: gated kernels off, then on"
+  "$BIN"/train $G23 --device cuda --dtype bf16 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | tail -2 | tee "$OUT/train_gated_off.txt"
+  CARAMBA_UNVERIFIED_KERNELS=1 "$BIN"/train $G23 --device cuda --dtype bf16 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | tail -2 | tee "$OUT/train_gated_on.txt"
 fi
 if has hf; then
   echo "== HF transformers decode"; PYTHONUNBUFFERED=1 python3 scripts/bench_decode_hf.py --config presets/configs/llama-3.2-1b.json ${HF_COMPILE:+--compile} 2>&1 | grep -v Warning | tee "$OUT/hf_decode.txt"
