@@ -353,9 +353,10 @@ impl<'a> Trainer<'a> {
                 // auxiliary losses); the weighted auxiliary sum is logged beside it.
                 let step_loss = match aux {
                     Some(aux) => {
-                        let aux = aux.to_dtype(step_loss.dtype()).map_err(failed("loss"))?;
-                        aux_sum += f64::from(aux.to_scalar::<f32>().map_err(failed("forward"))?);
+                        let aux_value = aux.to_dtype(DType::F32).and_then(|a| a.to_scalar::<f32>());
+                        aux_sum += f64::from(aux_value.map_err(failed("forward"))?);
                         has_aux = true;
+                        let aux = aux.to_dtype(step_loss.dtype()).map_err(failed("loss"))?;
                         (step_loss + aux).map_err(failed("loss"))?
                     }
                     None => step_loss,
