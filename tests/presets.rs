@@ -114,3 +114,8 @@ fn standard_transformer_quick_runs() {
 fn dba_quick_runs() {
     run_small("dba.yml", "steps: 200");
 }
+
+#[test]
+fn moe_transformer_quick_runs() {
+    run_small("moe_transformer.yml", "steps: 150");
+}

@@ -24,6 +24,9 @@ pub struct ForwardCtx<'a> {
     pub stop_after_slot: Option<usize>,
     /// Set once `stop_after_slot` was reached.
     pub stopped: bool,
+    /// Auxiliary losses (scalars, already weighted) pushed by layers during a training forward,
+    /// e.g. a MoE layer's load-balancing loss; the trainer adds their sum to the training loss.
+    pub aux_losses: Vec<Tensor>,
 }
 
 impl<'a> ForwardCtx<'a> {
@@ -37,6 +40,7 @@ impl<'a> ForwardCtx<'a> {
             trace: None,
             stop_after_slot: None,
             stopped: false,
+            aux_losses: Vec::new(),
         }
     }
 
@@ -50,6 +54,7 @@ impl<'a> ForwardCtx<'a> {
             trace: None,
             stop_after_slot: None,
             stopped: false,
+            aux_losses: Vec::new(),
         }
     }
 
@@ -63,7 +68,17 @@ impl<'a> ForwardCtx<'a> {
             trace: None,
             stop_after_slot: None,
             stopped: false,
+            aux_losses: Vec::new(),
         }
+    }
+
+    /// The sum of the auxiliary losses pushed so far; `None` when no layer pushed one.
+    pub fn aux_loss(&self) -> candle_core::Result<Option<Tensor>> {
+        let mut it = self.aux_losses.iter();
+        let Some(first) = it.next() else {
+            return Ok(None);
+        };
+        it.try_fold(first.clone(), |acc, l| acc + l).map(Some)
     }
 
     /// Called by attention layers after their forward: honours `stop_after_slot`.

@@ -177,6 +177,7 @@ node_spec! {
     Linear(LinearSpec),
     Dropout(DropoutSpec),
     Glu(crate::layer::GluSpec),
+    Moe(crate::layer::MoeSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.

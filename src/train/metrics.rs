@@ -1,6 +1,7 @@
 //! `metrics.jsonl`: one JSON object per line, in step order.
 //!
-//! Train lines: `{"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s", "memory_gib"}`;
+//! Train lines: `{"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s", "memory_gib",
+//! "aux_loss"}` (the last two only where there is one);
 //! eval lines: `{"step", "val_loss", "elapsed_s"}`. `step` counts completed optimizer steps.
 //! On resume from step K the file is cut back, at a byte offset, before the first line with
 //! `step > K` (or a torn last line), so it never holds duplicates; the lines kept are never
@@ -33,6 +34,11 @@ pub struct TrainLine {
     /// step to step in a healthy run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_gib: Option<f64>,
+    /// Mean over the step's micro-batches of the weighted auxiliary losses the layers added to
+    /// the training loss (a MoE layer's load balancing); absent for a model without any. The
+    /// optimised loss is `loss + aux_loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_loss: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

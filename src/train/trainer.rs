@@ -331,22 +331,36 @@ impl<'a> Trainer<'a> {
             let lr = schedule.lr(step);
             let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut loss_sum = 0f64;
+            let (mut aux_sum, mut has_aux) = (0f64, false);
             for _ in 0..spec.grad_accum {
                 let (xs, ys) = self
                     .data
                     .batch(Split::Train, spec.batch_size, &mut sampler, &self.device)?;
                 clock.lap("data");
                 let failed = |phase| in_phase(step + 1, phase, &self.device, spec.batch_size);
-                let step_loss = {
+                let (step_loss, aux) = {
                     let mut ctx = ForwardCtx::train(&mut dropout);
                     let logits = self.model.forward(&xs, &mut ctx).map_err(failed("forward"))?;
-                    match &self.loss {
+                    let loss = match &self.loss {
                         Some(loss) => loss(&xs, &logits, &ys),
                         None => lm_loss(&logits, &ys),
                     }
-                    .map_err(failed("loss"))?
+                    .map_err(failed("loss"))?;
+                    (loss, ctx.aux_loss().map_err(failed("auxiliary loss"))?)
                 };
                 let value = f64::from(step_loss.to_scalar::<f32>().map_err(failed("forward"))?);
+                // why: `loss` stays the model's own loss (comparable with models without
+                // auxiliary losses); the weighted auxiliary sum is logged beside it.
+                let step_loss = match aux {
+                    Some(aux) => {
+                        let aux_value = aux.to_dtype(DType::F32).and_then(|a| a.to_scalar::<f32>());
+                        aux_sum += f64::from(aux_value.map_err(failed("forward"))?);
+                        has_aux = true;
+                        let aux = aux.to_dtype(step_loss.dtype()).map_err(failed("loss"))?;
+                        (step_loss + aux).map_err(failed("loss"))?
+                    }
+                    None => step_loss,
+                };
                 clock.lap("forward");
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite {
@@ -404,6 +418,7 @@ impl<'a> Trainer<'a> {
                     tokens_per_sec,
                     elapsed_s: elapsed,
                     memory_gib,
+                    aux_loss: has_aux.then(|| aux_sum / spec.grad_accum as f64),
                 }))?;
                 let memory = memory_line(&self.device, memory_gib);
                 tracing::info!(

@@ -289,6 +289,7 @@ impl Blockwise<'_> {
                     elapsed_s: elapsed,
                     memory_gib: crate::device::memory_in_use_bytes(&self.device)
                         .map(|b| b as f64 / (1u64 << 30) as f64),
+                    aux_loss: None,
                 }))?;
                 bar.inc(1);
                 bar.set_message(&format!("layer {slot} loss {value:.4}"));
