@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::layer::EmbedderSpec;
+use crate::layer::{EmbedderSpec, LayerSpec};
 use crate::model::ModelSpec;
 use crate::topology::{NodeSpec, NodeView};
 
@@ -45,39 +45,25 @@ impl ModelStats {
 
 /// Parameters of `node` and its subtree (children counted `repeat` times).
 pub fn params(node: &NodeSpec) -> u64 {
-    match node.view() {
-        NodeView::Layer(l) => l.params(),
-        NodeView::Stacked(_)
-        | NodeView::Sequential(_)
-        | NodeView::Nested(_)
-        | NodeView::Residual(_)
-        | NodeView::Parallel(_)
-        | NodeView::Branching(_)
-        | NodeView::Cyclic(_)
-        | NodeView::Recurrent(_) => subtree(node, params),
-    }
+    sum_layers(node, &|l| l.params())
 }
 
 /// K and V elements per token in `node`'s attention layers.
 fn kv_elements(node: &NodeSpec) -> u64 {
-    match node.view() {
-        NodeView::Layer(l) => l.kv_values_per_token(),
-        NodeView::Stacked(_)
-        | NodeView::Sequential(_)
-        | NodeView::Nested(_)
-        | NodeView::Residual(_)
-        | NodeView::Parallel(_)
-        | NodeView::Branching(_)
-        | NodeView::Cyclic(_)
-        | NodeView::Recurrent(_) => subtree(node, kv_elements),
-    }
+    sum_layers(node, &|l| l.kv_values_per_token())
 }
 
 /// Exact cached bytes per token of `node`'s attention layers with K and V stored as `kind`
 /// (block scales included; blocks never straddle heads or DBA's sem/geo segments).
 pub fn kv_bytes(node: &NodeSpec, kind: crate::cache::CacheKind) -> u64 {
+    sum_layers(node, &|l| l.kv_bytes_per_token(kind))
+}
+
+/// `per_layer` summed over every layer under `node`, each topology's children counted `repeat`
+/// times (saturating). The match lists every topology so that a new one must be placed here.
+fn sum_layers(node: &NodeSpec, per_layer: &dyn Fn(&dyn LayerSpec) -> u64) -> u64 {
     match node.view() {
-        NodeView::Layer(l) => l.kv_bytes_per_token(kind),
+        NodeView::Layer(l) => per_layer(l),
         NodeView::Stacked(_)
         | NodeView::Sequential(_)
         | NodeView::Nested(_)
@@ -86,22 +72,11 @@ pub fn kv_bytes(node: &NodeSpec, kind: crate::cache::CacheKind) -> u64 {
         | NodeView::Branching(_)
         | NodeView::Cyclic(_)
         | NodeView::Recurrent(_) => match node.children() {
-            Some((children, repeat)) => (repeat as u64).saturating_mul(
-                children
-                    .iter()
-                    .fold(0u64, |acc, c| acc.saturating_add(kv_bytes(c, kind))),
-            ),
+            Some((children, repeat)) => children
+                .iter()
+                .fold(0u64, |acc, c| acc.saturating_add(sum_layers(c, per_layer)))
+                .saturating_mul(repeat as u64),
             None => 0,
         },
-    }
-}
-
-fn subtree(node: &NodeSpec, f: fn(&NodeSpec) -> u64) -> u64 {
-    match node.children() {
-        Some((children, repeat)) => children
-            .iter()
-            .fold(0u64, |acc, c| acc.saturating_add(f(c)))
-            .saturating_mul(repeat as u64),
-        None => 0,
     }
 }
