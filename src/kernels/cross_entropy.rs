@@ -24,10 +24,6 @@ pub fn unavailable(device: &Device, dtype: DType) -> Option<String> {
     if !super::flash_attention::fused_training() {
         return Some("switched off (train.fused: false or CARAMBA_FUSED_TRAINING=0)".into());
     }
-    if !super::unverified::unverified_kernels() {
-        log_fallback(super::unverified::REASON);
-        return Some(super::unverified::REASON.into());
-    }
     if !matches!(dtype, DType::BF16 | DType::F16 | DType::F32) {
         let why = format!("{dtype:?} logits");
         log_fallback(&why);

@@ -48,10 +48,6 @@ pub fn backward(xs: &Tensor, w: &Tensor, grad: &Tensor, eps: f64) -> Result<Opti
     if !cfg!(feature = "cuda") || !xs.device().is_cuda() || !super::flash_attention::fused_training() {
         return Ok(None);
     }
-    if !super::unverified::unverified_kernels() {
-        log_fallback(super::unverified::REASON);
-        return Ok(None);
-    }
     if let Some(reason) = unsupported(xs, w) {
         log_fallback(&reason);
         return Ok(None);
