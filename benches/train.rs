@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use caramba::data::{PrepareSpec, TokenDataset, Tokenizer, prepare};
-use caramba::layer::{AttentionMode, AttentionSpec, EmbedderSpec, RmsNormSpec, SwiGluSpec};
+use caramba::layer::{AttentionMode, AttentionSpec, DecoupledSpec, EmbedderSpec, RmsNormSpec, SwiGluSpec};
 use caramba::model::ModelSpec;
 use caramba::topology::{NodeSpec, TopologySpec};
 use caramba::train::{self, TrainOptions, TrainSpec};
@@ -26,6 +26,10 @@ const DEFAULTS: &[(&str, usize)] = &[
     ("d-ff", 0),
     ("vocab", 256),
     ("log-every", 0),
+    ("sem-dim", 0),
+    ("geo-dim", 0),
+    ("v-dim", 0),
+    ("peak-tflops", 989),
 ];
 
 fn model(
@@ -35,6 +39,7 @@ fn model(
     n_kv: usize,
     d_ff: usize,
     vocab: usize,
+    dba: Option<DecoupledSpec>,
 ) -> ModelSpec {
     let norm = || {
         NodeSpec::RmsNorm(RmsNormSpec {
@@ -44,10 +49,10 @@ fn model(
         })
     };
     let attn = NodeSpec::Attention(AttentionSpec {
-        mode: if n_kv == n_heads {
-            AttentionMode::Standard
-        } else {
-            AttentionMode::Gqa
+        mode: match dba {
+            Some(d) => AttentionMode::Decoupled(d),
+            None if n_kv == n_heads => AttentionMode::Standard,
+            None => AttentionMode::Gqa,
         },
         n_kv_heads: Some(n_kv),
         ..AttentionSpec::new(d_model, n_heads)
@@ -151,6 +156,13 @@ fn main() {
     } else {
         cfg["d-ff"]
     };
+    let dba = (cfg["sem-dim"] > 0 || cfg["geo-dim"] > 0).then(|| DecoupledSpec {
+        v_dim: Some(match cfg["v-dim"] {
+            0 => cfg["d-model"],
+            v => v,
+        }),
+        ..DecoupledSpec::new(cfg["sem-dim"], cfg["geo-dim"])
+    });
     let m = model(
         cfg["d-model"],
         cfg["layers"],
@@ -158,6 +170,7 @@ fn main() {
         kv,
         d_ff,
         cfg["vocab"],
+        dba.clone(),
     );
     let ts = TrainSpec {
         device: device.clone(),
@@ -186,8 +199,28 @@ fn main() {
     )
     .expect("train");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The twin's count: 6 FLOPs per parameter per token plus causal attention's score and value
+    // products, 6 · layers · block · (q·k width + v width) / 2 per token.
+    let n_params = caramba::compiler::stats::params(&m.topology) + (cfg["vocab"] * cfg["d-model"]) as u64;
+    let width = dba.as_ref().map_or(cfg["d-model"], |d| {
+        (d.sem_dim + d.geo_dim + d.v_dim.unwrap_or(cfg["d-model"])) / 2
+    });
+    let flops_per_token = 6.0 * n_params as f64 + 6.0 * (cfg["layers"] * cfg["block"] * width) as f64;
+    let mfu = if device.starts_with("cuda") {
+        format!(
+            ", {:.1}M params, MFU {:.1}% of {} TFLOP/s",
+            n_params as f64 / 1e6,
+            100.0 * summary.tokens_per_sec * flops_per_token / (cfg["peak-tflops"] as f64 * 1e12),
+            cfg["peak-tflops"]
+        )
+    } else {
+        String::new()
+    };
+    let shape = dba.as_ref().map_or(String::new(), |d| {
+        format!(" dba={}/{}/{}", d.sem_dim, d.geo_dim, d.v_dim.unwrap_or(cfg["d-model"]))
+    });
     println!(
-        "train ({device} {dtype}, {threads} threads) d_model={} layers={} heads={}/{kv} d_ff={d_ff} vocab={} block={} batch={}: {:.0} tokens/s over {} steps ({:.2} s), final loss {:.3}",
+        "train ({device} {dtype}, {threads} threads) d_model={} layers={} heads={}/{kv}{shape} d_ff={d_ff} vocab={} block={} batch={}: {:.0} tokens/s over {} steps ({:.2} s), final loss {:.3}{mfu}",
         cfg["d-model"],
         cfg["layers"],
         cfg["heads"],

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Everything GPU in one call on the device machine (it has no Rust): the CUDA test and bench
 # binaries built here by scripts/build_cuda.sh, run side by side with the PyTorch/HF twins.
-# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [attention] [gated] [train] [hf] [profile] [memory] [phases]
+# Usage there: bash scripts/gpu_check.sh [tests] [kernel] [decode] [long] [attention] [gated] [train] [dba] [hf] [profile] [memory] [phases]
 # (all but profile, memory, phases and gated by default; gated: training steps with the kernels not
 # yet verified on a GPU (src/kernels/unverified.rs) off, then on; attention: the fused training attention against
 # the composite path; profile: where a training step's time goes, by
 # phase and by kernel (ncu); phases: by phase only; memory: whether training's GPU memory is flat
-# over 200 steps; TORCH_COMPILE=1 adds torch.compile to the train comparison)
+# over 200 steps; dba: the train comparison at the DBA student shape of presets/smollm2_135m_dba.yml;
+# TORCH_COMPILE=1 adds torch.compile to the train and dba comparisons)
 set -uo pipefail
 BIN=${BIN:-target/device}
 OUT=${OUT:-/tmp/gpu-out}
@@ -71,4 +72,14 @@ if has train; then
   PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $SHAPE --device cuda --dtype bf16 --threads 8 2>&1 | tail -2 | tee "$OUT/train_torch.txt"
   [ -n "${TORCH_COMPILE:-}" ] && PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $SHAPE --device cuda --dtype bf16 --threads 8 --compile 2>&1 | tail -2 | tee "$OUT/train_torch_compile.txt"
   "$BIN"/train $SHAPE --device cuda --dtype bf16 2>&1 | tail -1 | tee -a "$OUT/train_caramba.txt"
+fi
+if has dba; then
+  # The student of presets/smollm2_135m_dba.yml (sem 16 + geo 16 q/k and 32 v per head), same
+  # 16 x 512 batches, next to the PyTorch twin's DBA block.
+  DBA="--d-model 576 --layers 30 --heads 9 --kv-heads 3 --d-ff 1536 --vocab 49152 --block 512 --batch 16 --steps 23 --sem-dim 144 --geo-dim 144 --v-dim 288"
+  echo "== train DBA student shape, bf16: caramba vs torch eager"
+  "$BIN"/train $DBA --device cuda --dtype bf16 2>&1 | tail -1 | tee "$OUT/train_dba_caramba.txt"
+  PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $DBA --device cuda --dtype bf16 --threads 8 2>&1 | tail -2 | tee "$OUT/train_dba_torch.txt"
+  [ -n "${TORCH_COMPILE:-}" ] && PYTHONUNBUFFERED=1 python3 scripts/bench_train_torch.py $DBA --device cuda --dtype bf16 --threads 8 --compile 2>&1 | tail -2 | tee "$OUT/train_dba_torch_compile.txt"
+  "$BIN"/train $DBA --device cuda --dtype bf16 2>&1 | tail -1 | tee -a "$OUT/train_dba_caramba.txt"
 fi
