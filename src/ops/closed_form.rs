@@ -3,9 +3,11 @@
 //! candle's fused kernels (softmax, RoPE) have no backward pass, and its differentiable versions
 //! are compositions of elementwise ops: backward walks each of them and keeps every intermediate
 //! alive until it does. An [`OpWithGrad`] runs a fused candle function on an untracked tensor as
-//! its forward and a closed form as its backward. Every device goes through one code path
-//! ([`untracked`]): the CPU tests exercise the plumbing the GPU runs. Metal uses the op's
-//! differentiable reference instead (the plumbing is not built for it here: no Mac to test on).
+//! its forward and a closed form as its backward. Every device goes through one code path: the
+//! forward runs on detached views of the inputs (no copies), and candle records its result with
+//! the op's backward (`Tensor::track_op*_arc`, a patch of the vendored candle-core), so the CPU
+//! tests exercise the plumbing the GPU runs. Metal uses the op's differentiable reference instead
+//! (not built for it here: no Mac to test on).
 
 use std::sync::Arc;
 
@@ -39,8 +41,9 @@ pub fn apply2<T: OpWithGrad2>(a: &Tensor, b: &Tensor, op: T) -> Result<Tensor> {
     if a.device().is_metal() {
         return op.reference(a, b);
     }
-    a.contiguous()?
-        .apply_op2_arc(&b.contiguous()?, Arc::new(Box::new(Custom2(op))))
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let ys = op.forward(&a.detach(), &b.detach())?;
+    Ok(a.track_op2_arc(&b, &ys, Arc::new(Box::new(Custom2(op)))))
 }
 
 /// A ternary op with a fused (or recomputing) forward and a closed-form backward.
@@ -60,11 +63,9 @@ pub fn apply3<T: OpWithGrad3>(a: &Tensor, b: &Tensor, c: &Tensor, op: T) -> Resu
     if a.device().is_metal() {
         return op.reference(a, b, c);
     }
-    a.contiguous()?.apply_op3_arc(
-        &b.contiguous()?,
-        &c.contiguous()?,
-        Arc::new(Box::new(Custom3(op))),
-    )
+    let (a, b, c) = (a.contiguous()?, b.contiguous()?, c.contiguous()?);
+    let ys = op.forward(&a.detach(), &b.detach(), &c.detach())?;
+    Ok(a.track_op3_arc(&b, &c, &ys, Arc::new(Box::new(Custom3(op)))))
 }
 
 /// Apply `op` to `xs` (made contiguous first); differentiable through `op.backward`.
@@ -72,14 +73,17 @@ pub fn apply<T: OpWithGrad>(xs: &Tensor, op: T) -> Result<Tensor> {
     if xs.device().is_metal() {
         return op.reference(xs);
     }
-    xs.contiguous()?.apply_op1_arc(Arc::new(Box::new(Custom(op))))
+    let xs = xs.contiguous()?;
+    let ys = op.forward(&xs.detach())?;
+    Ok(xs.track_op1_arc(&ys, Arc::new(Box::new(Custom(op)))))
 }
 
 struct Custom<T>(T);
 
 /// Run `f` on untracked tensors over copies of the op's CPU inputs, and hand back a copy of the
 /// result's storage. A custom op borrows its inputs and must return an owned result, so both ends
-/// copy: memory passes that the saved backward ops more than pay for.
+/// copy; [`apply`] and its siblings avoid this path (they record a forward computed on detached
+/// views), which serves `Tensor::apply_op*` callers only.
 pub(crate) fn on_cpu(
     name: &str,
     inputs: &[(&CpuStorage, &Layout)],

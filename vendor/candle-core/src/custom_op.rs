@@ -180,6 +180,39 @@ impl Tensor {
         Ok(from_storage(storage, shape, BackpropOp::none(), false))
     }
 
+    // caramba patch: a custom op whose forward the caller computed itself, with candle ops on
+    // untracked tensors that share the inputs' storage (`detach`), is recorded with its backward
+    // without `cpu_fwd`/`cuda_fwd`, whose borrowed storages forced a copy of every input and of
+    // the result (451 device copies a training step of caramba's 135M Llama on an H100).
+    // `res` must be the op's value at these arguments; it keeps its storage and layout.
+
+    /// Records `res` as the value of the unary custom op `c` at `self`: the result shares `res`'s
+    /// storage and layout, and backward calls `c.bwd`. `c`'s forward is not run.
+    pub fn track_op1_arc(&self, res: &Self, c: Arc<Box<dyn CustomOp1 + Send + Sync>>) -> Self {
+        let op = BackpropOp::new1(self, |s| Op::CustomOp1(s, c.clone()));
+        res.with_backprop_op(op)
+    }
+
+    /// Records `res` as the value of the binary custom op `c` at (`self`, `rhs`) (see
+    /// [`Tensor::track_op1_arc`]).
+    pub fn track_op2_arc(&self, rhs: &Self, res: &Self, c: Arc<Box<dyn CustomOp2 + Send + Sync>>) -> Self {
+        let op = BackpropOp::new2(self, rhs, |t1, t2| Op::CustomOp2(t1, t2, c.clone()));
+        res.with_backprop_op(op)
+    }
+
+    /// Records `res` as the value of the ternary custom op `c` at (`self`, `t2`, `t3`) (see
+    /// [`Tensor::track_op1_arc`]).
+    pub fn track_op3_arc(
+        &self,
+        t2: &Self,
+        t3: &Self,
+        res: &Self,
+        c: Arc<Box<dyn CustomOp3 + Send + Sync>>,
+    ) -> Self {
+        let op = BackpropOp::new3(self, t2, t3, |t1, t2, t3| Op::CustomOp3(t1, t2, t3, c.clone()));
+        res.with_backprop_op(op)
+    }
+
     /// Applies a unary custom op.
     pub fn apply_op1_arc(&self, c: Arc<Box<dyn CustomOp1 + Send + Sync>>) -> Result<Self> {
         let (storage, shape) = self
