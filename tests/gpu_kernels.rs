@@ -1098,3 +1098,180 @@ fn fused_cross_entropy_matches_the_candle_ops() {
         failures.join("\n")
     );
 }
+
+/// The fused SwiGLU activation (`kernels::swiglu`) against the candle-ops closed form of
+/// `ops::swiglu` run on the CPU in f32 on the same (rounded) inputs: h, da and db, f32, bf16 and
+/// f16, even and odd element counts (the odd last element), one operand at an even offset into a
+/// larger buffer. Tolerances relative to the reference's largest magnitude: f32 1e-5, bf16 and
+/// f16 1e-2 (one rounding of each result to the narrow type).
+#[test]
+fn fused_swiglu_matches_the_closed_form() {
+    let Some(dev) = gpu() else { return };
+    let _switch = fused_switch();
+    caramba::kernels::set_fused_training(true);
+    let mut failures = Vec::new();
+    let mut worst = [0f32; 3];
+    for n in [1usize, 2, 37, 1536, 3 * 1536 + 1, 16 * 512 * 1536] {
+        // Gate pre-activations wide enough to saturate the sigmoid both ways.
+        let a = Tensor::randn(0f32, 3.0, n, &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+        let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+        for (i, dtype) in [DType::F32, DType::BF16, DType::F16].into_iter().enumerate() {
+            let name = format!("n {n}, {dtype:?}");
+            let (ad, bd, gd) = (
+                a.to_dtype(dtype).unwrap(),
+                b.to_dtype(dtype).unwrap(),
+                g.to_dtype(dtype).unwrap(),
+            );
+            let cpu = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
+            let (ac, bc, gc) = (cpu(&ad), cpu(&bd), cpu(&gd));
+            let want_h = (candle_nn::ops::silu(&ac).unwrap() * &bc).unwrap();
+            let s = candle_nn::ops::sigmoid(&ac).unwrap();
+            let silu = (&ac * &s).unwrap();
+            let want_da = (&gc * (&s * ((&ac - &silu).unwrap() + 1.0).unwrap()).unwrap() * &bc).unwrap();
+            let want_db = (&gc * &silu).unwrap();
+            poison(&dev, 3 * n);
+            let h = caramba::kernels::swiglu::forward(&ad, &bd)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: the fused forward declined"));
+            let (da, db) = caramba::kernels::swiglu::backward(&ad, &bd, &gd)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: the fused backward declined"));
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+            for (what, got, want) in [("h", &h, &want_h), ("da", &da, &want_da), ("db", &db, &want_db)] {
+                if got.dtype() != dtype {
+                    failures.push(format!("{name}: {what} is {:?}", got.dtype()));
+                }
+                let (err, top) = rel_to_max(&got.to_device(&Device::Cpu).unwrap(), want);
+                worst[i] = worst[i].max(err);
+                if n >= 1536 || !(err <= tol) {
+                    eprintln!("{name}: {what} {err:.2e} (max {top:.3})");
+                }
+                if !(err <= tol) {
+                    failures.push(format!("{name}: {what} differs by {err:.2e} of max"));
+                }
+            }
+        }
+    }
+    // An operand viewed at an even offset into a larger buffer, through the op (forward and
+    // backward), against the op with the switch off (the candle-ops closed form on the GPU).
+    let big = Tensor::randn(0f32, 2.0, 2 * 4 * 1536 + 2, &dev).unwrap();
+    let a0 = big.narrow(0, 2, 4 * 1536).unwrap().reshape((4, 1536)).unwrap();
+    let b0 = Tensor::randn(0f32, 1.0, (4, 1536), &dev).unwrap();
+    let grads = |fused: bool| -> [Tensor; 3] {
+        use candle_core::Var;
+        caramba::kernels::set_fused_training(fused);
+        let (a, b) = (Var::from_tensor(&a0).unwrap(), Var::from_tensor(&b0).unwrap());
+        let y = caramba::ops::swiglu::silu_mul(a.as_tensor(), b.as_tensor()).unwrap();
+        let gs = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        caramba::kernels::set_fused_training(true);
+        let [da, db] = [a, b].map(|v| gs.get(v.as_tensor()).expect("a gradient").clone());
+        [y, da, db]
+    };
+    for ((name, x), y) in ["h", "da", "db"].iter().zip(grads(true)).zip(grads(false)) {
+        let (err, _) = rel_to_max(&x, &y);
+        eprintln!("silu_mul fused vs candle ops: {name} {err:.2e}");
+        if !(err <= 1e-5) {
+            failures.push(format!("silu_mul: {name} differs by {err:.2e} with the switch on"));
+        }
+    }
+    eprintln!("worst: f32 {:.2e}, bf16 {:.2e}, f16 {:.2e}", worst[0], worst[1], worst[2]);
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The embedding table's gradient (`kernels::embedding`) against candle's zeros + `index_add` on
+/// the CPU in f32 on the same (rounded) gradient: SmolLM2's shape (8,192 ids into 49,152 × 576,
+/// many repeats), a table whose row count is not a multiple of the kernel's 8 rows per block, ids
+/// that hit one row only, and f32/bf16. Unused rows must be exactly zero; two runs must agree bit
+/// for bit. Tolerances relative to the largest magnitude: f32 1e-5, bf16 1e-2.
+#[test]
+fn fused_embedding_backward_matches_index_add() {
+    let Some(dev) = gpu() else { return };
+    let _switch = fused_switch();
+    caramba::kernels::set_fused_training(true);
+    let mut failures = Vec::new();
+    let rng_ids = |n: usize, vocab: usize, skew: bool| -> Vec<u32> {
+        // A fixed-seed mix: Zipf-like repeats (as text has) or uniform ids.
+        let mut state = 0x9e3779b97f4a7c15u64 ^ (n as u64) ^ ((vocab as u64) << 20);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                let v = if skew { (u * u * u * vocab as f64) as usize } else { (u * vocab as f64) as usize };
+                v.min(vocab - 1) as u32
+            })
+            .collect()
+    };
+    for (n, vocab, d, skew) in [
+        (8192usize, 49152usize, 576usize, true),
+        (37, 13, 7, false),
+        (1000, 3, 64, false),
+        (513, 1, 1536, false),
+        (4096, 1003, 1024, true),
+    ] {
+        let ids_v = rng_ids(n, vocab, skew);
+        let ids = Tensor::new(ids_v.as_slice(), &dev).unwrap();
+        let g = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let name = format!("n {n}, vocab {vocab}, d {d}, {dtype:?}");
+            let gd = g.to_dtype(dtype).unwrap();
+            let gc = gd.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
+            let ids_c = ids.to_device(&Device::Cpu).unwrap();
+            let want = Tensor::zeros((vocab, d), DType::F32, &Device::Cpu)
+                .unwrap()
+                .index_add(&ids_c, &gc, 0)
+                .unwrap();
+            poison(&dev, vocab * d);
+            let dw = caramba::kernels::embedding::backward(&ids, &gd, vocab)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: the kernel declined"));
+            let (err, top) = rel_to_max(&dw.to_device(&Device::Cpu).unwrap(), &want);
+            eprintln!("{name}: dw {err:.2e} (max {top:.3})");
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+            if !(err <= tol) {
+                failures.push(format!("{name}: dw differs by {err:.2e} of max"));
+            }
+            let mut used = vec![false; vocab];
+            for &i in &ids_v {
+                used[i as usize] = true;
+            }
+            let rows = dw.to_dtype(DType::F32).unwrap().abs().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            if let Some(v) = (0..vocab).find(|&v| !used[v] && rows[v] != 0.0) {
+                failures.push(format!("{name}: unused row {v} is not zero"));
+            }
+            let again = caramba::kernels::embedding::backward(&ids, &gd, vocab).unwrap().unwrap();
+            let same = dw
+                .to_dtype(DType::F32)
+                .unwrap()
+                .eq(&again.to_dtype(DType::F32).unwrap())
+                .unwrap()
+                .min_all()
+                .unwrap()
+                .to_scalar::<u8>()
+                .unwrap();
+            if same != 1 {
+                failures.push(format!("{name}: dw differs between two runs"));
+            }
+        }
+    }
+    // Through the embedding op, against it with the switch off (candle's index_add on the GPU).
+    let table0 = Tensor::randn(0f32, 1.0, (1003, 64), &dev).unwrap();
+    let ids = Tensor::new(rng_ids(2 * 300, 1003, true).as_slice(), &dev).unwrap().reshape((2, 300)).unwrap();
+    let up = Tensor::randn(0f32, 1.0, (2, 300, 64), &dev).unwrap();
+    let grad = |fused: bool| -> Tensor {
+        caramba::kernels::set_fused_training(fused);
+        let table = candle_core::Var::from_tensor(&table0).unwrap();
+        let y = caramba::ops::embedding::lookup(table.as_tensor(), &ids).unwrap();
+        let gs = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        caramba::kernels::set_fused_training(true);
+        gs.get(table.as_tensor()).expect("a gradient").clone()
+    };
+    let (err, _) = rel_to_max(&grad(true), &grad(false));
+    eprintln!("lookup fused vs index_add: dtable {err:.2e}");
+    if !(err <= 1e-5) {
+        failures.push(format!("lookup: the table gradient differs by {err:.2e} with the switch on"));
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

@@ -19,6 +19,10 @@ pub static FLASH_ATTENTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fl
 pub static OPTIMIZER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/optimizer.fatbin"));
 /// `kernels/rms_norm.cu`, built by `build.rs`.
 pub static RMS_NORM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rms_norm.fatbin"));
+/// `kernels/embedding.cu`, built by `build.rs`.
+pub static EMBEDDING: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/embedding.fatbin"));
+/// `kernels/swiglu.cu`, built by `build.rs`.
+pub static SWIGLU: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/swiglu.fatbin"));
 /// `kernels/cross_entropy.cu`, built by `build.rs`.
 pub static CROSS_ENTROPY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cross_entropy.fatbin"));
 

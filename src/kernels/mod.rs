@@ -16,6 +16,10 @@ pub mod flash_attention;
 pub mod optimizer;
 /// Fused RMSNorm backward: dx and deterministic dw in two launches.
 pub mod rms_norm;
+/// The embedding table's gradient: deterministic row sums in one launch, no zero fill.
+pub mod embedding;
+/// Fused SwiGLU activation silu(a) ⊙ b: forward and both gradients in one pass each.
+pub mod swiglu;
 /// Fused cross-entropy over the vocabulary: per-row loss and logsumexp, and dlogits in one pass.
 pub mod cross_entropy;
 /// The gate for kernels that are built and CPU-tested but not yet run on a GPU (off by default).

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +60,9 @@ impl Embedder {
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         match &self.table {
-            Table::Dense(e) => e.forward(ids),
+            // why: its backward is one deterministic kernel on CUDA instead of candle's zero fill
+            // and `index_add` (the same function: `ops::embedding`).
+            Table::Dense(e) => crate::ops::embedding::lookup(e.embeddings(), ids),
             Table::Quantized { table, .. } => table.embedding(ids),
         }
     }

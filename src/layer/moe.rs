@@ -158,8 +158,8 @@ struct Expert {
 impl Expert {
     /// (m, d_model) -> (m, d_model).
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.w1.forward(xs)?)?;
-        self.w2.forward(&(gate * self.w3.forward(xs)?)?)
+        let h = crate::ops::swiglu::silu_mul(&self.w1.forward(xs)?, &self.w3.forward(xs)?)?;
+        self.w2.forward(&h)
     }
 }
 

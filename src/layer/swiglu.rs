@@ -82,7 +82,7 @@ impl SwiGlu {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(xs)?)?;
-        self.down.forward(&(gate * self.up.forward(xs)?)?)
+        let h = crate::ops::swiglu::silu_mul(&self.gate.forward(xs)?, &self.up.forward(xs)?)?;
+        self.down.forward(&h)
     }
 }

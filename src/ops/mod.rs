@@ -5,11 +5,13 @@
 
 pub mod closed_form;
 pub mod cross_entropy;
+pub mod embedding;
 pub mod q4_1_packed;
 pub mod qmatvec;
 pub mod rope;
 pub mod sdpa;
 pub mod softmax;
 pub mod spin_pool;
+pub mod swiglu;
 
 pub use rope::{Rope, RopeScaling};
