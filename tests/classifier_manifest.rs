@@ -155,7 +155,11 @@ fn an_image_that_is_not_a_whole_number_of_patches_is_named() {
         "patch: 2, d_model: 16}",
         "patch: 2, d_model: 16, class_token: false}",
     );
-    expect(&yaml, "model.topology.layers[2].mode", "no class token");
+    expect(
+        &yaml,
+        "model.topology.layers[2].mode",
+        "the patch embedder has none",
+    );
 }
 
 #[test]
