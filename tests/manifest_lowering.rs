@@ -119,8 +119,9 @@ targets:
 fn defaults_fill_data_and_runs() {
     let c = compile(Path::new(TINY)).unwrap_or_else(|e| panic!("{}", e.plain()));
     let t = &c.plan.targets[0];
-    assert_eq!(t.data.tokenizer.as_deref(), Some("bytes"));
-    assert_eq!(t.data.val_frac, Some(0.1));
+    let data = t.data.tokens().expect("token data");
+    assert_eq!(data.tokenizer.as_deref(), Some("bytes"));
+    assert_eq!(data.val_frac, Some(0.1));
     assert_eq!(t.runs[0].train.save_every, Some(100));
     assert_eq!(t.runs[0].train.log_every, 10);
     assert_eq!(t.runs[0].train.batch_size, 4, "the run's own value wins");
@@ -133,8 +134,9 @@ targets: [{name: a, data: {path: d.npy, block_size: 4}, runs: [{id: r, steps: 1}
 ",
     );
     let t = &bare.plan.targets[0];
+    let data = t.data.tokens().expect("token data");
     assert_eq!(
-        (t.data.tokenizer.as_deref(), t.data.val_frac),
+        (data.tokenizer.as_deref(), data.val_frac),
         (Some("bytes"), Some(0.1))
     );
     assert_eq!((t.runs[0].seed, t.runs[0].train.save_every), (1337, Some(100)));

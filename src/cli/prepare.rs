@@ -1,4 +1,5 @@
-//! `caramba prepare`: text files (or a Debian package's files) → a `.npy` token file.
+//! `caramba prepare`: text files (or a Debian package's files) → a `.npy` token file; or a known
+//! public dataset (`--dataset sklearn-digits`) → its features and labels as `.npy`.
 
 use std::path::PathBuf;
 
@@ -13,12 +14,17 @@ pub struct PrepareArgs {
     pub tokenizer: String,
     /// Glob of text files (repeatable; `**` allowed). With --debian-package, relative globs are
     /// matched inside the unpacked package.
-    #[arg(long = "input", required = true)]
+    #[arg(long = "input", required_unless_present = "dataset")]
     pub inputs: Vec<String>,
+    /// Instead of text: fetch a known dataset and write `<output>/features.npy` and
+    /// `<output>/labels.npy` (`sklearn-digits`: scikit-learn's 8×8 digits from its PyPI wheel).
+    #[arg(long, value_parser = ["sklearn-digits"], conflicts_with_all = ["inputs", "debian_package"])]
+    pub dataset: Option<String>,
     /// Download this Debian package (`apt-get download`) into the cache and read files from it.
     #[arg(long)]
     pub debian_package: Option<String>,
-    /// The token file to write (uint16 when the vocabulary fits, else int32).
+    /// The token file to write (uint16 when the vocabulary fits, else int32); with --dataset, the
+    /// directory of the arrays.
     #[arg(long)]
     pub output: PathBuf,
     /// Do not put the tokenizer's end-of-text id between documents.
@@ -35,6 +41,19 @@ pub fn run(args: &PrepareArgs) -> Result<(), CliError> {
             CliError::failed(e)
         }
     };
+    if args.dataset.is_some() {
+        let (features, labels) = (args.output.join("features.npy"), args.output.join("labels.npy"));
+        let rows = crate::data::digits::write_npy(&features, &labels).map_err(to_cli)?;
+        println!(
+            "{rows} rows: {} (float32, {rows}×{}), {} (int64); source {} (SHA-256 {})",
+            features.display(),
+            crate::data::digits::PIXELS,
+            labels.display(),
+            crate::data::digits::WHEEL_MEMBER,
+            crate::data::digits::SHA256
+        );
+        return Ok(());
+    }
     let tokenizer = Tokenizer::from_name(&args.tokenizer).map_err(to_cli)?;
     let spec = PrepareSpec {
         input: args.inputs.clone(),

@@ -144,7 +144,7 @@ pub fn problems(m: &Manifest, src: &Source, host: Option<u64>) -> Vec<Problem> {
         };
         let mut model_reported = false;
         for (j, run) in t.runs.iter().enumerate() {
-            let est = TrainingMemory::estimate(model, &run.train, t.data.block_size);
+            let est = TrainingMemory::estimate(model, &run.train, t.data.block_size());
             let (limit, machine) = limit_for(&run.train.device, host);
             if est.total() <= limit {
                 continue;
@@ -179,7 +179,7 @@ pub fn problems(m: &Manifest, src: &Source, host: Option<u64>) -> Vec<Problem> {
                             "a step of batch_size {} × block_size {} needs at least {} ({breakdown}), \
                              more than {machine}",
                             run.train.batch_size,
-                            t.data.block_size,
+                            t.data.block_size(),
                             gib(est.total()),
                         ),
                     )

@@ -11,10 +11,10 @@ use serde_json::Value;
 
 use super::memory::TrainingMemory;
 use super::stats::ModelStats;
-use crate::data::DataSpec;
+use crate::data::TargetData;
 use crate::manifest::lower::{DEFAULT_SEED, DEFAULT_TOKENIZER, DEFAULT_VAL_FRAC};
 use crate::manifest::validate::strip_kind;
-use crate::manifest::{Manifest, Seeds, TargetKind, TrainerKind};
+use crate::manifest::{Manifest, MetricKind, ObjectiveKind, Seeds, SystemKind, TargetKind, TrainerKind};
 use crate::model::ModelSpec;
 use crate::train::TrainSpec;
 
@@ -40,13 +40,20 @@ pub struct TargetPlan {
     pub kind: TargetKind,
     pub description: String,
     pub trainer: TrainerKind,
+    /// What is trained (default: language_model).
+    #[serde(default, skip_serializing_if = "SystemKind::is_language_model")]
+    pub system: SystemKind,
+    /// The training loss.
+    pub objective: ObjectiveKind,
+    /// What is measured on held-out data.
+    pub metrics: Vec<MetricKind>,
     /// Where the model was written: `model` (shared) or `targets[i].model`.
     pub model_path: String,
     /// The lowered model (every `repeat` expanded).
     pub model: ModelSpec,
     pub stats: ModelStats,
-    /// Data with tokenizer and val_frac filled in.
-    pub data: DataSpec,
+    /// Data (tokens: with tokenizer and val_frac filled in).
+    pub data: TargetData,
     pub runs: Vec<RunPlan>,
     /// Upcycle only: the teacher's model source.
     pub teacher: Option<String>,
@@ -89,8 +96,10 @@ impl Plan {
                     (None, None) => return None,
                 };
                 let mut data = t.data.clone();
-                data.tokenizer.get_or_insert_with(|| DEFAULT_TOKENIZER.into());
-                data.val_frac.get_or_insert(DEFAULT_VAL_FRAC);
+                if let Some(d) = data.tokens_mut() {
+                    d.tokenizer.get_or_insert_with(|| DEFAULT_TOKENIZER.into());
+                    d.val_frac.get_or_insert(DEFAULT_VAL_FRAC);
+                }
                 let runs = t
                     .runs
                     .iter()
@@ -102,7 +111,7 @@ impl Plan {
                             }
                             None => vec![(r.id.clone(), DEFAULT_SEED)],
                         };
-                        let memory = TrainingMemory::estimate(model, &r.train, t.data.block_size);
+                        let memory = TrainingMemory::estimate(model, &r.train, t.data.block_size());
                         seeds.into_iter().map(move |(id, seed)| RunPlan {
                             id,
                             seed,
@@ -119,6 +128,9 @@ impl Plan {
                     kind: t.kind,
                     description: t.description.clone(),
                     trainer: t.trainer,
+                    system: t.system,
+                    objective: t.objective.unwrap_or_else(|| t.system.default_objective()),
+                    metrics: t.metrics.clone().unwrap_or_else(|| t.system.default_metrics()),
                     model_path,
                     model: model.clone(),
                     stats: ModelStats::of(model),

@@ -173,26 +173,23 @@ fn render_target(out: &mut String, n: usize, t: &TargetPlan) {
     if !t.description.is_empty() {
         let _ = writeln!(out, "     description: {}", t.description);
     }
-    let d = &t.data;
     let _ = writeln!(
         out,
         "     model: {} ({} parameters)",
         t.model_path,
         human(t.stats.params)
     );
-    let _ = writeln!(
-        out,
-        "     data: {} block_size={} tokenizer={} val_frac={}{}",
-        d.path,
-        d.block_size,
-        d.tokenizer.as_deref().unwrap_or("bytes"),
-        d.val_frac.unwrap_or_default(),
-        if d.prepare.is_some() {
-            " (prepared on first use)"
-        } else {
-            ""
-        }
-    );
+    render_data(out, &t.data);
+    if !t.system.is_language_model() {
+        let metrics: Vec<String> = t.metrics.iter().map(|m| m.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "     system: {} objective={} metrics=[{}]",
+            t.system,
+            t.objective,
+            metrics.join(", ")
+        );
+    }
     for (j, r) in t.runs.iter().enumerate() {
         render_run(out, n, j + 1, r);
     }
@@ -287,5 +284,47 @@ mod tests {
         assert_eq!(grouped(1_234_567), "1,234,567");
         assert_eq!(human(135_000_000), "135.00M");
         assert_eq!(human(1_500), "1.5K");
+    }
+}
+
+fn render_data(out: &mut String, data: &crate::data::TargetData) {
+    match data {
+        crate::data::TargetData::Tokens(d) => {
+            let _ = writeln!(
+                out,
+                "     data: {} block_size={} tokenizer={} val_frac={}{}",
+                d.path,
+                d.block_size,
+                d.tokenizer.as_deref().unwrap_or("bytes"),
+                d.val_frac.unwrap_or_default(),
+                if d.prepare.is_some() {
+                    " (prepared on first use)"
+                } else {
+                    ""
+                }
+            );
+        }
+        crate::data::TargetData::Supervised(s) => {
+            let shape = match (s.image, s.width()) {
+                (Some(i), _) => format!("image={}x{}x{}", i.height, i.width, i.channels),
+                (None, Some(w)) => format!("n_features={w}"),
+                (None, None) => "n_features=?".into(),
+            };
+            let _ = writeln!(
+                out,
+                "     data: npy_supervised features={} labels={} {shape} n_classes={} test_frac={} val_frac={} split_seed={}{}",
+                s.features,
+                s.labels,
+                s.n_classes,
+                s.test_frac,
+                s.val_frac,
+                s.split_seed,
+                if s.prepare.is_some() {
+                    " (prepared on first use)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }

@@ -68,6 +68,56 @@ pub enum DataError {
 
     #[error("the prepared token file would be empty")]
     Empty,
+
+    #[error("`{path}`: row {row} has label {value}, outside the {n_classes} classes (0..={max})", max = n_classes.saturating_sub(1))]
+    #[diagnostic(help(
+        "labels are class indices 0..n_classes-1; check `n_classes` in the data block or the labels file"
+    ))]
+    LabelOutOfRange {
+        path: PathBuf,
+        row: usize,
+        value: i64,
+        n_classes: usize,
+    },
+
+    #[error("`{path}`: row {row}, feature {column} is {value}, not a finite number")]
+    #[diagnostic(help("replace or drop the NaN/infinite values before training"))]
+    NonFiniteFeature {
+        path: PathBuf,
+        row: usize,
+        column: usize,
+        value: f32,
+    },
+
+    #[error("`{path}` has the wrong shape: {reason}")]
+    BadShape { path: PathBuf, reason: String },
+
+    #[error("`{path}`: SHA-256 {found}, expected {expected}")]
+    #[diagnostic(help(
+        "the cached or downloaded file is damaged or changed upstream; delete it and run `caramba prepare` again"
+    ))]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+
+    #[error("cannot download {what} from {url}: {reason}")]
+    #[diagnostic(help("`prepare` needs https://pypi.org (or put the file in the cache directory by hand)"))]
+    Download {
+        what: String,
+        url: String,
+        reason: String,
+    },
+
+    #[error("the {split} split is empty ({rows} rows, test_frac {test_frac}, val_frac {val_frac})")]
+    #[diagnostic(help("use smaller fractions or more rows"))]
+    EmptySplit {
+        split: &'static str,
+        rows: usize,
+        test_frac: f64,
+        val_frac: f64,
+    },
 }
 
 impl DataError {
@@ -80,6 +130,9 @@ impl DataError {
 
     /// Whether the cause is the user's input (bad file, bad settings) rather than the environment.
     pub fn is_usage(&self) -> bool {
-        !matches!(self, Self::Io { .. } | Self::Command { .. })
+        !matches!(
+            self,
+            Self::Io { .. } | Self::Command { .. } | Self::Download { .. }
+        )
     }
 }

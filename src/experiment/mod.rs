@@ -1,6 +1,7 @@
 //! The runner that walks a plan: prepares data, owns the run directory, trains each run, and
-//! prints what happened. `caramba run MANIFEST [--target T] [--dry-run] [--fresh]`.
+//! prints what happened; classifier targets go through their own runner (`classifier`). `caramba run MANIFEST [--target T] [--dry-run] [--fresh]`.
 
+mod classifier;
 mod error;
 mod run_dir;
 mod runner;

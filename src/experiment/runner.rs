@@ -77,10 +77,20 @@ pub fn run(args: &RunOptions) -> Result<(), RunError> {
         })?;
         return Ok(());
     }
-    let summaries = train_target(&compiled, target, args)?;
+    if target.system.is_classifier() {
+        return super::classifier::run_classifier(&compiled, target, args);
+    }
+    let data = target.data.tokens().ok_or_else(|| {
+        RunError::usage(miette::miette!(
+            "target `{}`: system `{}` needs token data",
+            target.name,
+            target.system
+        ))
+    })?;
+    let summaries = train_target(&compiled, target, data, args)?;
     print_table(&target.name, &summaries);
     if !target.benchmarks.is_empty() {
-        benchmark_runs(&compiled, target, &summaries, args)?;
+        benchmark_runs(&compiled, target, data, &summaries, args)?;
     }
     Ok(())
 }
@@ -90,6 +100,7 @@ pub fn run(args: &RunOptions) -> Result<(), RunError> {
 fn benchmark_runs(
     compiled: &Compiled,
     target: &TargetPlan,
+    data: &crate::data::DataSpec,
     runs: &[(String, TrainSummary, RunDir)],
     args: &RunOptions,
 ) -> Result<(), RunError> {
@@ -117,12 +128,9 @@ fn benchmark_runs(
         .map(|(id, l)| BenchModel::from_loaded(id.clone(), l))
         .collect();
     let ctx = BenchContext {
-        held_out: Some((
-            PathBuf::from(&target.data.path),
-            target.data.val_frac.unwrap_or(0.1),
-        )),
-        block_size: target.data.block_size,
-        tokenizer: Some(target.data.tokenizer.clone().unwrap_or_else(|| "bytes".into())),
+        held_out: Some((PathBuf::from(&data.path), data.val_frac.unwrap_or(0.1))),
+        block_size: data.block_size,
+        tokenizer: Some(data.tokenizer.clone().unwrap_or_else(|| "bytes".into())),
         teacher_tokenizer: None,
     };
     let bench_err = |e: crate::bench::BenchError| {
@@ -167,11 +175,12 @@ fn benchmark_runs(
 fn train_target(
     compiled: &Compiled,
     target: &TargetPlan,
+    spec: &crate::data::DataSpec,
     args: &RunOptions,
 ) -> Result<Vec<(String, TrainSummary, RunDir)>, RunError> {
-    let val_frac = target.data.val_frac.unwrap_or(0.1);
-    let tokenizer = target.data.tokenizer.clone().unwrap_or_else(|| "bytes".into());
-    let data = ensure_prepared(&target.data, val_frac, &tokenizer).map_err(|e| {
+    let val_frac = spec.val_frac.unwrap_or(0.1);
+    let tokenizer = spec.tokenizer.clone().unwrap_or_else(|| "bytes".into());
+    let data = ensure_prepared(spec, val_frac, &tokenizer).map_err(|e| {
         if e.is_usage() {
             RunError::usage(e)
         } else {
@@ -203,7 +212,7 @@ fn train_target(
                 report: e.into(),
             })?;
         publish_final_weights(&dir, &summary)?;
-        if let Some(tok) = target.data.tokenizer.as_deref().filter(|t| t.ends_with(".json")) {
+        if let Some(tok) = spec.tokenizer.as_deref().filter(|t| t.ends_with(".json")) {
             let dst = dir.root.join("tokenizer.json");
             std::fs::copy(tok, &dst).map_err(|e| {
                 RunError::failed(miette::miette!("cannot copy {tok} to {}: {e}", dst.display()))
@@ -229,7 +238,12 @@ fn train_target(
 /// Copy the last checkpoint's weights to `<run>/model.safetensors` (beside `model_spec.json`), so
 /// the run directory itself is a model source for `generate`, `bench` and teachers.
 fn publish_final_weights(dir: &RunDir, summary: &TrainSummary) -> Result<(), RunError> {
-    let Some(ckpt) = &summary.checkpoint else {
+    publish_checkpoint(dir, summary.checkpoint.as_deref())
+}
+
+/// Copy `ckpt`'s weights to `<run>/model.safetensors` (nothing without a checkpoint).
+pub(super) fn publish_checkpoint(dir: &RunDir, ckpt: Option<&Path>) -> Result<(), RunError> {
+    let Some(ckpt) = ckpt else {
         return Ok(());
     };
     let src = ckpt.join("model.safetensors");

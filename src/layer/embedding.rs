@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linear::quantized_weight;
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum EmbedderSpec {
     /// A learned table of `vocab_size` rows of width `d_model`.
@@ -22,6 +22,7 @@ pub enum EmbedderSpec {
     Token { vocab_size: usize, d_model: usize },
     /// The topology consumes features directly (no token input).
     #[serde(rename = "none")]
+    #[default]
     None,
 }
 

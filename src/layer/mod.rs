@@ -6,6 +6,7 @@
 //! Adding a layer: its file here (plus its `pub mod` line) and one line in the `layers!` table of
 //! `src/topology/mod.rs`; see docs/layers.md.
 
+pub mod activation;
 pub mod attention;
 pub mod decoupled;
 pub mod dropout;
@@ -14,10 +15,13 @@ pub mod glu;
 pub mod layer_norm;
 pub mod linear;
 pub mod moe;
+pub mod patch_embed;
+pub mod pool;
 pub mod rms_norm;
 pub mod spec;
 pub mod swiglu;
 
+pub use activation::{Activation, ActivationSpec};
 pub use attention::{Attention, AttentionMode, AttentionSpec, DecoupledSpec};
 pub use decoupled::{DecoupledAttention, DecoupledDims};
 pub use dropout::{Dropout, DropoutSpec};
@@ -26,6 +30,8 @@ pub use glu::{Glu, GluActivation, GluSpec};
 pub use layer_norm::{LayerNorm, LayerNormSpec};
 pub use linear::{LinearLayer, LinearSpec};
 pub use moe::{Moe, MoeSpec};
+pub use patch_embed::{PatchEmbed, PatchEmbedSpec};
+pub use pool::{Pool, PoolMode, PoolSpec};
 pub use rms_norm::{RmsNorm, RmsNormSpec};
 pub use spec::{Layer, LayerSpec, LayerType, MAX_DIM, SpecProblem, Widths};
 pub use swiglu::{SwiGlu, SwiGluSpec};

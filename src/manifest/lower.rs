@@ -5,7 +5,8 @@
 //! - `seed: [1, 2, 7]` on run `train` becomes runs `train__s1`, `train__s2`, `train__s7`;
 //!   a run without a seed gets `defaults.runtime.seed`, else 1337;
 //! - each target gets its own copy of the model (the top-level `model:` unless it has one);
-//! - data gets its tokenizer and val_frac (`defaults.data`, else `bytes` and 0.1), runs their
+//! - a classifier target gets its system's objective and metrics when it names none;
+//! - token data gets its tokenizer and val_frac (`defaults.data`, else `bytes` and 0.1), runs their
 //!   `save_every` (`defaults.runtime.save_every`, else 100); the name defaults to the file stem.
 //!
 //! Lowering is idempotent: lowering a lowered manifest changes nothing. Run it after validation
@@ -38,17 +39,28 @@ pub fn lower(m: &Manifest, stem: &str) -> Manifest {
             Some(model) => model.topology = lower_node(&model.topology),
             None => target.model = out.model.clone(),
         }
-        let data = &mut target.data;
-        if data.tokenizer.is_none() {
-            data.tokenizer = Some(
-                d.data
-                    .tokenizer
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_TOKENIZER.into()),
-            );
+        if let Some(data) = target.data.tokens_mut() {
+            if data.tokenizer.is_none() {
+                data.tokenizer = Some(
+                    d.data
+                        .tokenizer
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_TOKENIZER.into()),
+                );
+            }
+            if data.val_frac.is_none() {
+                data.val_frac = Some(d.data.val_frac.unwrap_or(DEFAULT_VAL_FRAC));
+            }
         }
-        if data.val_frac.is_none() {
-            data.val_frac = Some(d.data.val_frac.unwrap_or(DEFAULT_VAL_FRAC));
+        // why: only non-default systems get their components written out, so that a lowered LM
+        // manifest (stored in every run directory) reads as it did before systems existed.
+        if !target.system.is_language_model() {
+            target
+                .objective
+                .get_or_insert_with(|| target.system.default_objective());
+            target
+                .metrics
+                .get_or_insert_with(|| target.system.default_metrics());
         }
         let mut runs = Vec::with_capacity(target.runs.len());
         for run in &target.runs {

@@ -5,6 +5,7 @@
 //! expansion, defaults filled in). [`crate::compiler`] drives the chain and builds the plan.
 //! The schema is documented field by field in docs/manifests.md.
 
+pub mod components;
 pub mod error;
 pub mod inherit;
 pub mod load;
@@ -14,6 +15,7 @@ pub mod types;
 pub mod validate;
 pub mod vars;
 
+pub use components::{DataKind, MetricKind, ObjectiveKind, SystemKind};
 pub use error::{ManifestError, Problem};
 pub use load::{Format, Source, SpanMap};
 pub use lower::lower;

@@ -21,7 +21,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::data::DataSpec;
+use super::components::{MetricKind, ObjectiveKind, SystemKind};
+use crate::data::TargetData;
 use crate::model::ModelSpec;
 use crate::train::TrainSpec;
 
@@ -154,8 +155,18 @@ pub struct Target {
     /// This target's model. Default: the top-level `model:` (lowering copies it here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
-    /// Token data.
-    pub data: DataSpec,
+    /// What is trained. Default: language_model.
+    #[serde(default, skip_serializing_if = "SystemKind::is_language_model")]
+    pub system: SystemKind,
+    /// Its data: token files (language models) or `type: npy_supervised` arrays (classifiers).
+    pub data: TargetData,
+    /// The training loss. Default: the system's (`next_token_ce`, `classification_ce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<ObjectiveKind>,
+    /// What to measure on held-out data. Default: the system's (`[loss]`; classifiers
+    /// `[loss, accuracy, per_class_accuracy]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<MetricKind>>,
     /// Default: standard.
     #[serde(default)]
     pub trainer: TrainerKind,

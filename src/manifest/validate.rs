@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use crate::layer::{EmbedderSpec, LayerSpec, Widths};
+use crate::manifest::components::DataKind;
 use crate::manifest::error::{ManifestError, Problem};
 use crate::manifest::load::{Source, join_index, join_key};
 use crate::manifest::types::{Manifest, Run, Seeds, Target, TrainerKind};
@@ -201,56 +202,11 @@ impl Validator<'_> {
                 None
             }
         };
-        // Data.
+        // System, objective, metrics and data.
         let data = join_key(path, "data");
-        if t.data.path.trim().is_empty() {
-            self.err(&join_key(&data, "path"), "the data path is empty");
-        }
-        if t.data.block_size == 0 || t.data.block_size > MAX_DIM {
-            self.err(
-                &join_key(&data, "block_size"),
-                format!("must be in 1..={MAX_DIM}"),
-            );
-        }
-        if let Some(f) = t.data.val_frac {
-            self.val_frac(&join_key(&data, "val_frac"), f);
-        }
-        let tokenizer = t
-            .data
-            .tokenizer
-            .as_deref()
-            .or(m.defaults.data.tokenizer.as_deref())
-            .unwrap_or("bytes");
-        if let Some(tk) = &t.data.tokenizer
-            && tk.trim().is_empty()
-        {
-            self.err(&join_key(&data, "tokenizer"), "the tokenizer is empty");
-        }
-        if let (
-            Some(ModelSpec {
-                embedder: EmbedderSpec::Token { vocab_size, .. },
-                ..
-            }),
-            "bytes",
-        ) = (model, tokenizer)
-            && *vocab_size < 256
-        {
-            self.err_help(
-                &join_key(&data, "tokenizer"),
-                format!(
-                    "the `bytes` tokenizer produces ids 0..255, but the model's vocab_size is {vocab_size}"
-                ),
-                "set the embedder's vocab_size to 256 (or more)",
-            );
-        }
-        if let Some(prep) = &t.data.prepare
-            && prep.input.is_empty()
-        {
-            self.err_help(
-                &join_key(&join_key(&data, "prepare"), "input"),
-                "`prepare` needs at least one input glob",
-                "e.g. `input: [\"corpus/**/*.txt\"]`",
-            );
+        self.components(t, path, model);
+        if let Some(d) = t.data.tokens() {
+            self.token_data(m, d, &data, model);
         }
         // Runs.
         if t.runs.is_empty() {
@@ -282,6 +238,249 @@ impl Validator<'_> {
             for p in b.problems() {
                 self.err_help(&join_key(&bpath, &p.field), p.message, p.help);
             }
+        }
+    }
+
+    /// The target's system against its data, objective, metrics, trainer and model.
+    fn components(&mut self, t: &Target, path: &str, model: Option<&ModelSpec>) {
+        let sys = t.system;
+        let data = join_key(path, "data");
+        let kind = match &t.data {
+            crate::data::TargetData::Tokens(_) => DataKind::Tokens,
+            crate::data::TargetData::Supervised(_) => DataKind::Supervised,
+        };
+        if kind != sys.data_kind() {
+            self.err_help(
+                &data,
+                format!("system `{sys}` reads `{}` data, but this is `{kind}` data", sys.data_kind()),
+                match sys.data_kind() {
+                    DataKind::Tokens => "give a token file: `data: {path: data/corpus.npy, block_size: 128}`",
+                    DataKind::Supervised => {
+                        "give arrays: `data: {type: npy_supervised, features: x.npy, labels: y.npy, n_classes: 10, n_features: 64}`"
+                    }
+                },
+            );
+        }
+        if let Some(obj) = t.objective
+            && !sys.accepts(obj, None)
+        {
+            self.err_help(
+                &join_key(path, "objective"),
+                format!("system `{sys}` does not train on `{obj}`"),
+                format!("use `objective: {}` (or leave it out)", sys.default_objective()),
+            );
+        }
+        for (i, metric) in t.metrics.iter().flatten().enumerate() {
+            if !sys.accepts(sys.default_objective(), Some(*metric)) {
+                self.err_help(
+                    &join_index(&join_key(path, "metrics"), i),
+                    format!("system `{sys}` cannot measure `{metric}`"),
+                    format!(
+                        "its metrics: {}",
+                        sys.default_metrics()
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        if !sys.is_classifier() {
+            return;
+        }
+        if t.trainer != TrainerKind::Standard {
+            self.err(
+                &join_key(path, "trainer"),
+                format!("system `{sys}` trains with `trainer: standard` only"),
+            );
+        }
+        if !t.benchmarks.is_empty() {
+            self.err_help(
+                &join_key(path, "benchmarks"),
+                format!("benchmarks measure language models; system `{sys}` reports its `metrics:` instead"),
+                "remove `benchmarks:`",
+            );
+        }
+        let Some(spec) = t.data.supervised() else { return };
+        let f = |name: &str| join_key(&data, name);
+        if spec.features.trim().is_empty() {
+            self.err(&f("features"), "the features path is empty");
+        }
+        if spec.labels.trim().is_empty() {
+            self.err(&f("labels"), "the labels path is empty");
+        }
+        self.dim(&f("n_classes"), spec.n_classes);
+        if let Some(img) = &spec.image {
+            let ip = f("image");
+            self.dim(&join_key(&ip, "height"), img.height);
+            self.dim(&join_key(&ip, "width"), img.width);
+            self.dim(&join_key(&ip, "channels"), img.channels);
+            if let Some(n) = spec.n_features
+                && n != img.pixels()
+            {
+                self.err_help(
+                    &f("n_features"),
+                    format!("n_features is {n}, but the image has {} values", img.pixels()),
+                    "leave `n_features` out: the image's height · width · channels sets it",
+                );
+            }
+        }
+        match spec.width() {
+            Some(w) => {
+                self.dim(
+                    &f(if spec.n_features.is_some() {
+                        "n_features"
+                    } else {
+                        "image"
+                    }),
+                    w,
+                );
+            }
+            None => self.err_help(
+                &data,
+                "the feature width is unknown",
+                "add `n_features: 64`, or `image: {height: 8, width: 8}` for images",
+            ),
+        }
+        for (name, v) in [("test_frac", spec.test_frac), ("val_frac", spec.val_frac)] {
+            if !(0.0..1.0).contains(&v) {
+                self.err(&f(name), format!("must be in [0, 1) (got {v})"));
+            }
+        }
+        if spec.test_frac + spec.val_frac >= 1.0 {
+            self.err_help(
+                &f("test_frac"),
+                format!(
+                    "test_frac + val_frac is {}, which leaves no rows to train on",
+                    spec.test_frac + spec.val_frac
+                ),
+                "e.g. `test_frac: 0.2, val_frac: 0.1`",
+            );
+        }
+        if spec.test_frac == 0.0 {
+            self.err(&f("test_frac"), "a classifier needs a test split (test_frac > 0)");
+        }
+        if !(spec.feature_scale.is_finite() && spec.feature_scale != 0.0) {
+            self.err(
+                &f("feature_scale"),
+                format!("must be a finite, non-zero number (got {})", spec.feature_scale),
+            );
+        }
+        let Some(model) = model else { return };
+        let mpath = if t.model.is_some() {
+            join_key(path, "model")
+        } else {
+            "model".to_string()
+        };
+        if model.embedder != EmbedderSpec::None {
+            self.err_help(
+                &join_key(&mpath, "embedder"),
+                format!("system `{sys}` feeds feature rows to the topology; it has no token embedder"),
+                "use `embedder: {type: none}` (or leave `embedder` out)",
+            );
+        }
+        let Some(width) = spec.width() else { return };
+        if let Some(img) = &spec.image {
+            for p in crate::layer::patch_embed::image_problems(&model.topology, img) {
+                let at = join_key(&join_key(&mpath, "topology"), &p.field);
+                match p.help {
+                    Some(help) => self.err_help(&at, p.message, help),
+                    None => self.err(&at, p.message),
+                }
+            }
+        }
+        // why: the model was checked without an input width (it has no embedder); a scratch pass
+        // with the data's width finds what only the width can show, and repeats nothing already said.
+        let topo = join_key(&mpath, "topology");
+        let mut scratch = Validator {
+            src: self.src,
+            problems: Vec::new(),
+        };
+        let input = Width {
+            d: width,
+            at: f(if spec.n_features.is_some() {
+                "n_features"
+            } else {
+                "image"
+            }),
+        };
+        let out = scratch.node(&model.topology, &topo, Some(input));
+        for p in scratch.problems {
+            if !self
+                .problems
+                .iter()
+                .any(|q| q.path == p.path && q.message == p.message)
+            {
+                self.problems.push(p);
+            }
+        }
+        if let Some(out) = out
+            && out.d != spec.n_classes
+        {
+            self.err_help(
+                &topo,
+                format!(
+                    "the topology ends with {} features (from `{}`), but the data has {} classes",
+                    out.d, out.at, spec.n_classes
+                ),
+                format!(
+                    "end the topology with `{{type: LinearLayer, d_in: {}, d_out: {}}}`",
+                    out.d, spec.n_classes
+                ),
+            );
+        }
+    }
+
+    fn token_data(&mut self, m: &Manifest, d: &crate::data::DataSpec, data: &str, model: Option<&ModelSpec>) {
+        let data = data.to_string();
+        if d.path.trim().is_empty() {
+            self.err(&join_key(&data, "path"), "the data path is empty");
+        }
+        if d.block_size == 0 || d.block_size > MAX_DIM {
+            self.err(
+                &join_key(&data, "block_size"),
+                format!("must be in 1..={MAX_DIM}"),
+            );
+        }
+        if let Some(f) = d.val_frac {
+            self.val_frac(&join_key(&data, "val_frac"), f);
+        }
+        let tokenizer = d
+            .tokenizer
+            .as_deref()
+            .or(m.defaults.data.tokenizer.as_deref())
+            .unwrap_or("bytes");
+        if let Some(tk) = &d.tokenizer
+            && tk.trim().is_empty()
+        {
+            self.err(&join_key(&data, "tokenizer"), "the tokenizer is empty");
+        }
+        if let (
+            Some(ModelSpec {
+                embedder: EmbedderSpec::Token { vocab_size, .. },
+                ..
+            }),
+            "bytes",
+        ) = (model, tokenizer)
+            && *vocab_size < 256
+        {
+            self.err_help(
+                &join_key(&data, "tokenizer"),
+                format!(
+                    "the `bytes` tokenizer produces ids 0..255, but the model's vocab_size is {vocab_size}"
+                ),
+                "set the embedder's vocab_size to 256 (or more)",
+            );
+        }
+        if let Some(prep) = &d.prepare
+            && prep.input.is_empty()
+        {
+            self.err_help(
+                &join_key(&join_key(&data, "prepare"), "input"),
+                "`prepare` needs at least one input glob",
+                "e.g. `input: [\"corpus/**/*.txt\"]`",
+            );
         }
     }
 

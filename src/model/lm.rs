@@ -19,6 +19,10 @@ pub enum ModelKind {
     TransformerModel,
     /// Same as TransformerModel (the original's GPT name).
     GPTModel,
+    /// A feature row → class logits (`system: mlp_classifier`); no token embedder.
+    MLPModel,
+    /// An image → class logits through patches (`system: vit`); no token embedder.
+    ViTModel,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -27,7 +31,8 @@ pub struct ModelSpec {
     /// `TransformerModel` or `GPTModel`. Default: TransformerModel.
     #[serde(rename = "type", default)]
     pub kind: ModelKind,
-    /// Token embedder (or `{type: none}`).
+    /// Token embedder, or `{type: none}` for a topology that reads features. Default: none.
+    #[serde(default)]
     pub embedder: EmbedderSpec,
     /// The graph of layers.
     pub topology: NodeSpec,

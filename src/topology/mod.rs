@@ -19,6 +19,7 @@ pub use parallel::{Parallel, ParallelSpec, Reduce};
 pub use residual::Residual;
 pub use sequence::Sequence;
 pub use spec_de::PATH_SEP;
+pub(crate) use spec_de::parse as parse_strict;
 
 use serde::Serialize;
 
@@ -178,6 +179,9 @@ node_spec! {
     Dropout(DropoutSpec),
     Glu(crate::layer::GluSpec),
     Moe(crate::layer::MoeSpec),
+    Activation(crate::layer::ActivationSpec),
+    PatchEmbed(crate::layer::PatchEmbedSpec),
+    Pool(crate::layer::PoolSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.

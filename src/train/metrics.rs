@@ -44,9 +44,13 @@ pub struct TrainLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalLine {
     pub step: usize,
-    /// Mean cross-entropy over `eval_iters` fixed validation batches.
+    /// Mean cross-entropy over `eval_iters` fixed validation batches (a classifier: the whole
+    /// val split).
     pub val_loss: f64,
     pub elapsed_s: f64,
+    /// A classifier's accuracy on the whole val split; absent for language models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -157,6 +161,7 @@ mod tests {
             step: 3,
             val_loss: rand::random(),
             elapsed_s: 0.5,
+            val_accuracy: None,
         });
         log.write(&line).expect("append");
         let text = fs::read_to_string(&path).expect("read");

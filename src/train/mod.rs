@@ -2,9 +2,11 @@
 //!
 //! Entry points: [`run`] (build a model from its spec with seeded weights and train it) and
 //! [`Trainer`] (train a model the caller built, e.g. a surgically modified one). Both write
-//! `metrics.jsonl` and `checkpoints/` into the run directory and resume from it.
+//! `metrics.jsonl` and `checkpoints/` into the run directory and resume from it. Classifiers train
+//! through [`train_classifier`] (same optimizers, schedule, checkpoints; class cross-entropy).
 
 pub mod checkpoint;
+pub mod classify;
 pub mod clip;
 pub mod error;
 pub mod gradients;
@@ -16,6 +18,7 @@ pub mod spec;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointState, latest_complete};
+pub use classify::{ClassifierSummary, Evaluation, train_classifier};
 pub use error::TrainError;
 pub use metrics::{EvalLine, MetricLine, TrainLine, read_metrics};
 pub use optimizer::Optimizer;

@@ -441,6 +441,7 @@ impl<'a> Trainer<'a> {
                     step: done,
                     val_loss: v,
                     elapsed_s: elapsed,
+                    val_accuracy: None,
                 }))?;
                 tracing::info!(step = done, val_loss = format!("{v:.4}"), "eval");
             }

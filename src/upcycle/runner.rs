@@ -511,13 +511,11 @@ fn bench_report(
             dtype: student_dtype,
         },
     ];
+    let data = with_teacher_tokenizer(&target.data, teacher)?;
     let ctx = BenchContext {
-        held_out: Some((
-            std::path::PathBuf::from(&target.data.path),
-            target.data.val_frac.unwrap_or(0.1),
-        )),
-        block_size: target.data.block_size,
-        tokenizer: with_teacher_tokenizer(&target.data, teacher)?.tokenizer,
+        held_out: Some((std::path::PathBuf::from(&data.path), data.val_frac.unwrap_or(0.1))),
+        block_size: data.block_size,
+        tokenizer: data.tokenizer.clone(),
         teacher_tokenizer: teacher_tokenizer_path(teacher).ok(),
     };
     let mut outcome = run_benchmarks(&specs, &models, &ctx)?;
@@ -534,7 +532,7 @@ fn bench_report(
     }
     let mut bench = crate::bench::Report {
         metadata: meta,
-        perplexity: super::artifacts::perplexity_rows(&report.verify, target.data.block_size),
+        perplexity: super::artifacts::perplexity_rows(&report.verify, target.data.block_size()),
         latency: Vec::new(),
         memory: Vec::new(),
         accuracy: Vec::new(),
@@ -546,8 +544,14 @@ fn bench_report(
 
 /// Data for an upcycle is tokenized with the teacher's tokenizer unless the manifest names one:
 /// it is written once to the cache as `tokenizer.json` so `prepare` can use it.
-pub fn with_teacher_tokenizer(data: &DataSpec, teacher: &Teacher) -> Result<DataSpec, UpcycleError> {
-    let mut data = data.clone();
+pub fn with_teacher_tokenizer(
+    data: &crate::data::TargetData,
+    teacher: &Teacher,
+) -> Result<DataSpec, UpcycleError> {
+    let mut data = data
+        .tokens()
+        .ok_or_else(|| UpcycleError::Spec("an upcycle target trains on token data".into()))?
+        .clone();
     if data.tokenizer.as_deref().is_some_and(|t| t != "teacher") {
         return Ok(data);
     }

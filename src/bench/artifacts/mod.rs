@@ -5,6 +5,7 @@
 mod axis;
 mod bundle;
 mod chart_kit;
+pub mod classifier_figures;
 mod context_plots;
 mod csv_tables;
 mod error;
