@@ -16,6 +16,7 @@ pub mod linear;
 pub mod moe;
 pub mod rms_norm;
 pub mod spec;
+pub mod ssm;
 pub mod swiglu;
 
 pub use attention::{Attention, AttentionMode, AttentionSpec, DecoupledSpec};
@@ -28,4 +29,5 @@ pub use linear::{LinearLayer, LinearSpec};
 pub use moe::{Moe, MoeSpec};
 pub use rms_norm::{RmsNorm, RmsNormSpec};
 pub use spec::{Layer, LayerSpec, LayerType, MAX_DIM, SpecProblem, Widths};
+pub use ssm::{Ssm, SsmSpec};
 pub use swiglu::{SwiGlu, SwiGluSpec};

@@ -1,10 +1,10 @@
-//! `KvCache`: a model's KV cache, one [`LayerCache`] per attention slot (plain or quantized,
-//! created by the slot's layer on first use), plus the batch's left padding. Every slot advances,
+//! `KvCache`: a model's KV cache, one [`LayerCache`] per cache slot (an attention layer's K/V,
+//! plain or quantized, or a recurrent layer's state; created by the slot's layer on first use), plus the batch's left padding. Every slot advances,
 //! truncates and resets through the one [`LayerCache`] API.
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::cache::{CacheKind, LayerCache, PlainKv, QuantKvSpec, QuantKvStore};
+use crate::cache::{CacheKind, LayerCache, PlainKv, QuantKvSpec, QuantKvStore, RecurrentState};
 
 /// One [`LayerCache`] per attention slot of a model.
 #[derive(Debug, Clone)]
@@ -88,6 +88,21 @@ impl KvCache {
         {
             LayerCache::Plain(kv) => Ok(kv),
             LayerCache::Quant(_) => candle_core::bail!("KV cache slot {slot} holds quantized storage"),
+            LayerCache::Recurrent(_) => candle_core::bail!("cache slot {slot} holds a recurrent state"),
+        }
+    }
+
+    /// The recurrent state of `slot` (an SSM layer's), created empty on first use; plain and
+    /// quantized caches alike hold it (it is not K/V).
+    pub fn recurrent_slot(&mut self, slot: usize) -> Result<&mut RecurrentState> {
+        match self
+            .cell(slot)?
+            .get_or_insert_with(|| LayerCache::Recurrent(RecurrentState::default()))
+        {
+            LayerCache::Recurrent(state) => Ok(state),
+            LayerCache::Plain(_) | LayerCache::Quant(_) => {
+                candle_core::bail!("cache slot {slot} holds K/V, not a recurrent state")
+            }
         }
     }
 
@@ -118,6 +133,7 @@ impl KvCache {
         match cell.as_mut().expect("filled above") {
             LayerCache::Quant(store) => Ok(store),
             LayerCache::Plain(_) => candle_core::bail!("KV cache slot {slot} holds plain storage"),
+            LayerCache::Recurrent(_) => candle_core::bail!("cache slot {slot} holds a recurrent state"),
         }
     }
 

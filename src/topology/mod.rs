@@ -178,6 +178,7 @@ node_spec! {
     Dropout(DropoutSpec),
     Glu(crate::layer::GluSpec),
     Moe(crate::layer::MoeSpec),
+    Ssm(crate::layer::SsmSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.
