@@ -17,9 +17,11 @@
 //! ∂L/∂A[e, n] += γ_t · dt_t · exp(dt_t A) · h_{t−1}
 //! ```
 //!
-//! The backward recomputes the states of one (b, e) at a time (T·N floats), so nothing of size
-//! (b, T, E, N) is ever held: the composed-ops scan ([`scan_reference`]) keeps T states alive for
-//! its backward and runs ~6 small ops per time step. Batch rows run in parallel (rayon).
+//! The decays exp(dt·A) are computed by candle's kernels; the loops run time-major with h as
+//! (E, N), so each step streams contiguous rows. The backward recomputes one batch row's states
+//! (T·E·N floats) at a time instead of keeping them from the forward; the composed-ops scan
+//! ([`scan_reference`]) instead keeps every step's tensors alive for its backward and runs ~6 small
+//! ops per time step. Batch rows run in parallel (rayon).
 //!
 //! Inputs are packed into three tensors because a custom op takes three: `dt` (b, T, E),
 //! `xbc = [x | B | C]` (b, T, E + 2N), `A` (E, N); the output is `y` (b, T, E) in `dt`'s dtype,
@@ -75,67 +77,101 @@ fn back(v: Vec<f32>, shape: &[usize], like: &Tensor) -> Result<Tensor> {
         .to_device(like.device())
 }
 
-/// y (T·E) of one batch row.
-fn forward_row(d: Dims, dt: &[f32], xbc: &[f32], a: &[f32], y: &mut [f32]) {
-    let (w, n) = (d.w(), d.n);
-    let mut h = vec![0f32; n];
-    for e in 0..d.e {
-        h.iter_mut().for_each(|v| *v = 0.0);
-        let a = &a[e * n..(e + 1) * n];
-        for t in 0..d.t {
-            let (dtv, row) = (dt[t * d.e + e], &xbc[t * w..(t + 1) * w]);
-            let (x, bm, cm) = (row[e], &row[d.e..d.e + n], &row[d.e + n..]);
+/// One batch row's inputs: dt (T·E), xbc (T·W), decay = exp(dt·A) (T·E·N).
+struct Row<'a> {
+    dt: &'a [f32],
+    xbc: &'a [f32],
+    decay: &'a [f32],
+}
+
+impl Row<'_> {
+    /// (dt_t, x_t, B_t, C_t, decay_t) at time t.
+    fn at(&self, d: Dims, t: usize) -> (&[f32], &[f32], &[f32], &[f32], &[f32]) {
+        let (e, n, w) = (d.e, d.n, d.w());
+        let row = &self.xbc[t * w..(t + 1) * w];
+        let (x, rest) = row.split_at(e);
+        let (bm, cm) = rest.split_at(n);
+        (
+            &self.dt[t * e..(t + 1) * e],
+            x,
+            bm,
+            cm,
+            &self.decay[t * e * n..(t + 1) * e * n],
+        )
+    }
+}
+
+/// Run the scan of one batch row: y (T·E); with `states`, every h_t (T·E·N) too.
+fn forward_row(d: Dims, r: &Row, y: &mut [f32], mut states: Option<&mut [f32]>) {
+    let (e, n) = (d.e, d.n);
+    // why: time-major with h as (E, N), so every step streams contiguous rows (no strided reads).
+    let mut h = vec![0f32; e * n];
+    for t in 0..d.t {
+        let (dt, x, bm, cm, decay) = r.at(d, t);
+        let yt = &mut y[t * e..(t + 1) * e];
+        for ((((hh, dd), &dtv), &xv), yv) in h.chunks_exact_mut(n).zip(decay.chunks_exact(n)).zip(dt).zip(x).zip(yt) {
+            let s = dtv * xv;
             let mut acc = 0f32;
-            for k in 0..n {
-                h[k] = (dtv * a[k]).exp() * h[k] + dtv * bm[k] * x;
-                acc += cm[k] * h[k];
+            for (((hk, &dk), &bk), &ck) in hh.iter_mut().zip(dd).zip(bm).zip(cm) {
+                *hk = dk * *hk + s * bk;
+                acc += ck * *hk;
             }
-            y[t * d.e + e] = acc;
+            *yv = acc;
+        }
+        if let Some(states) = states.as_deref_mut() {
+            states[t * e * n..(t + 1) * e * n].copy_from_slice(&h);
         }
     }
 }
 
-/// Gradients of one batch row: (d dt (T·E), d xbc (T·W)), and its share of d A (E·N).
-fn backward_row(d: Dims, dt: &[f32], xbc: &[f32], a: &[f32], gy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (w, n) = (d.w(), d.n);
-    let (mut ddt, mut dxbc, mut da) = (vec![0f32; d.t * d.e], vec![0f32; d.t * w], vec![0f32; d.e * n]);
-    let mut hs = vec![0f32; d.t * n];
-    let mut gamma = vec![0f32; n];
-    for e in 0..d.e {
-        let a = &a[e * n..(e + 1) * n];
-        // The states of channel e, recomputed.
-        for t in 0..d.t {
-            let (dtv, row) = (dt[t * d.e + e], &xbc[t * w..(t + 1) * w]);
-            let (x, bm) = (row[e], &row[d.e..d.e + n]);
+/// Gradients of one batch row: (d dt (T·E), d xbc (T·W), its share of d A (E·N)).
+fn backward_row(d: Dims, r: &Row, a: &[f32], gy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (e, n, w) = (d.e, d.n, d.w());
+    let (mut ddt, mut dxbc, mut da) = (vec![0f32; d.t * e], vec![0f32; d.t * w], vec![0f32; e * n]);
+    let mut hs = vec![0f32; d.t * e * n];
+    let mut y = vec![0f32; d.t * e];
+    forward_row(d, r, &mut y, Some(&mut hs));
+    let zeros = vec![0f32; e * n];
+    let mut gamma = vec![0f32; e * n];
+    for t in (0..d.t).rev() {
+        let (dt, x, bm, cm, decay) = r.at(d, t);
+        let h = &hs[t * e * n..(t + 1) * e * n];
+        let prev = if t > 0 { &hs[(t - 1) * e * n..t * e * n] } else { &zeros[..] };
+        let g_row = &gy[t * e..(t + 1) * e];
+        let (g_dt, rest) = (&mut ddt[t * e..(t + 1) * e], &mut dxbc[t * w..(t + 1) * w]);
+        let (g_x, rest) = rest.split_at_mut(e);
+        let (g_b, g_c) = rest.split_at_mut(n);
+        let rows = gamma
+            .chunks_exact_mut(n)
+            .zip(da.chunks_exact_mut(n))
+            .zip(a.chunks_exact(n))
+            .zip(decay.chunks_exact(n))
+            .zip(h.chunks_exact(n).zip(prev.chunks_exact(n)));
+        for (ei, ((((gam, gda), ak), dk), (hk, pk))) in rows.enumerate() {
+            let (g, dtv, xv) = (g_row[ei], dt[ei], x[ei]);
+            let (mut gd, mut gx) = (0f32, 0f32);
             for k in 0..n {
-                let prev = if t > 0 { hs[(t - 1) * n + k] } else { 0.0 };
-                hs[t * n + k] = (dtv * a[k]).exp() * prev + dtv * bm[k] * x;
+                let gm = gam[k] + g * cm[k];
+                g_c[k] += g * hk[k];
+                g_b[k] += gm * dtv * xv;
+                gx += gm * dtv * bm[k];
+                let g_decay = gm * pk[k] * dk[k];
+                gd += g_decay * ak[k] + gm * bm[k] * xv;
+                gda[k] += g_decay * dtv;
+                gam[k] = gm * dk[k];
             }
-        }
-        gamma.iter_mut().for_each(|g| *g = 0.0);
-        for t in (0..d.t).rev() {
-            let (dtv, g) = (dt[t * d.e + e], gy[t * d.e + e]);
-            let row = &xbc[t * w..(t + 1) * w];
-            let x = row[e];
-            let (mut g_dt, mut g_x) = (0f32, 0f32);
-            for k in 0..n {
-                let (bk, ck) = (row[d.e + k], row[d.e + n + k]);
-                let decay = (dtv * a[k]).exp();
-                let gam = gamma[k] + g * ck;
-                let prev = if t > 0 { hs[(t - 1) * n + k] } else { 0.0 };
-                dxbc[t * w + d.e + n + k] += g * hs[t * n + k];
-                dxbc[t * w + d.e + k] += gam * dtv * x;
-                g_x += gam * dtv * bk;
-                let g_decay = gam * prev * decay;
-                g_dt += g_decay * a[k] + gam * bk * x;
-                da[e * n + k] += g_decay * dtv;
-                gamma[k] = gam * decay;
-            }
-            ddt[t * d.e + e] = g_dt;
-            dxbc[t * w + e] = g_x;
+            g_dt[ei] = gd;
+            g_x[ei] = gx;
         }
     }
     (ddt, dxbc, da)
+}
+
+/// exp(dt·A) for every (b, t, e, n), by candle's (optimised) kernels, on the host.
+fn decay(dt: &Tensor, a: &Tensor) -> Result<Vec<f32>> {
+    let dt = dt.to_dtype(DType::F32)?.unsqueeze(3)?;
+    let a = a.to_dtype(DType::F32)?.unsqueeze(0)?.unsqueeze(0)?;
+    host(&dt.broadcast_mul(&a)?.exp()?)
 }
 
 impl OpWithGrad3 for SelectiveScan {
@@ -145,13 +181,17 @@ impl OpWithGrad3 for SelectiveScan {
 
     fn forward(&self, dt: &Tensor, xbc: &Tensor, a: &Tensor) -> Result<Tensor> {
         let d = Dims::of(dt, xbc, a)?;
-        let (dt_h, xbc_h, a_h) = (host(dt)?, host(xbc)?, host(a)?);
-        let mut y = vec![0f32; d.b * d.t * d.e];
-        if d.t * d.e > 0 {
-            y.par_chunks_mut(d.t * d.e).enumerate().for_each(|(bi, y)| {
-                let dt = &dt_h[bi * d.t * d.e..(bi + 1) * d.t * d.e];
-                let xbc = &xbc_h[bi * d.t * d.w()..(bi + 1) * d.t * d.w()];
-                forward_row(d, dt, xbc, &a_h, y);
+        let (dt_h, xbc_h, dec) = (host(dt)?, host(xbc)?, decay(dt, a)?);
+        let (te, tw, ten) = (d.t * d.e, d.t * d.w(), d.t * d.e * d.n);
+        let mut y = vec![0f32; d.b * te];
+        if te > 0 {
+            y.par_chunks_mut(te).enumerate().for_each(|(bi, y)| {
+                let row = Row {
+                    dt: &dt_h[bi * te..(bi + 1) * te],
+                    xbc: &xbc_h[bi * tw..(bi + 1) * tw],
+                    decay: &dec[bi * ten..(bi + 1) * ten],
+                };
+                forward_row(d, &row, y, None);
             });
         }
         back(y, &[d.b, d.t, d.e], dt)
@@ -167,17 +207,17 @@ impl OpWithGrad3 for SelectiveScan {
     ) -> Result<[Tensor; 3]> {
         let d = Dims::of(dt, xbc, a)?;
         let (dt_h, xbc_h, a_h, gy) = (host(dt)?, host(xbc)?, host(a)?, host(grad)?);
-        let (te, tw) = (d.t * d.e, d.t * d.w());
+        let dec = decay(dt, a)?;
+        let (te, tw, ten) = (d.t * d.e, d.t * d.w(), d.t * d.e * d.n);
         let rows: Vec<_> = (0..d.b)
             .into_par_iter()
             .map(|bi| {
-                backward_row(
-                    d,
-                    &dt_h[bi * te..(bi + 1) * te],
-                    &xbc_h[bi * tw..(bi + 1) * tw],
-                    &a_h,
-                    &gy[bi * te..(bi + 1) * te],
-                )
+                let row = Row {
+                    dt: &dt_h[bi * te..(bi + 1) * te],
+                    xbc: &xbc_h[bi * tw..(bi + 1) * tw],
+                    decay: &dec[bi * ten..(bi + 1) * ten],
+                };
+                backward_row(d, &row, &a_h, &gy[bi * te..(bi + 1) * te])
             })
             .collect();
         let (mut ddt, mut dxbc, mut da) = (Vec::with_capacity(d.b * te), Vec::with_capacity(d.b * tw), vec![0f32; d.e * d.n]);
