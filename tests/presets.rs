@@ -119,3 +119,8 @@ fn dba_quick_runs() {
 fn moe_transformer_quick_runs() {
     run_small("moe_transformer.yml", "steps: 150");
 }
+
+#[test]
+fn mamba_ssm_quick_runs() {
+    run_small("mamba_ssm.yml", "steps: 150");
+}

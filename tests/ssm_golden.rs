@@ -16,7 +16,11 @@ const FIXTURE: &str = "tests/golden/tiny_ssm.safetensors";
 
 /// Panics naming the worst element unless `got` equals `want` within `tol` · max(1, max |want|).
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 tensor");
+    let flat = |t: &Tensor| {
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("f32 tensor")
+    };
     let (g, w) = (flat(got), flat(want));
     assert_eq!(g.len(), w.len(), "{what}: sizes");
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);

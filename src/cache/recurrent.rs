@@ -115,7 +115,10 @@ mod tests {
         let len = ROLLBACK_WINDOW + 5;
         assert_eq!(s.len(), len);
         s.truncate(len - 3)?;
-        assert_eq!(s.current().expect("state")[0].to_vec1::<f32>()?, [(len - 3) as f32]);
+        assert_eq!(
+            s.current().expect("state")[0].to_vec1::<f32>()?,
+            [(len - 3) as f32]
+        );
         let err = s.truncate(2).expect_err("beyond the window").to_string();
         assert!(err.contains("keeps the states of its last"), "{err}");
         assert_eq!(s.len(), len - 3, "a failed truncate changes nothing");

@@ -78,7 +78,9 @@ impl<'de> Deserialize<'de> for DtRank {
                 if v == "auto" {
                     Ok(DtRank::Auto)
                 } else {
-                    Err(E::custom(format!("expected `auto` or a positive integer, found `{v}`")))
+                    Err(E::custom(format!(
+                        "expected `auto` or a positive integer, found `{v}`"
+                    )))
                 }
             }
         }
@@ -210,9 +212,17 @@ impl LayerSpec for SsmSpec {
             }
         };
         let ok = check_dim(&mut out, "d_state", self.d_state);
-        hint(&mut out, ok, "the states per channel of the scan; Mamba uses d_state: 16");
+        hint(
+            &mut out,
+            ok,
+            "the states per channel of the scan; Mamba uses d_state: 16",
+        );
         let ok = check_dim(&mut out, "d_conv", self.d_conv);
-        hint(&mut out, ok, "the width of the causal convolution; Mamba uses d_conv: 4");
+        hint(
+            &mut out,
+            ok,
+            "the width of the causal convolution; Mamba uses d_conv: 4",
+        );
         let ok = check_dim(&mut out, "expand", self.expand);
         hint(&mut out, ok, "d_inner = expand · d_model; Mamba uses expand: 2");
         if self.expand > 0 && self.d_model > 0 && self.expand.saturating_mul(self.d_model) > MAX_DIM {
@@ -227,19 +237,31 @@ impl LayerSpec for SsmSpec {
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.dt_min) {
-            out.push(SpecProblem::new("dt_min", format!("must be a positive number (got {})", self.dt_min)).with_help("Mamba uses dt_min: 0.001"));
+            out.push(
+                SpecProblem::new(
+                    "dt_min",
+                    format!("must be a positive number (got {})", self.dt_min),
+                )
+                .with_help("Mamba uses dt_min: 0.001"),
+            );
         }
         if !(positive(self.dt_max) && self.dt_max > self.dt_min) {
             out.push(
                 SpecProblem::new(
                     "dt_max",
-                    format!("must be finite and larger than dt_min = {} (got {})", self.dt_min, self.dt_max),
+                    format!(
+                        "must be finite and larger than dt_min = {} (got {})",
+                        self.dt_min, self.dt_max
+                    ),
                 )
                 .with_help("initial dts are drawn log-uniformly in [dt_min, dt_max]; Mamba uses dt_max: 0.1"),
             );
         }
         if !positive(self.dt_scale) {
-            out.push(SpecProblem::new("dt_scale", format!("must be a positive number (got {})", self.dt_scale)));
+            out.push(SpecProblem::new(
+                "dt_scale",
+                format!("must be a positive number (got {})", self.dt_scale),
+            ));
         }
         if !(self.dt_init_floor.is_finite() && self.dt_init_floor >= 0.0) {
             out.push(SpecProblem::new(
@@ -328,11 +350,23 @@ fn softplus(xs: &Tensor) -> Result<Tensor> {
 impl Ssm {
     /// Weights under `vb` with HF `MambaMixer`'s names; `slot` indexes its recurrent state.
     pub fn build(spec: &SsmSpec, vb: VarBuilder, slot: usize) -> Result<Self> {
-        let (d, e, n, r, k) = (spec.d_model, spec.d_inner(), spec.d_state, spec.dt_rank(), spec.d_conv);
+        let (d, e, n, r, k) = (
+            spec.d_model,
+            spec.d_inner(),
+            spec.d_state,
+            spec.dt_rank(),
+            spec.d_conv,
+        );
         let in_proj = projection(d, 2 * e, spec.bias, vb.pp("in_proj"))?;
         let bound = 1.0 / (k as f64).sqrt();
-        let uniform = Init::Uniform { lo: -bound, up: bound };
-        let conv_w = vb.pp("conv1d").get_with_hints((e, 1, k), "weight", uniform)?.reshape((e, k))?;
+        let uniform = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let conv_w = vb
+            .pp("conv1d")
+            .get_with_hints((e, 1, k), "weight", uniform)?
+            .reshape((e, k))?;
         let conv_b = if spec.conv_bias {
             Some(vb.pp("conv1d").get_with_hints(e, "bias", uniform)?)
         } else {
@@ -341,7 +375,10 @@ impl Ssm {
         let x_proj = projection(e, r + 2 * n, false, vb.pp("x_proj"))?;
         let dt_std = spec.dt_scale / (r as f64).sqrt();
         let dt_w_init = match spec.dt_init {
-            DtInit::Random => Init::Uniform { lo: -dt_std, up: dt_std },
+            DtInit::Random => Init::Uniform {
+                lo: -dt_std,
+                up: dt_std,
+            },
             DtInit::Constant => Init::Const(dt_std),
         };
         let dt_vb = vb.pp("dt_proj");
@@ -423,9 +460,14 @@ impl Ssm {
 
         // Causal depthwise convolution: out_t = Σ_j w[:, j] · xpad_{t+j} over the padded input.
         let xpad = Tensor::cat(&[&conv_prev, &x], 1)?; // (b, k − 1 + t, E)
-        let mut conv = xpad.narrow(1, 0, t)?.broadcast_mul(&self.conv_w.narrow(1, 0, 1)?.squeeze(1)?)?;
+        let mut conv = xpad
+            .narrow(1, 0, t)?
+            .broadcast_mul(&self.conv_w.narrow(1, 0, 1)?.squeeze(1)?)?;
         for j in 1..k {
-            conv = (conv + xpad.narrow(1, j, t)?.broadcast_mul(&self.conv_w.narrow(1, j, 1)?.squeeze(1)?)?)?;
+            conv = (conv
+                + xpad
+                    .narrow(1, j, t)?
+                    .broadcast_mul(&self.conv_w.narrow(1, j, 1)?.squeeze(1)?)?)?;
         }
         if let Some(bias) = &self.conv_b {
             conv = conv.broadcast_add(bias)?;
@@ -523,7 +565,11 @@ mod tests {
         let data = map.data().lock().expect("lock");
         let a = data["A_log"].as_tensor().to_vec2::<f32>()?;
         assert_eq!(a.len(), 16);
-        assert!(a.iter().all(|row| row.iter().enumerate().all(|(n, v)| (v - ((n + 1) as f32).ln()).abs() < 1e-6)));
+        assert!(a.iter().all(|row| {
+            row.iter()
+                .enumerate()
+                .all(|(n, v)| (v - ((n + 1) as f32).ln()).abs() < 1e-6)
+        }));
         assert!(data["D"].as_tensor().to_vec1::<f32>()?.iter().all(|&v| v == 1.0));
         // softplus(bias) is the initial dt, in [dt_min, dt_max].
         let dt = softplus(data["dt_proj.bias"].as_tensor())?.to_vec1::<f32>()?;
@@ -612,15 +658,48 @@ mod tests {
     fn bad_sizes_are_problems_at_their_fields() {
         let fields = |s: SsmSpec| -> Vec<String> { s.problems().into_iter().map(|p| p.field).collect() };
         assert!(fields(SsmSpec::new(64)).is_empty());
-        let zero_state = SsmSpec { d_state: 0, ..SsmSpec::new(64) };
+        let zero_state = SsmSpec {
+            d_state: 0,
+            ..SsmSpec::new(64)
+        };
         let p = zero_state.problems();
         assert_eq!(p[0].field, "d_state");
         assert!(p[0].help.as_deref().is_some_and(|h| h.contains("d_state: 16")));
-        assert_eq!(fields(SsmSpec { d_conv: 0, ..SsmSpec::new(64) }), ["d_conv"]);
-        assert_eq!(fields(SsmSpec { expand: 0, ..SsmSpec::new(64) }), ["expand"]);
-        assert_eq!(fields(SsmSpec { dt_rank: DtRank::Fixed(0), ..SsmSpec::new(64) }), ["dt_rank"]);
-        assert_eq!(fields(SsmSpec { dt_max: 1e-4, ..SsmSpec::new(64) }), ["dt_max"]);
-        assert_eq!(fields(SsmSpec { dt_min: 0.0, ..SsmSpec::new(64) }), ["dt_min"]);
+        assert_eq!(
+            fields(SsmSpec {
+                d_conv: 0,
+                ..SsmSpec::new(64)
+            }),
+            ["d_conv"]
+        );
+        assert_eq!(
+            fields(SsmSpec {
+                expand: 0,
+                ..SsmSpec::new(64)
+            }),
+            ["expand"]
+        );
+        assert_eq!(
+            fields(SsmSpec {
+                dt_rank: DtRank::Fixed(0),
+                ..SsmSpec::new(64)
+            }),
+            ["dt_rank"]
+        );
+        assert_eq!(
+            fields(SsmSpec {
+                dt_max: 1e-4,
+                ..SsmSpec::new(64)
+            }),
+            ["dt_max"]
+        );
+        assert_eq!(
+            fields(SsmSpec {
+                dt_min: 0.0,
+                ..SsmSpec::new(64)
+            }),
+            ["dt_min"]
+        );
     }
 
     #[test]

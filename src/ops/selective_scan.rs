@@ -109,7 +109,13 @@ fn forward_row(d: Dims, r: &Row, y: &mut [f32], mut states: Option<&mut [f32]>) 
     for t in 0..d.t {
         let (dt, x, bm, cm, decay) = r.at(d, t);
         let yt = &mut y[t * e..(t + 1) * e];
-        for ((((hh, dd), &dtv), &xv), yv) in h.chunks_exact_mut(n).zip(decay.chunks_exact(n)).zip(dt).zip(x).zip(yt) {
+        for ((((hh, dd), &dtv), &xv), yv) in h
+            .chunks_exact_mut(n)
+            .zip(decay.chunks_exact(n))
+            .zip(dt)
+            .zip(x)
+            .zip(yt)
+        {
             let s = dtv * xv;
             let mut acc = 0f32;
             for (((hk, &dk), &bk), &ck) in hh.iter_mut().zip(dd).zip(bm).zip(cm) {
@@ -136,7 +142,11 @@ fn backward_row(d: Dims, r: &Row, a: &[f32], gy: &[f32]) -> (Vec<f32>, Vec<f32>,
     for t in (0..d.t).rev() {
         let (dt, x, bm, cm, decay) = r.at(d, t);
         let h = &hs[t * e * n..(t + 1) * e * n];
-        let prev = if t > 0 { &hs[(t - 1) * e * n..t * e * n] } else { &zeros[..] };
+        let prev = if t > 0 {
+            &hs[(t - 1) * e * n..t * e * n]
+        } else {
+            &zeros[..]
+        };
         let g_row = &gy[t * e..(t + 1) * e];
         let (g_dt, rest) = (&mut ddt[t * e..(t + 1) * e], &mut dxbc[t * w..(t + 1) * w]);
         let (g_x, rest) = rest.split_at_mut(e);
@@ -220,7 +230,11 @@ impl OpWithGrad3 for SelectiveScan {
                 backward_row(d, &row, &a_h, &gy[bi * te..(bi + 1) * te])
             })
             .collect();
-        let (mut ddt, mut dxbc, mut da) = (Vec::with_capacity(d.b * te), Vec::with_capacity(d.b * tw), vec![0f32; d.e * d.n]);
+        let (mut ddt, mut dxbc, mut da) = (
+            Vec::with_capacity(d.b * te),
+            Vec::with_capacity(d.b * tw),
+            vec![0f32; d.e * d.n],
+        );
         for (r_dt, r_xbc, r_a) in rows {
             ddt.extend(r_dt);
             dxbc.extend(r_xbc);
@@ -298,7 +312,11 @@ mod tests {
     #[test]
     fn forward_and_backward_equal_the_composed_ops_scan() -> Result<()> {
         let (dt, xbc, a) = inputs(3, 11, 5, 4)?;
-        let (vdt, vxbc, va) = (Var::from_tensor(&dt)?, Var::from_tensor(&xbc)?, Var::from_tensor(&a)?);
+        let (vdt, vxbc, va) = (
+            Var::from_tensor(&dt)?,
+            Var::from_tensor(&xbc)?,
+            Var::from_tensor(&a)?,
+        );
         let ours = apply3(vdt.as_tensor(), vxbc.as_tensor(), va.as_tensor(), SelectiveScan)?;
         let want = SelectiveScan.reference(vdt.as_tensor(), vxbc.as_tensor(), va.as_tensor())?;
         let fwd = check::max_abs_diff(&ours, &want);
@@ -307,11 +325,17 @@ mod tests {
         let g1 = (ours * &upstream)?.sum_all()?.backward()?;
         let g2 = (want * &upstream)?.sum_all()?.backward()?;
         for (name, v) in [("dt", &vdt), ("xbc", &vxbc), ("A", &va)] {
-            let (x, y) = (g1.get(v.as_tensor()).expect("ours"), g2.get(v.as_tensor()).expect("reference"));
+            let (x, y) = (
+                g1.get(v.as_tensor()).expect("ours"),
+                g2.get(v.as_tensor()).expect("reference"),
+            );
             let scale = y.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             let diff = check::max_abs_diff(x, y);
             assert!(scale > 1e-2, "{name}: gradient {scale} tests nothing");
-            assert!(diff <= 1e-4 * scale.max(1.0), "{name}: gradient differs by {diff} (scale {scale})");
+            assert!(
+                diff <= 1e-4 * scale.max(1.0),
+                "{name}: gradient differs by {diff} (scale {scale})"
+            );
         }
         Ok(())
     }
@@ -329,8 +353,24 @@ mod tests {
         // Scanning the first 6 positions, then the last 3 from the state after position 5, gives
         // the same outputs.
         let part = |t: &Tensor, s: usize, l: usize| t.narrow(1, s, l);
-        let (_, mid) = scan_reference(&part(&dt, 0, 6)?, &part(&x, 0, 6)?, &a, &part(&bm, 0, 6)?, &part(&cm, 0, 6)?, &h0, 1)?;
-        let (tail, last) = scan_reference(&part(&dt, 6, 3)?, &part(&x, 6, 3)?, &a, &part(&bm, 6, 3)?, &part(&cm, 6, 3)?, &mid[0], 1)?;
+        let (_, mid) = scan_reference(
+            &part(&dt, 0, 6)?,
+            &part(&x, 0, 6)?,
+            &a,
+            &part(&bm, 0, 6)?,
+            &part(&cm, 0, 6)?,
+            &h0,
+            1,
+        )?;
+        let (tail, last) = scan_reference(
+            &part(&dt, 6, 3)?,
+            &part(&x, 6, 3)?,
+            &a,
+            &part(&bm, 6, 3)?,
+            &part(&cm, 6, 3)?,
+            &mid[0],
+            1,
+        )?;
         assert!(check::max_abs_diff(&tail, &y.narrow(1, 6, 3)?) < 1e-6);
         assert!(check::max_abs_diff(&last[0], &states[2]) < 1e-6);
         Ok(())
