@@ -179,6 +179,7 @@ node_spec! {
     Glu(crate::layer::GluSpec),
     Moe(crate::layer::MoeSpec),
     Ssm(crate::layer::SsmSpec),
+    Lora(crate::layer::LoraSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.
