@@ -120,6 +120,11 @@ fn moe_transformer_quick_runs() {
     run_small("moe_transformer.yml", "steps: 150");
 }
 
+#[test]
+fn mamba_ssm_quick_runs() {
+    run_small("mamba_ssm.yml", "steps: 150");
+}
+
 /// Run a classifier preset's `quick` target as it is (it takes seconds to a few minutes) in a
 /// temporary directory; the digits come from the cache, or from PyPI on first use. Returns the
 /// run directory's `metrics.json` and `summary.json`, with the directory kept alive.

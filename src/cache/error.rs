@@ -22,6 +22,15 @@ pub enum CacheError {
     /// `truncate(requested)` past the cached length.
     #[error("cannot truncate a KV cache of {len} positions to {requested}")]
     TruncateBeyondLen { requested: usize, len: usize },
+    /// `truncate(requested)` of a recurrent state further back than the positions it keeps.
+    #[error(
+        "cannot roll a recurrent state of {len} positions back to {requested}: it keeps the states of its last {window} positions only"
+    )]
+    RecurrentRollback {
+        requested: usize,
+        len: usize,
+        window: usize,
+    },
     /// A causal attention call with more new queries than cached positions.
     #[error("{t} queries cannot attend causally over {len} cached positions")]
     QueriesBeyondCache { t: usize, len: usize },

@@ -1,13 +1,15 @@
-//! `LayerCache`: the K/V of one attention slot, either plain ([`PlainKv`], f32/f16/bf16 tensors
-//! read as views) or quantized ([`QuantKvStore`], host rows read by [`QuantKvStore::attend`]).
-//! Both answer the same `append` / `len` / `truncate` / `reset` / `bytes`, so the model's cache,
-//! the generator and speculative decoding roll back either kind the same way.
+//! `LayerCache`: the cache of one slot: an attention layer's K/V, either plain ([`PlainKv`],
+//! f32/f16/bf16 tensors read as views) or quantized ([`QuantKvStore`], host rows read by
+//! [`QuantKvStore::attend`]), or a recurrent layer's state ([`RecurrentState`]). All answer the
+//! same `len` / `truncate` / `reset` / `bytes`, so the model's cache, the generator and
+//! speculative decoding roll back every kind the same way.
 //!
 //! Shapes: `append` takes k (b, n_kv, t, dk) and v (b, n_kv, t, dv).
 
 use candle_core::{Result, Tensor};
 
 use super::plain::PlainKv;
+use super::recurrent::RecurrentState;
 use super::store::QuantKvStore;
 
 /// One attention slot's keys and values.
@@ -15,6 +17,8 @@ use super::store::QuantKvStore;
 pub enum LayerCache {
     Plain(PlainKv),
     Quant(QuantKvStore),
+    /// An SSM's convolution window and scan state (no K/V).
+    Recurrent(RecurrentState),
 }
 
 impl LayerCache {
@@ -23,6 +27,7 @@ impl LayerCache {
         match self {
             Self::Plain(kv) => kv.len(),
             Self::Quant(store) => store.len(),
+            Self::Recurrent(state) => state.len(),
         }
     }
 
@@ -35,6 +40,7 @@ impl LayerCache {
         match self {
             Self::Plain(kv) => kv.append(k, v).map(|_| ()),
             Self::Quant(store) => store.append(k, v),
+            Self::Recurrent(_) => candle_core::bail!("a recurrent layer's cache slot holds no K/V"),
         }
     }
 
@@ -43,6 +49,7 @@ impl LayerCache {
         match self {
             Self::Plain(kv) => kv.truncate(len),
             Self::Quant(store) => store.truncate(len).map_err(Into::into),
+            Self::Recurrent(state) => state.truncate(len),
         }
     }
 
@@ -51,6 +58,7 @@ impl LayerCache {
         match self {
             Self::Plain(kv) => *kv = PlainKv::default(),
             Self::Quant(store) => store.reset(),
+            Self::Recurrent(state) => state.reset(),
         }
     }
 
@@ -59,6 +67,7 @@ impl LayerCache {
         match self {
             Self::Plain(kv) => kv.bytes(),
             Self::Quant(store) => store.bytes(),
+            Self::Recurrent(state) => state.bytes(),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`QuantKvStore`]: one attention layer's K/V (segments, fp16 window, Hadamard rotation), with
 //!   [`QuantKvStore::attend`] for decode;
 //! - [`PlainKv`]: one attention layer's K/V as f32/f16/bf16 tensors;
-//! - [`LayerCache`]: one attention slot, plain or quantized, with one append/truncate/reset API.
+//! - [`RecurrentState`]: a recurrent (SSM) layer's state after its last positions;
+//! - [`LayerCache`]: one slot, plain, quantized or recurrent, with one truncate/reset API.
 
 pub mod attend;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod kind;
 pub mod layer_cache;
 pub mod plain;
 pub mod quant;
+pub mod recurrent;
 pub mod rotate;
 pub mod rows;
 mod simd;
@@ -26,5 +28,6 @@ pub use error::CacheError;
 pub use kind::CacheKind;
 pub use layer_cache::LayerCache;
 pub use plain::PlainKv;
+pub use recurrent::{ROLLBACK_WINDOW, RecurrentState};
 pub use rows::Rows;
 pub use store::{QuantKvSpec, QuantKvStore, Segment, StreamSpec};

@@ -1,12 +1,13 @@
-//! `KvCache`: a model's KV cache, one [`LayerCache`] per attention slot (plain or quantized,
-//! created by the slot's layer on first use), plus the batch's left padding. Every slot advances,
-//! truncates and resets through the one [`LayerCache`] API.
+//! `KvCache`: a model's KV cache, one [`LayerCache`] per cache slot (an attention layer's K/V,
+//! plain or quantized, or a recurrent layer's state; created by the slot's layer on first use),
+//! plus the batch's left padding. Every slot advances, truncates and resets through the one
+//! [`LayerCache`] API.
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::cache::{CacheKind, LayerCache, PlainKv, QuantKvSpec, QuantKvStore};
+use crate::cache::{CacheKind, LayerCache, PlainKv, QuantKvSpec, QuantKvStore, RecurrentState};
 
-/// One [`LayerCache`] per attention slot of a model.
+/// One [`LayerCache`] per cache slot of a model (attention and recurrent layers).
 #[derive(Debug, Clone)]
 pub struct KvCache {
     /// Storage dtype of new plain entries (f32, f16 or bf16).
@@ -21,7 +22,7 @@ pub struct KvCache {
     /// With `quant`: the first this many slots store K/V as fp16 whatever `quant` says
     /// (`--fp16-prefix-layers`; early layers are the most sensitive to key error). Default: 0.
     pub fp16_prefix_slots: usize,
-    /// One per attention slot; `None` until the slot's layer first appends.
+    /// One per cache slot; `None` until the slot's layer first writes.
     slots: Vec<Option<LayerCache>>,
 }
 
@@ -88,6 +89,21 @@ impl KvCache {
         {
             LayerCache::Plain(kv) => Ok(kv),
             LayerCache::Quant(_) => candle_core::bail!("KV cache slot {slot} holds quantized storage"),
+            LayerCache::Recurrent(_) => candle_core::bail!("cache slot {slot} holds a recurrent state"),
+        }
+    }
+
+    /// The recurrent state of `slot` (an SSM layer's), created empty on first use; plain and
+    /// quantized caches alike hold it (it is not K/V).
+    pub fn recurrent_slot(&mut self, slot: usize) -> Result<&mut RecurrentState> {
+        match self
+            .cell(slot)?
+            .get_or_insert_with(|| LayerCache::Recurrent(RecurrentState::default()))
+        {
+            LayerCache::Recurrent(state) => Ok(state),
+            LayerCache::Plain(_) | LayerCache::Quant(_) => {
+                candle_core::bail!("cache slot {slot} holds K/V, not a recurrent state")
+            }
         }
     }
 
@@ -118,6 +134,7 @@ impl KvCache {
         match cell.as_mut().expect("filled above") {
             LayerCache::Quant(store) => Ok(store),
             LayerCache::Plain(_) => candle_core::bail!("KV cache slot {slot} holds plain storage"),
+            LayerCache::Recurrent(_) => candle_core::bail!("cache slot {slot} holds a recurrent state"),
         }
     }
 

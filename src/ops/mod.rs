@@ -9,6 +9,7 @@ pub mod embedding;
 pub mod q4_1_packed;
 pub mod qmatvec;
 pub mod rope;
+pub mod selective_scan;
 pub mod sdpa;
 pub mod softmax;
 pub mod spin_pool;

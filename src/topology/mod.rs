@@ -182,6 +182,8 @@ node_spec! {
     Activation(crate::layer::ActivationSpec),
     PatchEmbed(crate::layer::PatchEmbedSpec),
     Pool(crate::layer::PoolSpec),
+    Ssm(crate::layer::SsmSpec),
+    Lora(crate::layer::LoraSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.
