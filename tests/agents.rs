@@ -165,7 +165,7 @@ fn process_problems_are_reported_at_their_paths() {
         ("targets[0].endpoint.temperature", 7),
         ("targets[0].budget.max_calls", 8),
         ("targets[0].process.sections", 9),
-        ("targets[1].team", 11),
+        ("targets[1].team", 10), // absent: placed at the target
         ("targets[2].process.knobs[0].path", 15),
     ] {
         assert!(
@@ -593,7 +593,7 @@ fn smollm2_writes_and_reviews_a_paper() {
     let report = root.join("docs/results/smollm2_135m_dba_paper/report.json");
     let paper = dir.path().join("runs/smol/write/paper.md");
     let yaml = format!(
-        "version: 2\nname: smol\ntargets:\n  - type: process\n    name: write\n    budget: {{max_tokens: 60, max_calls: 2}}\n    process: {{type: paper_write, report: \"{}\", facts: [summary], sections: [results], section_tokens: 40, max_fact_chars: 1200}}\n  - type: process\n    name: review\n    budget: {{max_tokens: 200, max_calls: 8}}\n    process: {{type: paper_review, paper: \"{}\", attempts: 1, review_tokens: 60, max_proposed_experiments: 1, max_paper_chars: 2500}}\n",
+        "version: 2\nname: smol\ntargets:\n  - type: process\n    name: write\n    budget: {{max_tokens: 60, max_calls: 2}}\n    process: {{type: paper_write, report: \"{}\", facts: [summary], sections: [results], section_tokens: 40, max_fact_chars: 1200}}\n  - type: process\n    name: review\n    budget: {{max_tokens: 500, max_calls: 8}}\n    process: {{type: paper_review, paper: \"{}\", attempts: 1, review_tokens: 60, max_proposed_experiments: 1, max_paper_chars: 2500}}\n",
         report.display(),
         paper.display()
     );

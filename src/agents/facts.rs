@@ -122,7 +122,11 @@ pub fn numbers_in(text: &str) -> Vec<(String, f64)> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i].is_ascii_digit() {
-            let start = if i > 0 && bytes[i - 1] == b'-' { i - 1 } else { i };
+            // why: a minus sign only after a space or bracket (`SmolLM2-135M` holds 2 and 135, not −135).
+            let signed = i > 0
+                && bytes[i - 1] == b'-'
+                && (i == 1 || matches!(bytes[i - 2], b' ' | b'(' | b'[' | b'\n'));
+            let start = if signed { i - 1 } else { i };
             let mut j = i;
             while j < bytes.len()
                 && (bytes[j].is_ascii_digit()
@@ -136,6 +140,10 @@ pub fn numbers_in(text: &str) -> Vec<(String, f64)> {
                 out.push((raw.to_string(), x));
             }
             i = j.max(i + 1);
+            // why: the rest of a word (`135M`, `2x`) is part of a name or a unit, not a new number.
+            while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+                i += 1;
+            }
         } else {
             i += 1;
         }
@@ -143,22 +151,20 @@ pub fn numbers_in(text: &str) -> Vec<(String, f64)> {
     out
 }
 
-/// The numbers `text` states that no fact supports: not within 1% of a fact, of a fact × 100 (a
-/// percentage), or of a ratio's change (`(1 − r) × 100`). Small integers (≤ 10: counts, section
-/// numbers) are not checked.
+/// The numbers `text` states that no fact supports: not within 1% of a fact, nor — for a
+/// fractional fact (a ratio) — of it × 100 (a percentage) or of its change (`(1 − r) × 100`).
+/// Small integers (≤ 10: counts, section numbers) are not checked.
 pub fn unsupported(text: &str, facts: &[f64]) -> Vec<String> {
     let close = |a: f64, b: f64| (a - b).abs() <= 0.01 * b.abs().max(1e-9) + 1e-9;
+    let supports = |x: f64, f: f64| {
+        close(x, f)
+            || (f.fract() != 0.0
+                && (close(x, f * 100.0) || close(x, (1.0 - f) * 100.0) || close(x, (f - 1.0) * 100.0)))
+    };
     numbers_in(text)
         .into_iter()
         .filter(|(_, x)| !(x.fract() == 0.0 && x.abs() <= 10.0))
-        .filter(|(_, x)| {
-            !facts.iter().any(|f| {
-                close(*x, *f)
-                    || close(*x, f * 100.0)
-                    || close(*x, (1.0 - f) * 100.0)
-                    || close(*x, (f - 1.0) * 100.0)
-            })
-        })
+        .filter(|(_, x)| !facts.iter().any(|f| supports(*x, *f)))
         .map(|(raw, _)| raw)
         .collect()
 }
@@ -213,6 +219,15 @@ mod tests {
         assert_eq!(
             numbers_in("-3 and 1,024.5"),
             vec![("-3".to_string(), -3.0), ("1,024.5".to_string(), 1024.5)]
+        );
+        let names: Vec<f64> = numbers_in("SmolLM2-135M, a 2x cut")
+            .into_iter()
+            .map(|(_, x)| x)
+            .collect();
+        assert_eq!(names, vec![2.0, 135.0, 2.0]);
+        assert_eq!(
+            unsupported("a batch of 100 and 1000 samples", &[1.0, 10.0]),
+            vec!["100", "1000"]
         );
     }
 }

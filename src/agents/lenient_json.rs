@@ -85,8 +85,10 @@ fn candidate(text: &str) -> Option<(String, bool)> {
     if let Some(q) = quote {
         s.push(if q == '”' { '"' } else { q });
     }
-    let trimmed = s.trim_end().trim_end_matches(',').to_string();
-    let mut s = trimmed;
+    // why: a model that forgets the closing brace often ends with the code fence it opened.
+    let trimmed = s.trim_end();
+    let trimmed = trimmed.strip_suffix("```").unwrap_or(trimmed).trim_end();
+    let mut s = trimmed.trim_end_matches(',').to_string();
     if s.ends_with(':') {
         s.push_str(" null");
     }
@@ -217,6 +219,8 @@ mod tests {
         assert_eq!(e.value, json!({"score": 6, "strengths": ["clear", "hon"]}));
         let e = extract_object("{\"score\": 6, \"summary\":").unwrap();
         assert_eq!(e.value, json!({"score": 6, "summary": null}));
+        let e = extract_object("```json\n{\"a\": [1, 2]\n```").unwrap();
+        assert_eq!(e.value, json!({"a": [1, 2]}));
     }
 
     #[test]

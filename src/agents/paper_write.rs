@@ -112,8 +112,23 @@ pub struct Section {
     pub name: String,
     /// `None`: not written (the budget was spent first).
     pub text: Option<String>,
+    /// Sentences dropped because the reply had already said them.
+    pub repeats_dropped: usize,
     pub unsupported_numbers: Vec<String>,
     pub finish_reason: Option<String>,
+}
+
+impl Section {
+    /// A section the budget left unwritten.
+    fn unwritten(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            text: None,
+            repeats_dropped: 0,
+            unsupported_numbers: Vec::new(),
+            finish_reason: None,
+        }
+    }
 }
 
 /// What guides each well-known section.
@@ -147,8 +162,64 @@ pub fn section_prompt(facts: &Facts, artifacts: &[String], title: &str, section:
     p
 }
 
-/// The reply, cleaned: trimmed, without a leading heading that repeats the section's name.
-pub fn clean_section(text: &str, section: &str) -> String {
+/// The reply, cleaned: trimmed, without a leading heading that repeats the section's name, and
+/// each sentence once (greedy decoding of a small model loops on a sentence); the number of
+/// repeats dropped.
+pub fn clean_section(text: &str, section: &str) -> (String, usize) {
+    drop_repeats(&strip_heading(text, section))
+}
+
+/// Each sentence once, in order: a sentence equal to an earlier one (ignoring case and the
+/// space around it) is dropped.
+pub fn drop_repeats(text: &str) -> (String, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::new();
+    let mut dropped = 0;
+    for paragraph in text.split("\n\n") {
+        let mut kept = String::new();
+        for sentence in sentences(paragraph) {
+            let key = sentence.trim().to_lowercase();
+            if key.is_empty() {
+                continue;
+            }
+            if seen.insert(key) {
+                kept.push_str(sentence);
+            } else {
+                dropped += 1;
+            }
+        }
+        let kept = kept.trim();
+        if !kept.is_empty() {
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(kept);
+        }
+    }
+    (out, dropped)
+}
+
+/// The sentences of `text`, each with its end mark and the space after it: a sentence ends at
+/// `.`, `!` or `?` followed by white space or the end (so `9.33` is not split).
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let at_end = chars.peek().is_none_or(|(_, n)| n.is_whitespace());
+        if matches!(c, '.' | '!' | '?') && at_end {
+            out.push(&text[start..i + c.len_utf8()]);
+            start = i + c.len_utf8();
+        }
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// Without a first line that only repeats the section's name.
+fn strip_heading(text: &str, section: &str) -> String {
     let t = text.trim();
     let mut lines = t.lines();
     let first = lines.next().unwrap_or_default();
@@ -210,25 +281,24 @@ pub fn run(
     let writer = target
         .persona("writer")
         .ok_or_else(|| AgentError::input(Path::new("team.writer"), "no such persona"))?;
+    // why: the title is the user's; its numbers (`SmolLM2-135M`) are not the model's inventions.
+    let mut audit_numbers = facts.numbers.clone();
+    audit_numbers.extend(facts::numbers_in(&title).into_iter().map(|(_, x)| x));
     let mut sections = Vec::new();
     let mut stopped = None;
     for name in &spec.sections {
         if stopped.is_some() {
-            sections.push(Section {
-                name: name.clone(),
-                text: None,
-                unsupported_numbers: Vec::new(),
-                finish_reason: None,
-            });
+            sections.push(Section::unwritten(name));
             continue;
         }
         let prompt = section_prompt(&facts, &artifacts, &title, name);
         match s.ask(&writer, &prompt, spec.section_tokens) {
             Ok(reply) => {
-                let text = clean_section(&reply.text, name);
+                let (text, repeats_dropped) = clean_section(&reply.text, name);
                 sections.push(Section {
                     name: name.clone(),
-                    unsupported_numbers: facts::unsupported(&text, &facts.numbers),
+                    repeats_dropped,
+                    unsupported_numbers: facts::unsupported(&text, &audit_numbers),
                     text: Some(text),
                     finish_reason: reply.finish_reason,
                 });
@@ -237,12 +307,7 @@ pub fn run(
                 s.transcript
                     .note(format!("stopped before section `{name}`: {why}"))?;
                 stopped = Some(why.to_string());
-                sections.push(Section {
-                    name: name.clone(),
-                    text: None,
-                    unsupported_numbers: Vec::new(),
-                    finish_reason: None,
-                });
+                sections.push(Section::unwritten(name));
             }
             Err(e) => return Err(e),
         }
@@ -411,17 +476,25 @@ mod tests {
     #[test]
     fn a_repeated_heading_is_dropped() {
         assert_eq!(
-            clean_section("## Results\n\nThe student wins.", "results"),
+            clean_section("## Results\n\nThe student wins.", "results").0,
             "The student wins."
         );
         assert_eq!(
-            clean_section("**Abstract:**\nWe compare.", "abstract"),
+            clean_section("**Abstract:**\nWe compare.", "abstract").0,
             "We compare."
         );
         assert_eq!(
-            clean_section("  The results are in.  ", "results"),
+            clean_section("  The results are in.  ", "results").0,
             "The results are in."
         );
+    }
+
+    #[test]
+    fn repeated_sentences_are_dropped() {
+        let (t, n) = drop_repeats("A ran. B ran. A ran. B ran.\n\nA ran. C ran");
+        assert_eq!((t.as_str(), n), ("A ran. B ran.\n\nC ran", 3));
+        let (t, n) = drop_repeats("It is 0.5 and 0.5. It is 0.5 and 0.5.");
+        assert_eq!((t.as_str(), n), ("It is 0.5 and 0.5.", 1));
     }
 
     #[test]
@@ -430,12 +503,14 @@ mod tests {
             Section {
                 name: "abstract".into(),
                 text: Some("We cut 50% & more.".into()),
+                repeats_dropped: 0,
                 unsupported_numbers: vec![],
                 finish_reason: Some("stop".into()),
             },
             Section {
                 name: "results".into(),
                 text: None,
+                repeats_dropped: 0,
                 unsupported_numbers: vec![],
                 finish_reason: None,
             },

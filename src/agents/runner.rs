@@ -37,7 +37,16 @@ pub fn run_process(
     write_json(&spec_path, target).map_err(|e| AgentError::output(&spec_path, e))?;
     let kind = target.process.kind();
     tracing::info!(process = kind, target = %target.name, dir = %dir.display(), "starting");
-    let endpoint = endpoint::open(&target.endpoint, &target.budget)?;
+    let endpoint = match endpoint::open(&target.endpoint, &target.budget) {
+        Ok(e) => e,
+        Err(e) => {
+            let summary =
+                json!({"target": target.name, "process": kind, "status": "failed", "error": e.to_string()});
+            let path = dir.join("summary.json");
+            write_json(&path, &summary).map_err(|w| AgentError::output(&path, w))?;
+            return Err(e);
+        }
+    };
     let transcript = Transcript::new(&dir.join("transcript.jsonl"));
     let mut session = Session::new(
         endpoint.client.clone(),
