@@ -5,7 +5,8 @@
 //! leniently ([`super::verdict::parse_verdict`]); a reply that cannot be read is shown back to
 //! the model with what is wrong, up to `attempts` times; then — a small model often never
 //! writes valid JSON — the verdict is asked for one field at a time (a number, a word, a
-//! sentence each), which such a model can answer (`field_fallback`, on by default). The
+//! sentence each), which such a model can answer (`field_fallback`, on by default; a
+//! recommendation it does not name is derived from its score, and noted). The
 //! verdict, how it was obtained (`method`: json, json_repaired or fields) and every lenient
 //! reading go to `review.json`; no usable answer is an error, never a panic.
 
@@ -152,6 +153,19 @@ pub fn find_recommendation(text: &str) -> Option<Recommendation> {
         .filter_map(|(p, r)| t.find(p).map(|at| (at, *r)))
         .min_by_key(|(at, _)| *at)
         .map(|(_, r)| r)
+}
+
+/// The recommendation a score implies at `strictness` (when the model names none): approve at
+/// or above the bar, style_fix within one point below it, major_revision further down.
+pub fn recommendation_from_score(score: f64, strictness: Strictness) -> Recommendation {
+    let bar = strictness.approve_at();
+    if score >= bar {
+        Recommendation::Approve
+    } else if score >= bar - 1.0 {
+        Recommendation::StyleFix
+    } else {
+        Recommendation::MajorRevision
+    }
 }
 
 /// How the verdict was obtained.
@@ -315,10 +329,23 @@ fn by_fields(
             "{ctx}\nYou rated it {score} out of 10 (approval needs {}). Which recommendation: approve, style_fix, clarification, new_experiment or major_revision? Reply with one of these words only.",
             spec.strictness.approve_at()
         ),
-        8,
+        12,
     )?;
-    let recommendation = find_recommendation(&reply.text)
-        .ok_or_else(|| no_answer(format!("no recommendation in {:?}", reply.text)))?;
+    let mut notes = vec!["verdict asked one field at a time (no JSON attempt could be read)".to_string()];
+    let recommendation = match find_recommendation(&reply.text) {
+        Some(r) => r,
+        None => {
+            // why: a small model often echoes its prompt instead of choosing; the score it gave
+            // still decides, and the note says so.
+            let r = recommendation_from_score(score, spec.strictness);
+            notes.push(format!(
+                "no recommendation in {:?}: derived `{}` from the score",
+                reply.text,
+                r.name()
+            ));
+            r
+        }
+    };
     let mut sentence = |question: &str| -> Result<String, AgentError> {
         let r = s.ask(reviewer, &format!("{ctx}\n{question} Reply in one sentence."), 64)?;
         Ok(r.text
@@ -346,7 +373,7 @@ fn by_fields(
             weaknesses: some(weakness),
             proposed_experiments: some(experiment),
         },
-        vec!["verdict asked one field at a time (no JSON attempt could be read)".into()],
+        notes,
     ))
 }
 
@@ -377,6 +404,15 @@ mod tests {
         assert!(p.contains("at most 2 proposed experiments"));
         assert!(p.contains("a score of 7 or more"));
         assert!(retry_prompt("`overall_score` is missing").contains("`overall_score` is missing"));
+    }
+
+    #[test]
+    fn a_score_implies_a_recommendation_at_each_strictness() {
+        let r = |x, s| recommendation_from_score(x, s);
+        assert_eq!(r(6.0, Strictness::Conference), Recommendation::Approve);
+        assert_eq!(r(5.0, Strictness::Conference), Recommendation::StyleFix);
+        assert_eq!(r(4.5, Strictness::Conference), Recommendation::MajorRevision);
+        assert_eq!(r(7.5, Strictness::TopVenue), Recommendation::StyleFix);
     }
 
     #[test]
