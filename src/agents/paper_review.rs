@@ -302,6 +302,23 @@ fn obtain(
     Ok((v, Method::Fields, spec.attempts, notes))
 }
 
+/// One question about the paper: the paper goes with the persona into the system message and
+/// the question alone is the user's turn. why: with the paper and the question in one user
+/// message, SmolLM2 continued the paper's prose instead of answering.
+fn ask_about(
+    s: &mut Session,
+    reviewer: &Persona,
+    ctx: &str,
+    question: &str,
+    want: usize,
+) -> Result<super::client::Reply, AgentError> {
+    let messages = vec![
+        Message::system(format!("{}\n\n{ctx}", reviewer.system_prompt)),
+        Message::user(question),
+    ];
+    s.send(&reviewer.name, messages, want, reviewer.temperature)
+}
+
 /// One question per field; the score and recommendation must be readable, the rest may be empty.
 fn by_fields(
     spec: &PaperReviewSpec,
@@ -315,18 +332,24 @@ fn by_fields(
         attempts: spec.attempts,
         last,
     };
-    let reply = s.ask(
+    let reply = ask_about(
+        s,
         reviewer,
-        &format!("{ctx}\nRate the paper from 1 (worst) to 10 (best) for this {level} venue. Reply with one number only."),
+        ctx,
+        &format!(
+            "Rate the paper from 1 (worst) to 10 (best) for this {level} venue. Reply with one number only."
+        ),
         8,
     )?;
     let score = first_number(&reply.text)
         .filter(|x| (1.0..=10.0).contains(x))
         .ok_or_else(|| no_answer(format!("no score from 1 to 10 in {:?}", reply.text)))?;
-    let reply = s.ask(
+    let reply = ask_about(
+        s,
         reviewer,
+        ctx,
         &format!(
-            "{ctx}\nYou rated it {score} out of 10 (approval needs {}). Which recommendation: approve, style_fix, clarification, new_experiment or major_revision? Reply with one of these words only.",
+            "You rated it {score} out of 10 (approval needs {}). Which recommendation: approve, style_fix, clarification, new_experiment or major_revision? Reply with one of these words only.",
             spec.strictness.approve_at()
         ),
         12,
@@ -347,7 +370,13 @@ fn by_fields(
         }
     };
     let mut sentence = |question: &str| -> Result<String, AgentError> {
-        let r = s.ask(reviewer, &format!("{ctx}\n{question} Reply in one sentence."), 64)?;
+        let r = ask_about(
+            s,
+            reviewer,
+            ctx,
+            &format!("{question} Reply in one sentence."),
+            64,
+        )?;
         Ok(r.text
             .trim()
             .lines()
