@@ -40,6 +40,9 @@ pub mod infer;
 pub mod serve;
 /// Benchmark result types and the artifact writers (CSV, JSON, PNG/SVG, LaTeX, HTML).
 pub mod bench;
+/// Agents: process targets (paper_write, paper_review, multiplex_chat, research_loop) that talk
+/// to any OpenAI-compatible endpoint, by default a `caramba serve` they start themselves.
+pub mod agents;
 /// The runner that walks a plan and owns the run directory.
 pub mod experiment;
 /// tracing subscriber + indicatif progress bars that live together.

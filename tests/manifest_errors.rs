@@ -186,10 +186,17 @@ fn missing_field() {
 #[test]
 fn unknown_target_type() {
     expect(
-        &edit("  - name: quick\n", "  - name: quick\n    type: process\n"),
+        &edit("  - name: quick\n", "  - name: quick\n    type: pipeline\n"),
         "targets[0].type",
-        "unknown variant `process`",
+        "unknown variant `pipeline`",
         Some((23, 5)),
+    );
+    // `type: process` makes it a process target (docs/agents.md), which has no `data:`.
+    expect(
+        &edit("  - name: quick\n", "  - name: quick\n    type: process\n"),
+        "targets[0].data",
+        "unknown field `data`",
+        None,
     );
 }
 
@@ -479,7 +486,7 @@ fn entrypoints_must_name_targets() {
         Some((27, 15)),
     );
     expect(
-        &format!("{BASE}entrypoints: {{x: \"process:quick\"}}\n"),
+        &format!("{BASE}entrypoints: {{x: \"pipeline:quick\"}}\n"),
         "entrypoints.x",
         "not supported",
         Some((27, 15)),

@@ -69,6 +69,16 @@ impl Compiled {
         self.find(selector.unwrap_or(&self.plan.default_target))
     }
 
+    /// The process target that `selector` (else the default target) names, if it names one.
+    pub fn process(&self, selector: Option<&str>) -> Option<&crate::agents::ProcessTarget> {
+        let selector = selector.unwrap_or(&self.plan.default_target);
+        let name = match self.plan.entrypoints.get(selector) {
+            Some(target) => target.as_str(),
+            None => strip_kind(selector).ok()?,
+        };
+        self.plan.processes.iter().find(|p| p.name == name)
+    }
+
     fn find(&self, selector: &str) -> Result<&TargetPlan, ManifestError> {
         let name = match self.plan.entrypoints.get(selector) {
             Some(target) => Ok(target.as_str()),
@@ -84,7 +94,13 @@ impl Compiled {
     }
 
     fn available(&self) -> String {
-        let targets: Vec<&str> = self.plan.targets.iter().map(|t| t.name.as_str()).collect();
+        let targets: Vec<&str> = self
+            .plan
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(self.plan.processes.iter().map(|p| p.name.as_str()))
+            .collect();
         let mut out = format!("targets: {}", targets.join(", "));
         if !self.plan.entrypoints.is_empty() {
             let eps: Vec<String> = self

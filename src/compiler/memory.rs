@@ -136,7 +136,7 @@ pub fn limit_for(device: &str, host: Option<u64>) -> (u64, String) {
 pub fn problems(m: &Manifest, src: &Source, host: Option<u64>) -> Vec<Problem> {
     let mut out = Vec::new();
     for (i, t) in m.targets.iter().enumerate() {
-        let target = join_index("targets", i);
+        let target = join_index("targets", m.written_index(i));
         let (model, model_path) = match (&t.model, &m.model) {
             (Some(own), _) => (own, join_key(&target, "model")),
             (None, Some(top)) => (top, "model".to_string()),

@@ -29,8 +29,12 @@ pub struct Plan {
     pub targets: Vec<TargetPlan>,
     /// Entry point → target name.
     pub entrypoints: BTreeMap<String, String>,
-    /// The target `run` picks without `--target`: `entrypoints.default`, else the first target.
+    /// The target `run` picks without `--target`: `entrypoints.default`, else the first
+    /// experiment, else the first process.
     pub default_target: String,
+    /// Process targets (agents), in order, as written (serde fills every default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<crate::agents::ProcessTarget>,
 }
 
 /// One target: its model, data and runs.
@@ -91,7 +95,7 @@ impl Plan {
                 // why: lowering gives every target a model; validation rejects targets without one.
                 let (model_path, model) = match (&t.model, &m.model) {
                     (Some(own), Some(top)) if own == top => ("model".to_string(), own),
-                    (Some(own), _) => (format!("targets[{i}].model"), own),
+                    (Some(own), _) => (format!("targets[{}].model", m.written_index(i)), own),
                     (None, Some(top)) => ("model".to_string(), top),
                     (None, None) => return None,
                 };
@@ -151,6 +155,7 @@ impl Plan {
             .get("default")
             .cloned()
             .or_else(|| targets.first().map(|t| t.name.clone()))
+            .or_else(|| m.processes.first().map(|p| p.name.clone()))
             .unwrap_or_default();
         Self {
             name: m.name.clone().unwrap_or_default(),
@@ -158,6 +163,7 @@ impl Plan {
             targets,
             entrypoints,
             default_target,
+            processes: m.processes.clone(),
         }
     }
 

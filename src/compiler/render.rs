@@ -37,6 +37,29 @@ pub fn render_plan(c: &Compiled) -> String {
     for (i, t) in plan.targets.iter().enumerate() {
         render_target(&mut out, i + 1, t);
     }
+    for p in &plan.processes {
+        let team: Vec<String> = p.team.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        let endpoint = match &p.endpoint.url {
+            Some(url) => url.clone(),
+            None => format!(
+                "caramba serve in-process ({})",
+                p.endpoint
+                    .model
+                    .as_deref()
+                    .unwrap_or(crate::agents::target::DEFAULT_MODEL)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  process {} (type {}): team [{}], endpoint {endpoint}, budget {} tokens / {} calls / {} s",
+            p.name,
+            p.process.kind(),
+            team.join(", "),
+            p.budget.max_tokens,
+            p.budget.max_calls,
+            p.budget.wall_time_s
+        );
+    }
     if !plan.entrypoints.is_empty() {
         let eps: Vec<String> = plan
             .entrypoints

@@ -44,6 +44,9 @@ struct RunRecord<'a> {
 
 pub fn run(args: &RunOptions) -> Result<(), RunError> {
     let compiled = compiler::compile(&args.manifest).map_err(RunError::usage)?;
+    if let Some(process) = compiled.process(args.target.as_deref()) {
+        return run_process(&compiled, process, args);
+    }
     let target = compiled
         .run_target(args.target.as_deref())
         .map_err(RunError::usage)?;
@@ -92,6 +95,41 @@ pub fn run(args: &RunOptions) -> Result<(), RunError> {
     if !target.benchmarks.is_empty() {
         benchmark_runs(&compiled, target, data, &summaries, args)?;
     }
+    Ok(())
+}
+
+/// A process target (an agent): its outputs go to `runs/<name>/<target>/`.
+fn run_process(
+    compiled: &Compiled,
+    process: &crate::agents::ProcessTarget,
+    args: &RunOptions,
+) -> Result<(), RunError> {
+    if args.dry_run {
+        println!("{}", compiler::render_plan(&compiled));
+        println!(
+            "dry run: would run process `{}` ({}); nothing was written",
+            process.name,
+            process.process.kind()
+        );
+        return Ok(());
+    }
+    let outcome =
+        crate::agents::run_process(&compiled.plan.name, process, &args.runs_dir).map_err(|e| RunError {
+            code: e.exit_code(),
+            report: e.into(),
+        })?;
+    let budget = &outcome.summary["budget"];
+    println!(
+        "\nprocess `{}` ({}): {} requests, {} prompt + {} completion tokens, {:.1} s",
+        process.name,
+        process.process.kind(),
+        budget["calls"],
+        budget["prompt_tokens"],
+        budget["completion_tokens"],
+        budget["wall_time_s"].as_f64().unwrap_or_default()
+    );
+    println!("result: {}", outcome.summary["result"]);
+    println!("run directory: {}", outcome.dir.display());
     Ok(())
 }
 

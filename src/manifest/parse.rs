@@ -38,7 +38,49 @@ pub fn parse(source: &mut Source, mut value: Value) -> Result<Manifest, Manifest
         Some(d) => typed::<Defaults>(source, d.clone(), "defaults")?,
     };
     inherit_train_defaults(&mut value, &defaults);
-    typed::<Manifest>(source, value, "")
+    let processes = take_processes(source, &mut value)?;
+    let mut manifest = typed::<Manifest>(source, value, "")?;
+    manifest.processes = processes;
+    Ok(manifest)
+}
+
+/// Whether a `targets:` entry is a process target (`type: process`).
+fn is_process(entry: &Value) -> bool {
+    entry.get("type").and_then(Value::as_str) == Some("process")
+}
+
+/// Take the process targets out of `targets:` (or `groups:`), each typed at its own path.
+/// why: the experiment entries are typed here first, at the paths the user wrote, because
+/// their indices shift once the processes are taken out.
+fn take_processes(
+    source: &Source,
+    value: &mut Value,
+) -> Result<Vec<crate::agents::ProcessTarget>, ManifestError> {
+    let Some(key) = ["targets", "groups"]
+        .into_iter()
+        .find(|k| value.get(*k).is_some())
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(Value::Array(items)) = value.get_mut(key) else {
+        return Ok(Vec::new());
+    };
+    if !items.iter().any(is_process) {
+        return Ok(Vec::new());
+    }
+    let mut processes = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        if is_process(item) {
+            let mut p = typed::<crate::agents::ProcessTarget>(source, item.clone(), &at)?;
+            p.index = i;
+            processes.push(p);
+        } else {
+            typed::<super::types::Target>(source, item.clone(), &at)?;
+        }
+    }
+    items.retain(|item| !is_process(item));
+    Ok(processes)
 }
 
 /// Deserialize `value` (found at manifest path `prefix`) as `T`, locating the first error.

@@ -50,6 +50,23 @@ pub struct Manifest {
     /// Names for targets: `{default: quick, fast: "target:quick"}`. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub entrypoints: BTreeMap<String, String>,
+    /// The process targets (`type: process` entries of `targets:`, agents — see
+    /// [`crate::agents`]), in order; the parser takes them out of `targets` and puts them here,
+    /// each knowing its position in the file. Not part of the lowered YAML (experiment run
+    /// directories store that); a process's run directory stores its own `process.json`.
+    #[serde(skip)]
+    pub processes: Vec<crate::agents::ProcessTarget>,
+}
+
+impl Manifest {
+    /// Where `targets[i]` (an experiment) was written in the file's `targets:` list, counting
+    /// the process targets the parser took out.
+    pub fn written_index(&self, i: usize) -> usize {
+        (0..)
+            .filter(|k| !self.processes.iter().any(|p| p.index == *k))
+            .nth(i)
+            .unwrap_or(i)
+    }
 }
 
 /// `defaults:`: values inherited by every target (`data`) and run (`runtime`, `logging`).
@@ -109,7 +126,8 @@ pub struct LoggingDefaults {
     pub eval_every: Option<usize>,
 }
 
-/// The kind of a target. Only experiments exist today.
+/// The kind of an experiment target (process targets, `type: process`, are
+/// [`crate::agents::ProcessTarget`]s, which the parser keeps apart).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {

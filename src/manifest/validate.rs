@@ -87,7 +87,7 @@ impl Validator<'_> {
         if let Some(model) = &m.model {
             self.model(model, "model");
         }
-        if m.targets.is_empty() {
+        if m.targets.is_empty() && m.processes.is_empty() {
             self.err_help(
                 "targets",
                 "a manifest needs at least one target",
@@ -95,7 +95,28 @@ impl Validator<'_> {
             );
         }
         let mut names: HashMap<&str, usize> = HashMap::new();
+        for p in &m.processes {
+            let path = join_index("targets", p.index);
+            if let Some(first) = names.insert(&p.name, p.index) {
+                self.err(
+                    &join_key(&path, "name"),
+                    format!(
+                        "target name `{}` is used twice (also by targets[{first}])",
+                        p.name
+                    ),
+                );
+            }
+            self.dir_name(&join_key(&path, "name"), &p.name, "a target name");
+            for problem in p.problems() {
+                let at = join_key(&path, &problem.field);
+                match problem.help {
+                    Some(help) => self.err_help(&at, problem.message, help),
+                    None => self.err(&at, problem.message),
+                }
+            }
+        }
         for (i, t) in m.targets.iter().enumerate() {
+            let i = m.written_index(i);
             let path = join_index("targets", i);
             if let Some(first) = names.insert(&t.name, i) {
                 self.err(
@@ -115,7 +136,7 @@ impl Validator<'_> {
                 Err(kind) => self.err_help(
                     &path,
                     format!("entry point `{key}` names a `{kind}:` target, which is not supported"),
-                    "use `target:NAME`, `experiment:NAME` or just `NAME`",
+                    "use `target:NAME`, `experiment:NAME`, `process:NAME` or just `NAME`",
                 ),
                 Ok(name) if !names.contains_key(name) => self.err_help(
                     &path,
@@ -125,6 +146,7 @@ impl Validator<'_> {
                         m.targets
                             .iter()
                             .map(|t| t.name.as_str())
+                            .chain(m.processes.iter().map(|p| p.name.as_str()))
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -933,10 +955,11 @@ pub fn expanded_nodes(node: &NodeSpec) -> usize {
     }
 }
 
-/// `entrypoint value` → target name (`target:x`, `experiment:x`, `x`); `Err(kind)` for other kinds.
+/// `entrypoint value` → target name (`target:x`, `experiment:x`, `process:x`, `x`); `Err(kind)`
+/// for other kinds.
 pub fn strip_kind(s: &str) -> Result<&str, &str> {
     match s.split_once(':') {
-        Some(("target" | "experiment", name)) => Ok(name),
+        Some(("target" | "experiment" | "process", name)) => Ok(name),
         Some((kind, _)) => Err(kind),
         None => Ok(s),
     }
