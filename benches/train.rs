@@ -217,7 +217,12 @@ fn main() {
         String::new()
     };
     let shape = dba.as_ref().map_or(String::new(), |d| {
-        format!(" dba={}/{}/{}", d.sem_dim, d.geo_dim, d.v_dim.unwrap_or(cfg["d-model"]))
+        format!(
+            " dba={}/{}/{}",
+            d.sem_dim,
+            d.geo_dim,
+            d.v_dim.unwrap_or(cfg["d-model"])
+        )
     });
     println!(
         "train ({device} {dtype}, {threads} threads) d_model={} layers={} heads={}/{kv}{shape} d_ff={d_ff} vocab={} block={} batch={}: {:.0} tokens/s over {} steps ({:.2} s), final loss {:.3}{mfu}",

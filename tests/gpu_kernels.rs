@@ -1172,11 +1172,21 @@ fn fused_swiglu_matches_the_closed_form() {
         let (err, _) = rel_to_max(&x, &y);
         eprintln!("silu_mul fused vs candle ops: {name} {err:.2e}");
         if !(err <= 1e-5) {
-            failures.push(format!("silu_mul: {name} differs by {err:.2e} with the switch on"));
+            failures.push(format!(
+                "silu_mul: {name} differs by {err:.2e} with the switch on"
+            ));
         }
     }
-    eprintln!("worst: f32 {:.2e}, bf16 {:.2e}, f16 {:.2e}", worst[0], worst[1], worst[2]);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "worst: f32 {:.2e}, bf16 {:.2e}, f16 {:.2e}",
+        worst[0], worst[1], worst[2]
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The embedding table's gradient (`kernels::embedding`) against candle's zeros + `index_add` on
@@ -1199,7 +1209,11 @@ fn fused_embedding_backward_matches_index_add() {
                 state ^= state >> 7;
                 state ^= state << 17;
                 let u = (state >> 11) as f64 / (1u64 << 53) as f64;
-                let v = if skew { (u * u * u * vocab as f64) as usize } else { (u * vocab as f64) as usize };
+                let v = if skew {
+                    (u * u * u * vocab as f64) as usize
+                } else {
+                    (u * vocab as f64) as usize
+                };
                 v.min(vocab - 1) as u32
             })
             .collect()
@@ -1237,11 +1251,21 @@ fn fused_embedding_backward_matches_index_add() {
             for &i in &ids_v {
                 used[i as usize] = true;
             }
-            let rows = dw.to_dtype(DType::F32).unwrap().abs().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            let rows = dw
+                .to_dtype(DType::F32)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             if let Some(v) = (0..vocab).find(|&v| !used[v] && rows[v] != 0.0) {
                 failures.push(format!("{name}: unused row {v} is not zero"));
             }
-            let again = caramba::kernels::embedding::backward(&ids, &gd, vocab).unwrap().unwrap();
+            let again = caramba::kernels::embedding::backward(&ids, &gd, vocab)
+                .unwrap()
+                .unwrap();
             let same = dw
                 .to_dtype(DType::F32)
                 .unwrap()
@@ -1258,7 +1282,10 @@ fn fused_embedding_backward_matches_index_add() {
     }
     // Through the embedding op, against it with the switch off (candle's index_add on the GPU).
     let table0 = Tensor::randn(0f32, 1.0, (1003, 64), &dev).unwrap();
-    let ids = Tensor::new(rng_ids(2 * 300, 1003, true).as_slice(), &dev).unwrap().reshape((2, 300)).unwrap();
+    let ids = Tensor::new(rng_ids(2 * 300, 1003, true).as_slice(), &dev)
+        .unwrap()
+        .reshape((2, 300))
+        .unwrap();
     let up = Tensor::randn(0f32, 1.0, (2, 300, 64), &dev).unwrap();
     let grad = |fused: bool| -> Tensor {
         caramba::kernels::set_fused_training(fused);
@@ -1271,7 +1298,14 @@ fn fused_embedding_backward_matches_index_add() {
     let (err, _) = rel_to_max(&grad(true), &grad(false));
     eprintln!("lookup fused vs index_add: dtable {err:.2e}");
     if !(err <= 1e-5) {
-        failures.push(format!("lookup: the table gradient differs by {err:.2e} with the switch on"));
+        failures.push(format!(
+            "lookup: the table gradient differs by {err:.2e} with the switch on"
+        ));
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

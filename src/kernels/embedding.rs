@@ -101,7 +101,12 @@ mod imp {
         };
         let stream = dev.cuda_stream();
         let mut l = stream.launch_builder(&f);
-        l.arg(&ids_ptr).arg(&g_ptr).arg(&dw_ptr).arg(&n_i).arg(&vocab_i).arg(&d_i);
+        l.arg(&ids_ptr)
+            .arg(&g_ptr)
+            .arg(&dw_ptr)
+            .arg(&n_i)
+            .arg(&vocab_i)
+            .arg(&d_i);
         // SAFETY: the arguments match emb_bwd_* in kernels/embedding.cu: ids (n) u32 and the
         // gradient (n, d) contiguous (`unsupported` checked), dw a fresh (vocab, d) of the same
         // dtype, ROWS · d ≤ 12,288 f32 of dynamic shared memory (48 KiB), 256 threads; all alive

@@ -156,7 +156,12 @@ mod imp {
         let f = function(&dev, "swiglu", SWIGLU, &name)?;
         let stream = dev.cuda_stream();
         let mut l = stream.launch_builder(&f);
-        l.arg(&a_ptr).arg(&b_ptr).arg(&g_ptr).arg(&da_ptr).arg(&db_ptr).arg(&n_i);
+        l.arg(&a_ptr)
+            .arg(&b_ptr)
+            .arg(&g_ptr)
+            .arg(&da_ptr)
+            .arg(&db_ptr)
+            .arg(&n_i);
         // SAFETY: the arguments match swiglu_bwd_*; a, b, g, da and db are contiguous n elements of
         // one dtype at even elements, alive until the launch is queued.
         unsafe { l.launch(config(&dev, n)) }.map_err(launch_err(&name))?;

@@ -71,7 +71,9 @@ impl LayerSpec for LoraSpec {
         let dims = check_dim(&mut out, "d_in", self.d_in) & check_dim(&mut out, "d_out", self.d_out);
         let smaller = self.d_in.min(self.d_out);
         if self.r == 0 {
-            out.push(SpecProblem::new("r", "must be at least 1 (got 0)").with_help("LoRA commonly uses r: 8"));
+            out.push(
+                SpecProblem::new("r", "must be at least 1 (got 0)").with_help("LoRA commonly uses r: 8"),
+            );
         } else if dims && self.r > smaller {
             out.push(
                 SpecProblem::new(
@@ -91,7 +93,10 @@ impl LayerSpec for LoraSpec {
             );
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            out.push(SpecProblem::new("dropout", format!("must be in [0, 1) (got {})", self.dropout)));
+            out.push(SpecProblem::new(
+                "dropout",
+                format!("must be in [0, 1) (got {})", self.dropout),
+            ));
         }
         out
     }
@@ -145,9 +150,14 @@ impl LoraLinear {
     pub fn build(spec: &LoraSpec, vb: VarBuilder) -> Result<Self> {
         let base = linear(spec.d_in, spec.d_out, spec.bias, vb.clone())?;
         let bound = 1.0 / (spec.d_in as f64).sqrt();
-        let a = vb
-            .pp("lora_A")
-            .get_with_hints((spec.r, spec.d_in), "weight", Init::Uniform { lo: -bound, up: bound })?;
+        let a = vb.pp("lora_A").get_with_hints(
+            (spec.r, spec.d_in),
+            "weight",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
         let b = vb
             .pp("lora_B")
             .get_with_hints((spec.d_out, spec.r), "weight", Init::Const(0.0))?;
@@ -230,7 +240,10 @@ mod tests {
         let xs = Tensor::randn(0f32, 1.0, (2, 5, 12), &Device::Cpu)?;
         let got = lora.forward_ctx(&xs, &mut ForwardCtx::eval())?;
         let data = map.data().lock().expect("lock");
-        let plain = Linear::new(data["weight"].as_tensor().clone(), Some(data["bias"].as_tensor().clone()));
+        let plain = Linear::new(
+            data["weight"].as_tensor().clone(),
+            Some(data["bias"].as_tensor().clone()),
+        );
         assert_eq!(max_diff(&got, &plain.forward(&xs)?), 0.0);
         assert_eq!(max_diff(&lora.merged_weight()?, data["weight"].as_tensor()), 0.0);
         Ok(())
@@ -242,23 +255,38 @@ mod tests {
         let (lora, map) = built(&s);
         let xs = Tensor::randn(0f32, 1.0, (2, 5, 12), &Device::Cpu)?;
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-        let grads = lora.forward_ctx(&xs, &mut ForwardCtx::train(&mut rng))?.sqr()?.sum_all()?.backward()?;
+        let grads = lora
+            .forward_ctx(&xs, &mut ForwardCtx::train(&mut rng))?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
         let data = map.data().lock().expect("lock");
         let norm = |name: &str| {
-            grads
-                .get(data[name].as_tensor())
-                .map(|g| g.sqr().and_then(|g| g.sum_all()?.to_scalar::<f32>()).expect("norm"))
+            grads.get(data[name].as_tensor()).map(|g| {
+                g.sqr()
+                    .and_then(|g| g.sum_all()?.to_scalar::<f32>())
+                    .expect("norm")
+            })
         };
         assert_eq!(norm("weight"), None, "the base weight is frozen");
         assert_eq!(norm("bias"), None, "the base bias is frozen");
-        assert!(norm("lora_B.weight").is_some_and(|g| g > 0.0), "B trains from zero");
+        assert!(
+            norm("lora_B.weight").is_some_and(|g| g > 0.0),
+            "B trains from zero"
+        );
         // With B = 0, A's gradient exists but is zero; once B moves, A learns too.
         assert_eq!(norm("lora_A.weight"), Some(0.0));
         data["lora_B.weight"].set(&Tensor::randn(0f32, 0.1, (10, 4), &Device::Cpu)?)?;
         drop(data);
-        let grads = lora.forward_ctx(&xs, &mut ForwardCtx::eval())?.sqr()?.sum_all()?.backward()?;
+        let grads = lora
+            .forward_ctx(&xs, &mut ForwardCtx::eval())?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
         let data = map.data().lock().expect("lock");
-        let g = grads.get(data["lora_A.weight"].as_tensor()).expect("A's gradient");
+        let g = grads
+            .get(data["lora_A.weight"].as_tensor())
+            .expect("A's gradient");
         assert!(g.sqr()?.sum_all()?.to_scalar::<f32>()? > 0.0);
         Ok(())
     }
@@ -267,7 +295,12 @@ mod tests {
     fn the_merged_weight_computes_the_same_map() -> Result<()> {
         let s = spec(12, 10, 4);
         let (lora, map) = built(&s);
-        map.data().lock().expect("lock")["lora_B.weight"].set(&Tensor::randn(0f32, 0.5, (10, 4), &Device::Cpu)?)?;
+        map.data().lock().expect("lock")["lora_B.weight"].set(&Tensor::randn(
+            0f32,
+            0.5,
+            (10, 4),
+            &Device::Cpu,
+        )?)?;
         let xs = Tensor::randn(0f32, 1.0, (2, 5, 12), &Device::Cpu)?;
         let got = lora.forward_ctx(&xs, &mut ForwardCtx::eval())?;
         let bias = map.data().lock().expect("lock")["bias"].as_tensor().clone();
@@ -282,11 +315,27 @@ mod tests {
         assert!(fields(spec(64, 32, 8)).is_empty());
         let big = spec(64, 32, 40).problems();
         assert_eq!(big[0].field, "r");
-        assert!(big[0].message.contains("larger than the layer"), "{}", big[0].message);
+        assert!(
+            big[0].message.contains("larger than the layer"),
+            "{}",
+            big[0].message
+        );
         assert!(big[0].help.as_deref().is_some_and(|h| h.contains("r: 32")));
         assert_eq!(fields(spec(64, 32, 0)), ["r"]);
-        assert_eq!(fields(LoraSpec { alpha: 0.0, ..spec(64, 32, 8) }), ["alpha"]);
-        assert_eq!(fields(LoraSpec { dropout: 1.0, ..spec(64, 32, 8) }), ["dropout"]);
+        assert_eq!(
+            fields(LoraSpec {
+                alpha: 0.0,
+                ..spec(64, 32, 8)
+            }),
+            ["alpha"]
+        );
+        assert_eq!(
+            fields(LoraSpec {
+                dropout: 1.0,
+                ..spec(64, 32, 8)
+            }),
+            ["dropout"]
+        );
         assert_eq!(spec(64, 32, 8).params(), 64 * 32 + 32 + 8 * 96);
     }
 }

@@ -44,8 +44,16 @@ impl CustomOp2 for Lookup {
     }
 
     /// Only for `apply_op2` callers: [`lookup`] records a forward it ran itself.
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        on_cpu(self.name(), &[(s1, l1), (s2, l2)], |x| x[0].index_select(&x[1], 0))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        on_cpu(self.name(), &[(s1, l1), (s2, l2)], |x| {
+            x[0].index_select(&x[1], 0)
+        })
     }
 
     fn bwd(
