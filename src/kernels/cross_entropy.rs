@@ -32,15 +32,9 @@ pub fn unavailable(device: &Device, dtype: DType) -> Option<String> {
     None
 }
 
-/// Log, once per distinct reason, why a CUDA cross-entropy runs the candle-ops path.
+/// Log, once per distinct reason, why a CUDA call runs the candle ops.
 fn log_fallback(reason: &str) {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if let Ok(mut seen) = SEEN.lock()
-        && !seen.iter().any(|s| s == reason)
-    {
-        tracing::info!("cross-entropy: candle ops for {reason}");
-        seen.push(reason.to_string());
-    }
+    super::fallback::log_once("cross-entropy", "candle ops", reason);
 }
 
 /// Threads of a row's block: enough 16-byte packs for each to take a handful.

@@ -36,15 +36,9 @@ fn unsupported(ids: &Tensor, grad: &Tensor, vocab: usize) -> Option<String> {
     }
 }
 
-/// Log, once per distinct reason, why a CUDA embedding backward runs the candle ops.
+/// Log, once per distinct reason, why a CUDA call runs the candle ops.
 fn log_fallback(reason: &str) {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if let Ok(mut seen) = SEEN.lock()
-        && !seen.iter().any(|s| s == reason)
-    {
-        tracing::info!("embedding backward: candle ops for {reason}");
-        seen.push(reason.to_string());
-    }
+    super::fallback::log_once("embedding backward", "candle ops", reason);
 }
 
 /// d loss / d table (vocab, d) from the ids (n) and the gradient of the looked-up rows (n, d),

@@ -119,15 +119,9 @@ fn unsupported(
     Ok(Some(why))
 }
 
-/// Log, once per distinct reason, why a CUDA training attention runs the candle-ops path.
+/// Log, once per distinct reason, why a CUDA call runs the candle ops.
 fn log_fallback(reason: &str) {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if let Ok(mut seen) = SEEN.lock()
-        && !seen.iter().any(|s| s == reason)
-    {
-        tracing::info!("training attention: composite candle ops for {reason}");
-        seen.push(reason.to_string());
-    }
+    super::fallback::log_once("training attention", "composite candle ops", reason);
 }
 
 /// The fused forward: (O, L), or `None` where the kernel does not apply (see the module docs).

@@ -22,6 +22,8 @@ pub mod embedding;
 pub mod swiglu;
 /// Fused cross-entropy over the vocabulary: per-row loss and logsumexp, and dlogits in one pass.
 pub mod cross_entropy;
+/// The once-per-reason log line of a kernel that hands a call to its candle-ops path.
+pub mod fallback;
 /// The gate for kernels that are built and CPU-tested but not yet run on a GPU (off by default).
 pub mod unverified;
 /// Quantized cache rows laid out for the GPU decode kernel (q8_0 / q4_0 blocks).

@@ -30,15 +30,9 @@ fn unsupported(xs: &Tensor, w: &Tensor) -> Option<String> {
     }
 }
 
-/// Log, once per distinct reason, why a CUDA RMSNorm backward runs the closed form.
+/// Log, once per distinct reason, why a CUDA call runs the candle ops.
 fn log_fallback(reason: &str) {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if let Ok(mut seen) = SEEN.lock()
-        && !seen.iter().any(|s| s == reason)
-    {
-        tracing::info!("RMSNorm backward: candle-ops closed form for {reason}");
-        seen.push(reason.to_string());
-    }
+    super::fallback::log_once("RMSNorm backward", "candle-ops closed form", reason);
 }
 
 /// (dx, dw) from the forward's input `xs` (…, d), weight `w` (d) and the output's gradient `grad`

@@ -36,15 +36,9 @@ fn unsupported(ts: &[&Tensor]) -> Option<String> {
     None
 }
 
-/// Log, once per distinct reason, why a CUDA SwiGLU runs the candle ops.
+/// Log, once per distinct reason, why a CUDA call runs the candle ops.
 fn log_fallback(reason: &str) {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if let Ok(mut seen) = SEEN.lock()
-        && !seen.iter().any(|s| s == reason)
-    {
-        tracing::info!("SwiGLU activation: candle ops for {reason}");
-        seen.push(reason.to_string());
-    }
+    super::fallback::log_once("SwiGLU activation", "candle ops", reason);
 }
 
 /// Whether the kernel takes these operands (logging why not, once).
