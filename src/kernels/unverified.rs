@@ -1,6 +1,7 @@
-//! The gate for fused kernels that compile and whose CPU paths pass, but that have not yet run
-//! on a GPU (none at the moment: the fused RMSNorm backward and cross-entropy passed
-//! `tests/gpu_kernels.rs` on an H100 on 2026-12-07 and left it). A kernel that was never run could be silently wrong, and the default training
+//! The gate for GPU code that compiles and whose CPU paths pass, but that has not yet run on a
+//! GPU: now the fused SwiGLU and embedding-backward kernels and the copy-free recording of fused
+//! ops on CUDA (`ops::closed_form`), written 2026-12-07 after that day's last GPU call (the fused
+//! RMSNorm backward and cross-entropy passed `tests/gpu_kernels.rs` on an H100 and left it). A kernel that was never run could be silently wrong, and the default training
 //! path must never be: until `tests/gpu_kernels.rs` passes on an H100 and the numbers are in
 //! docs/gpu.md, these kernels run only when asked for (`CARAMBA_UNVERIFIED_KERNELS=1`, or
 //! [`set_unverified_kernels`] as the GPU tests do); otherwise their candle-ops paths run.

@@ -41,6 +41,11 @@ pub fn apply2<T: OpWithGrad2>(a: &Tensor, b: &Tensor, op: T) -> Result<Tensor> {
     if a.device().is_metal() {
         return op.reference(a, b);
     }
+    if copying(a) {
+        return a
+            .contiguous()?
+            .apply_op2_arc(&b.contiguous()?, Arc::new(Box::new(Custom2(op))));
+    }
     let (a, b) = (a.contiguous()?, b.contiguous()?);
     let ys = op.forward(&a.detach(), &b.detach())?;
     Ok(a.track_op2_arc(&b, &ys, Arc::new(Box::new(Custom2(op)))))
@@ -63,6 +68,13 @@ pub fn apply3<T: OpWithGrad3>(a: &Tensor, b: &Tensor, c: &Tensor, op: T) -> Resu
     if a.device().is_metal() {
         return op.reference(a, b, c);
     }
+    if copying(a) {
+        return a.contiguous()?.apply_op3_arc(
+            &b.contiguous()?,
+            &c.contiguous()?,
+            Arc::new(Box::new(Custom3(op))),
+        );
+    }
     let (a, b, c) = (a.contiguous()?, b.contiguous()?, c.contiguous()?);
     let ys = op.forward(&a.detach(), &b.detach(), &c.detach())?;
     Ok(a.track_op3_arc(&b, &c, &ys, Arc::new(Box::new(Custom3(op)))))
@@ -73,9 +85,20 @@ pub fn apply<T: OpWithGrad>(xs: &Tensor, op: T) -> Result<Tensor> {
     if xs.device().is_metal() {
         return op.reference(xs);
     }
+    if copying(xs) {
+        return xs.contiguous()?.apply_op1_arc(Arc::new(Box::new(Custom(op))));
+    }
     let xs = xs.contiguous()?;
     let ys = op.forward(&xs.detach())?;
     Ok(xs.track_op1_arc(&ys, Arc::new(Box::new(Custom(op)))))
+}
+
+/// Whether a fused op on `xs`'s device still takes candle's custom-op path (inputs and result
+/// copied). The copy-free path is the default everywhere but CUDA, where it has not yet run: until
+/// `tests/gpu_kernels.rs` passes with it, CUDA keeps the path the last GPU measurements used
+/// unless the gate for unverified GPU code is open (`CARAMBA_UNVERIFIED_KERNELS=1`).
+fn copying(xs: &Tensor) -> bool {
+    xs.device().is_cuda() && !crate::kernels::unverified_kernels()
 }
 
 struct Custom<T>(T);
