@@ -226,6 +226,7 @@ fn figures(
                     val_accuracy.push((e.step as f64, a));
                 }
             }
+            MetricLine::Decision(_) => {}
         }
     }
     write_figure(

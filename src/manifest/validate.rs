@@ -607,6 +607,12 @@ impl Validator<'_> {
         if t.log_every == 0 && m.defaults.logging.log_every != Some(0) {
             self.err(&f("log_every"), "must be at least 1");
         }
+        if let Some(o) = &t.orchestrator {
+            let at = f("orchestrator");
+            for (field, reason) in o.problems() {
+                self.err(&join_key(&at, field), reason);
+            }
+        }
         // Inherited values were already checked under `defaults`.
         if m.defaults.runtime.device.as_deref() != Some(t.device.as_str()) {
             self.device(&f("device"), &t.device);

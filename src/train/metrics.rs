@@ -2,7 +2,9 @@
 //!
 //! Train lines: `{"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s", "memory_gib",
 //! "aux_loss"}` (the last two only where there is one);
-//! eval lines: `{"step", "val_loss", "elapsed_s"}`. `step` counts completed optimizer steps.
+//! eval lines: `{"step", "val_loss", "elapsed_s"}`; an orchestrated run's decisions:
+//! `{"step", "decision": {reason, phase, from, to, candidates, trials, …}}`. `step` counts
+//! completed optimizer steps.
 //! On resume from step K the file is cut back, at a byte offset, before the first line with
 //! `step > K` (or a torn last line), so it never holds duplicates; the lines kept are never
 //! rewritten, so they stay byte for byte what was logged.
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::TrainError;
+use super::orchestrator::Decision;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -53,12 +56,20 @@ pub struct EvalLine {
     pub val_accuracy: Option<f64>,
 }
 
+/// An orchestrator decision (see `train::orchestrator`), logged at the step it branched from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionLine {
+    pub step: usize,
+    pub decision: Decision,
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MetricLine {
     Train(TrainLine),
     Eval(EvalLine),
+    Decision(DecisionLine),
 }
 
 impl MetricLine {
@@ -66,6 +77,7 @@ impl MetricLine {
         match self {
             Self::Train(l) => l.step,
             Self::Eval(l) => l.step,
+            Self::Decision(l) => l.step,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `metrics.jsonl` and `checkpoints/` into the run directory and resume from it. Classifiers train
 //! through [`train_classifier`] (same optimizers, schedule, checkpoints; class cross-entropy).
 
+pub mod branch;
 pub mod checkpoint;
 pub mod classify;
 pub mod clip;
@@ -12,15 +13,17 @@ pub mod error;
 pub mod gradients;
 pub mod metrics;
 pub mod optimizer;
+pub mod orchestrator;
 pub mod phase_clock;
 pub mod schedule;
 pub mod spec;
+pub mod step;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointState, latest_complete};
 pub use classify::{ClassifierSummary, Evaluation, train_classifier};
 pub use error::TrainError;
-pub use metrics::{EvalLine, MetricLine, TrainLine, read_metrics};
+pub use metrics::{DecisionLine, EvalLine, MetricLine, TrainLine, read_metrics};
 pub use optimizer::Optimizer;
 pub use schedule::Schedule;
 pub use spec::{OptimizerKind, ScheduleKind, TrainSpec};

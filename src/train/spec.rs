@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::orchestrator::OrchestratorSpec;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
@@ -73,6 +75,10 @@ pub struct TrainSpec {
     /// `CARAMBA_FUSED_TRAINING=0` turns the kernels off whatever this says. Default: true.
     #[serde(skip_serializing_if = "is_true")]
     pub fused: bool,
+    /// The orchestrated trainer (see `train::orchestrator`): watches the loss and switches between
+    /// optimizer strategies. Default: none (train as written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<OrchestratorSpec>,
 }
 
 // why: the default is not serialized, so the fingerprints of runs from before this field stay.
@@ -103,6 +109,7 @@ impl Default for TrainSpec {
             device: "cpu".into(),
             dtype: "auto".into(),
             fused: true,
+            orchestrator: None,
         }
     }
 }

@@ -16,13 +16,16 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::branch::Snapshot;
 use super::checkpoint::{self, CheckpointState, FORMAT};
-use super::clip::clip_grad_norm;
 use super::error::TrainError;
-use super::metrics::{EvalLine, MetricLine, MetricsLog, TrainLine};
+use super::metrics::{DecisionLine, EvalLine, MetricLine, MetricsLog, TrainLine};
 use super::optimizer::Optimizer;
+use super::orchestrator::{Clipping, Orchestrator, OrchestratorMode, OrchestratorState};
+use super::phase_clock::PhaseClock;
 use super::schedule::Schedule;
 use super::spec::TrainSpec;
+use super::step::{RunState, StepReport};
 use crate::console::Progress;
 use crate::data::{BatchSampler, SamplerState, Split, TokenDataset};
 use crate::model::init::seed_for;
@@ -158,14 +161,66 @@ pub type LossFn<'a> = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Resu
 
 /// A model, its variables and a dataset, ready to train.
 pub struct Trainer<'a> {
-    model: LanguageModel,
+    pub(crate) model: LanguageModel,
     vars: SeededVarMap,
-    spec: TrainSpec,
-    data: &'a TokenDataset,
+    pub(crate) spec: TrainSpec,
+    pub(crate) data: &'a TokenDataset,
     opts: TrainOptions,
-    device: Device,
+    pub(crate) device: Device,
     interrupt: Arc<AtomicBool>,
-    loss: Option<LossFn<'a>>,
+    pub(crate) loss: Option<LossFn<'a>>,
+}
+
+/// What [`Trainer::prepare`] hands the loop.
+struct Prepared {
+    state: RunState,
+    ledger: Ledger,
+    orchestrator: Option<Orchestrator>,
+    start: usize,
+    resumed_from: Option<usize>,
+}
+
+/// The loop's record keeping: where it ends, the cadences, the throughput window, the files.
+pub(crate) struct Ledger {
+    pub(crate) ck_root: PathBuf,
+    pub(crate) metrics: MetricsLog,
+    pub(crate) progress: Progress,
+    pub(crate) schedule: Schedule,
+    /// The step this call stops after.
+    pub(crate) end: usize,
+    save_every: usize,
+    t0: Instant,
+    /// Training time of earlier calls (resumed runs).
+    elapsed_before: f64,
+    /// (seconds, tokens) since the last train line: throughput counts step time only.
+    window: (f64, u64),
+    train_secs: f64,
+    /// Steps this call completed (the run's, not a branch's losing candidates').
+    steps_run: usize,
+    loss: f64,
+    val_loss: Option<f64>,
+    last_checkpoint: Option<PathBuf>,
+    pub(crate) clock: PhaseClock,
+    /// Completed steps before the last group of steps recorded together (a branch).
+    pub(crate) group_start: usize,
+}
+
+impl Ledger {
+    /// Training wall time so far, across resumes.
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.t0.elapsed().as_secs_f64()
+    }
+
+    /// Count time spent outside the recorded steps (a branch's losing candidates) as step time.
+    pub(crate) fn add_overhead(&mut self, secs: f64) {
+        self.window.0 += secs;
+        self.train_secs += secs;
+    }
+
+    /// Whether a multiple of `every` lies in (group_start, done].
+    fn crossed(&self, done: usize, every: usize) -> bool {
+        self.group_start / every != done / every
+    }
 }
 
 impl<'a> Trainer<'a> {
@@ -194,6 +249,16 @@ impl<'a> Trainer<'a> {
         }
         if spec.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
             return bad("betas", "each must be in [0, 1)");
+        }
+        if let Some((field, reason)) = spec
+            .orchestrator
+            .as_ref()
+            .and_then(|o| o.problems().into_iter().next())
+        {
+            return Err(TrainError::BadSpec {
+                field: "orchestrator",
+                reason: format!("{field} {reason}"),
+            });
         }
         if opts.steps == 0 {
             return Err(TrainError::BadSpec {
@@ -248,19 +313,174 @@ impl<'a> Trainer<'a> {
     }
 
     /// Train to `opts.steps` (or `opts.stop_after`), resuming from the newest complete checkpoint.
+    /// The loop reads as llm.c's: prepare, then step / record / maybe eval / maybe checkpoint,
+    /// with the orchestrator (when the `train:` block has one) branching between steps.
     pub fn run(self) -> Result<TrainSummary, TrainError> {
         install_ctrlc();
         INTERRUPTED.store(false, Ordering::SeqCst);
+        // why: two processes on one run directory would prune and rewrite each other's record.
+        let _lock = crate::record::DirLock::acquire(&self.opts.run_dir)?;
+        let Prepared {
+            mut state,
+            mut ledger,
+            mut orchestrator,
+            start,
+            resumed_from,
+        } = self.prepare()?;
+        // why: the weights a non-finite step falls back to (an orchestrated run only).
+        let mut safe = match &orchestrator {
+            Some(o) if o.active() => Some(Snapshot::take(&state, start, o.state.current)?),
+            _ => None,
+        };
+        let profiled_step = crate::device::profiled_step();
+        let mut done = start;
+        while done < ledger.end {
+            // why the run's length and not this call's end: a run stopped and resumed must branch
+            // where an uninterrupted one does (a branch may run past `stop_after`).
+            if let Some(o) = orchestrator.as_mut()
+                && let Some(reason) = o.due(done, self.opts.steps)
+            {
+                done = self.branch(&mut state, &mut ledger, o, done, reason)?;
+                self.maybe_eval(&mut ledger, done, true)?;
+                self.maybe_checkpoint(&state, &mut ledger, orchestrator.as_ref(), done, true)?;
+                continue;
+            }
+            let profiling = profiled_step == Some(done + 1);
+            crate::device::cuda_profiler(&self.device, profiling);
+            let lr = ledger.schedule.lr(done);
+            let stepped = self.step(&mut state, done, lr, &mut ledger.clock);
+            if profiling {
+                crate::device::cuda_profiler(&self.device, false);
+            }
+            let report = match (stepped, orchestrator.as_mut(), safe.as_ref()) {
+                (Err(TrainError::NonFinite { step, loss }), Some(o), Some(snapshot)) => {
+                    let Some(decision) = o.safety_switch(done) else {
+                        return Err(TrainError::NonFinite { step, loss });
+                    };
+                    tracing::warn!(
+                        "non-finite value at step {step}: weights from step {} and {}",
+                        snapshot.step,
+                        decision.to.as_str()
+                    );
+                    snapshot.restore_weights(&state)?;
+                    let safety = o.current();
+                    let warm = safety.shares_state_with(&o.strategy(snapshot.strategy));
+                    state.adopt(&safety, warm.then_some(snapshot.optimizer_state()))?;
+                    ledger
+                        .metrics
+                        .write(&MetricLine::Decision(DecisionLine { step: done, decision }))?;
+                    continue;
+                }
+                (stepped, _, _) => stepped?,
+            };
+            done += 1;
+            if let Some(o) = orchestrator.as_mut() {
+                o.observe(report.loss);
+            }
+            self.record(&mut ledger, done, &report)?;
+            self.maybe_eval(&mut ledger, done, false)?;
+            if self.maybe_checkpoint(&state, &mut ledger, orchestrator.as_ref(), done, false)?
+                && let Some(o) = &orchestrator
+                && o.active()
+            {
+                safe = Some(Snapshot::take(&state, done, o.state.current)?);
+            }
+        }
+        Ok(self.finish(ledger, done, resumed_from))
+    }
+
+    /// Lock-free preparation: the trainable variables, the optimizer, the seeded streams, and the
+    /// resumed state of a checkpoint when there is one.
+    fn prepare(&self) -> Result<Prepared, TrainError> {
         let (spec, opts) = (&self.spec, &self.opts);
         let run_dir = opts.run_dir.as_path();
-        // why: two processes on one run directory would prune and rewrite each other's record.
-        let _lock = crate::record::DirLock::acquire(run_dir)?;
         let ck_root = run_dir.join("checkpoints");
         checkpoint::remove_stale_temps(&ck_root)?;
+        let trainable = self.trainable()?;
+        crate::kernels::set_fused_training(spec.fused);
+        tracing::info!(
+            "attention: {}",
+            crate::kernels::flash_attention::training_path(&self.device, trainable[0].1.dtype())
+        );
+        let mut orchestrator = spec
+            .orchestrator
+            .clone()
+            .filter(|o| o.effective_mode() != OrchestratorMode::Disabled)
+            .map(|o| Orchestrator::new(o, spec));
+        let first = orchestrator.as_ref().map(|o| o.current());
+        let mut state = RunState {
+            optimizer: Optimizer::new(first.as_ref().map_or(spec, |s| &s.spec), trainable.clone())?,
+            sampler: BatchSampler::new(seed_for(opts.seed, "data")),
+            dropout: ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout")),
+            tokens_seen: 0,
+            lr_scale: 1.0,
+            clipping: Clipping::GlobalNorm(spec.grad_clip),
+        };
+        if let Some(s) = &first {
+            (state.lr_scale, state.clipping) = (s.lr_scale, s.clipping);
+        }
+        let resumed = if opts.fresh {
+            if ck_root.exists() {
+                tracing::warn!("--fresh: removing old checkpoints in {}", ck_root.display());
+                std::fs::remove_dir_all(&ck_root).map_err(|e| TrainError::io(&ck_root, e))?;
+            }
+            None
+        } else {
+            self.resume(&ck_root, &trainable, &mut state, &mut orchestrator)?
+        };
+        let (start, elapsed_before, loss) = match &resumed {
+            Some(s) => {
+                state.sampler = BatchSampler::restore(s.data);
+                state.dropout.set_word_pos(s.dropout_word_pos);
+                state.tokens_seen = s.tokens_seen;
+                tracing::info!("resuming from step {} ({})", s.step, ck_root.display());
+                (s.step, s.elapsed_s, s.loss)
+            }
+            None => (0, 0.0, f64::NAN),
+        };
+        let resumed_from = resumed.as_ref().map(|s| s.step);
+        if let Some(o) = &orchestrator {
+            tracing::info!(
+                "orchestrator ({:?}): strategy {}",
+                o.spec.effective_mode(),
+                o.state.current.as_str()
+            );
+        }
+        let progress = Progress::new(opts.steps as u64, "train");
+        progress.set_position(start as u64);
+        let ledger = Ledger {
+            metrics: MetricsLog::open(run_dir, resumed_from)?,
+            ck_root,
+            progress,
+            schedule: Schedule::new(spec, opts.steps),
+            end: opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps)),
+            save_every: spec.save_every.unwrap_or(100),
+            t0: Instant::now(),
+            elapsed_before,
+            window: (0.0, 0),
+            train_secs: 0.0,
+            steps_run: 0,
+            loss,
+            val_loss: None,
+            last_checkpoint: None,
+            clock: PhaseClock::from_env(&self.device),
+            group_start: start,
+        };
+        Ok(Prepared {
+            state,
+            ledger,
+            orchestrator,
+            start,
+            resumed_from,
+        })
+    }
 
+    /// The variables that train: not buffers, and within `train_only` when it is set.
+    fn trainable(&self) -> Result<Vec<(String, candle_core::Var)>, TrainError> {
         let trains = |name: &str| {
             !crate::model::init::is_buffer(name)
-                && opts
+                && self
+                    .opts
                     .train_only
                     .as_ref()
                     .is_none_or(|prefixes| prefixes.iter().any(|p| name.starts_with(p.as_str())))
@@ -277,233 +497,172 @@ impl<'a> Trainer<'a> {
                 reason: "no parameter matches; nothing would train".into(),
             });
         }
-        crate::kernels::set_fused_training(spec.fused);
-        let dtype = trainable[0].1.dtype();
-        tracing::info!(
-            "attention: {}",
-            crate::kernels::flash_attention::training_path(&self.device, dtype)
-        );
-        let mut optimizer = Optimizer::new(spec, trainable)?;
-        let mut sampler = BatchSampler::new(seed_for(opts.seed, "data"));
-        let mut dropout = ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout"));
-        let resumed = if opts.fresh {
-            if ck_root.exists() {
-                tracing::warn!("--fresh: removing old checkpoints in {}", ck_root.display());
-                std::fs::remove_dir_all(&ck_root).map_err(|e| TrainError::io(&ck_root, e))?;
-            }
-            None
-        } else {
-            self.resume(&ck_root, &mut optimizer)?
-        };
-        let (start, mut elapsed_before, mut tokens_seen, mut loss) = match &resumed {
-            Some(s) => {
-                sampler = BatchSampler::restore(s.data);
-                dropout.set_word_pos(s.dropout_word_pos);
-                tracing::info!("resuming from step {} ({})", s.step, ck_root.display());
-                (s.step, s.elapsed_s, s.tokens_seen, s.loss)
-            }
-            None => (0, 0.0, 0, f64::NAN),
-        };
-        let resumed_from = resumed.as_ref().map(|s| s.step);
-        let mut metrics = MetricsLog::open(run_dir, resumed_from)?;
+        Ok(trainable)
+    }
 
-        let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
-        let schedule = Schedule::new(spec, opts.steps);
-        let tokens_per_step = (spec.batch_size * spec.grad_accum * self.data.block_size()) as u64;
-        let save_every = spec.save_every.unwrap_or(100);
-        let progress = Progress::new(opts.steps as u64, "train");
-        progress.set_position(start as u64);
-        let vars = optimizer.vars().to_vec();
-        let t0 = Instant::now();
-        // why: throughput counts step time only (not eval or checkpoint writes).
-        let (mut window_secs, mut window_tokens, mut train_secs) = (0f64, 0u64, 0f64);
-        let (mut val_loss, mut last_checkpoint) = (None, None);
-        let mut clock = super::phase_clock::PhaseClock::from_env(&self.device);
-
-        let profiled_step = crate::device::profiled_step();
-        for step in start..end {
-            let profiling = profiled_step == Some(step + 1);
-            if profiling {
-                crate::device::cuda_profiler(&self.device, true);
-            }
-            clock.start();
-            let step_start = Instant::now();
-            let lr = schedule.lr(step);
-            let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-            let mut loss_sum = 0f64;
-            let (mut aux_sum, mut has_aux) = (0f64, false);
-            for _ in 0..spec.grad_accum {
-                let (xs, ys) = self
-                    .data
-                    .batch(Split::Train, spec.batch_size, &mut sampler, &self.device)?;
-                clock.lap("data");
-                let failed = |phase| in_phase(step + 1, phase, &self.device, spec.batch_size);
-                let (step_loss, aux) = {
-                    let mut ctx = ForwardCtx::train(&mut dropout);
-                    let logits = self.model.forward(&xs, &mut ctx).map_err(failed("forward"))?;
-                    let loss = match &self.loss {
-                        Some(loss) => loss(&xs, &logits, &ys),
-                        None => lm_loss(&logits, &ys),
-                    }
-                    .map_err(failed("loss"))?;
-                    (loss, ctx.aux_loss().map_err(failed("auxiliary loss"))?)
-                };
-                let value = f64::from(step_loss.to_scalar::<f32>().map_err(failed("forward"))?);
-                // why: `loss` stays the model's own loss (comparable with models without
-                // auxiliary losses); the weighted auxiliary sum is logged beside it.
-                let step_loss = match aux {
-                    Some(aux) => {
-                        let aux_value = aux.to_dtype(DType::F32).and_then(|a| a.to_scalar::<f32>());
-                        aux_sum += f64::from(aux_value.map_err(failed("forward"))?);
-                        has_aux = true;
-                        let aux = aux.to_dtype(step_loss.dtype()).map_err(failed("loss"))?;
-                        (step_loss + aux).map_err(failed("loss"))?
-                    }
-                    None => step_loss,
-                };
-                clock.lap("forward");
-                if !value.is_finite() {
-                    return Err(TrainError::NonFinite {
-                        step: step + 1,
-                        loss: value,
-                    });
-                }
-                loss_sum += value;
-                let scaled = if spec.grad_accum > 1 {
-                    (step_loss / spec.grad_accum as f64)?
-                } else {
-                    step_loss
-                };
-                let store = scaled.backward().map_err(failed("backward"))?;
-                clock.lap("backward");
-                super::gradients::detached_f32(&store, &vars)
-                    .and_then(|more| super::gradients::accumulate(&mut grads, more))
-                    .map_err(failed("gathering gradients"))?;
-            }
-            clock.lap("gather grads");
-            loss = loss_sum / spec.grad_accum as f64;
-            let failed = |phase| in_phase(step + 1, phase, &self.device, spec.batch_size);
-            let grad_norm = clip_grad_norm(&mut grads, spec.grad_clip).map_err(failed("clipping"))?;
-            clock.lap("clip");
-            if !grad_norm.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: step + 1,
-                    loss: grad_norm,
-                });
-            }
-            optimizer.step(&grads, lr).map_err(failed("optimizer"))?;
-            clock.lap("optimizer");
-            drop(grads);
-            if profiling {
-                crate::device::cuda_profiler(&self.device, false);
-            }
-            crate::device::trim_memory_pool(&self.device);
-            let done = step + 1;
-            tokens_seen += tokens_per_step;
-            window_tokens += tokens_per_step;
-            let step_secs = step_start.elapsed().as_secs_f64();
-            (window_secs, train_secs) = (window_secs + step_secs, train_secs + step_secs);
-            let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
-
-            let log_due = (spec.log_every > 0 && done % spec.log_every == 0) || done == end;
-            if log_due {
-                let tokens_per_sec = window_tokens as f64 / window_secs.max(1e-9);
-                (window_secs, window_tokens) = (0.0, 0);
-                let memory_gib = crate::device::memory_in_use_bytes(&self.device).map(gib);
-                metrics.write(&MetricLine::Train(TrainLine {
-                    step: done,
-                    loss,
-                    lr,
-                    grad_norm,
-                    tokens_per_sec,
-                    elapsed_s: elapsed,
-                    memory_gib,
-                    aux_loss: has_aux.then(|| aux_sum / spec.grad_accum as f64),
-                }))?;
-                let memory = memory_line(&self.device, memory_gib);
-                tracing::info!(
-                    step = done,
-                    loss = format!("{loss:.4}"),
-                    lr = format!("{lr:.3e}"),
-                    grad_norm = format!("{grad_norm:.3}"),
-                    tok_per_s = format!("{tokens_per_sec:.0}"),
-                    "train{memory}"
-                );
-                progress.set_message(&format!("loss {loss:.4} · {tokens_per_sec:.0} tok/s"));
-            }
-            progress.set_position(done as u64);
-
-            let eval_due = spec.eval_every > 0 && (done % spec.eval_every == 0 || done == end);
-            if eval_due && self.data.has_val() {
-                let v = self.evaluate()?;
-                val_loss = Some(v);
-                metrics.write(&MetricLine::Eval(EvalLine {
-                    step: done,
-                    val_loss: v,
-                    elapsed_s: elapsed,
-                    val_accuracy: None,
-                }))?;
-                tracing::info!(step = done, val_loss = format!("{v:.4}"), "eval");
-            }
-
-            let interrupted = self.interrupted();
-            if (save_every > 0 && done % save_every == 0) || done == end || interrupted {
-                let state = CheckpointState {
-                    format: FORMAT,
-                    step: done,
-                    total_steps: opts.steps,
-                    seed: opts.seed,
-                    fingerprint: opts.fingerprint.clone(),
-                    optimizer: optimizer.kind().into(),
-                    data: sampler.state(),
-                    dropout_word_pos: dropout.get_word_pos(),
-                    elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
-                    tokens_seen,
-                    loss,
-                    extra: serde_json::Value::Null,
-                    files: Default::default(),
-                };
-                // why: all variables, not only the trained ones, so the file is a complete model.
-                let all_vars = self.vars.named_vars();
-                let dir = checkpoint::save(&ck_root, &state, &all_vars, &optimizer, spec.keep_checkpoints)?;
-                tracing::debug!("checkpoint {}", dir.display());
-                last_checkpoint = Some(dir);
-            }
-            if interrupted {
-                let checkpoint = last_checkpoint.clone().expect("a checkpoint was just written");
-                return Err(TrainError::Interrupted {
-                    step: done,
-                    checkpoint,
-                });
-            }
+    /// Count a completed step (the `done`-th) and write its train line when one is due.
+    pub(crate) fn record(
+        &self,
+        ledger: &mut Ledger,
+        done: usize,
+        report: &StepReport,
+    ) -> Result<(), TrainError> {
+        let tokens = (self.spec.batch_size * self.spec.grad_accum * self.data.block_size()) as u64;
+        ledger.window = (ledger.window.0 + report.secs, ledger.window.1 + tokens);
+        ledger.train_secs += report.secs;
+        ledger.steps_run += 1;
+        ledger.loss = report.loss;
+        let log_every = self.spec.log_every;
+        if (log_every > 0 && done % log_every == 0) || done == ledger.end {
+            let tokens_per_sec = ledger.window.1 as f64 / ledger.window.0.max(1e-9);
+            ledger.window = (0.0, 0);
+            let memory_gib = crate::device::memory_in_use_bytes(&self.device).map(gib);
+            let StepReport {
+                loss,
+                lr,
+                grad_norm,
+                aux_loss,
+                ..
+            } = *report;
+            ledger.metrics.write(&MetricLine::Train(TrainLine {
+                step: done,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_sec,
+                elapsed_s: ledger.elapsed(),
+                memory_gib,
+                aux_loss,
+            }))?;
+            let memory = memory_line(&self.device, memory_gib);
+            tracing::info!(
+                step = done,
+                loss = format!("{loss:.4}"),
+                lr = format!("{lr:.3e}"),
+                grad_norm = format!("{grad_norm:.3}"),
+                tok_per_s = format!("{tokens_per_sec:.0}"),
+                "train{memory}"
+            );
+            ledger
+                .progress
+                .set_message(&format!("loss {loss:.4} · {tokens_per_sec:.0} tok/s"));
         }
-        clock.report();
-        let wall = t0.elapsed().as_secs_f64();
-        elapsed_before += wall;
+        ledger.progress.set_position(done as u64);
+        Ok(())
+    }
+
+    /// Eval on the val split when due at `done` (or, with `crossed`, when a cadence point fell
+    /// among steps logged together, as after a branch).
+    fn maybe_eval(&self, ledger: &mut Ledger, done: usize, crossed: bool) -> Result<(), TrainError> {
+        let every = self.spec.eval_every;
+        let due = every > 0
+            && (done % every == 0 || done == ledger.end || (crossed && ledger.crossed(done, every)));
+        if !(due && self.data.has_val()) {
+            return Ok(());
+        }
+        let v = self.evaluate()?;
+        ledger.val_loss = Some(v);
+        ledger.metrics.write(&MetricLine::Eval(EvalLine {
+            step: done,
+            val_loss: v,
+            elapsed_s: ledger.elapsed(),
+            val_accuracy: None,
+        }))?;
+        tracing::info!(step = done, val_loss = format!("{v:.4}"), "eval");
+        Ok(())
+    }
+
+    /// Write a checkpoint when one is due at `done` or an interrupt asked; returns whether it
+    /// wrote one, and turns an interrupt into [`TrainError::Interrupted`] after writing.
+    fn maybe_checkpoint(
+        &self,
+        state: &RunState,
+        ledger: &mut Ledger,
+        orchestrator: Option<&Orchestrator>,
+        done: usize,
+        crossed: bool,
+    ) -> Result<bool, TrainError> {
+        let every = ledger.save_every;
+        let interrupted = self.interrupted();
+        let due = (every > 0 && (done % every == 0 || (crossed && ledger.crossed(done, every))))
+            || done == ledger.end
+            || interrupted;
+        if !due {
+            return Ok(false);
+        }
+        let opts = &self.opts;
+        let ck = CheckpointState {
+            format: FORMAT,
+            step: done,
+            total_steps: opts.steps,
+            seed: opts.seed,
+            fingerprint: opts.fingerprint.clone(),
+            optimizer: state.optimizer.kind().into(),
+            data: state.sampler.state(),
+            dropout_word_pos: state.dropout.get_word_pos(),
+            elapsed_s: ledger.elapsed(),
+            tokens_seen: state.tokens_seen,
+            loss: ledger.loss,
+            extra: match orchestrator {
+                Some(o) => serde_json::json!({ "orchestrator": o.state }),
+                None => serde_json::Value::Null,
+            },
+            files: Default::default(),
+        };
+        // why: all variables, not only the trained ones, so the file is a complete model.
+        let all_vars = self.vars.named_vars();
+        let dir = checkpoint::save(
+            &ledger.ck_root,
+            &ck,
+            &all_vars,
+            &state.optimizer,
+            self.spec.keep_checkpoints,
+        )?;
+        tracing::debug!("checkpoint {}", dir.display());
+        ledger.last_checkpoint = Some(dir.clone());
+        if interrupted {
+            return Err(TrainError::Interrupted {
+                step: done,
+                checkpoint: dir,
+            });
+        }
+        Ok(true)
+    }
+
+    /// The summary of this call, after the last step.
+    fn finish(&self, ledger: Ledger, done: usize, resumed_from: Option<usize>) -> TrainSummary {
+        ledger.clock.report();
+        let wall = ledger.t0.elapsed().as_secs_f64();
         tracing::info!(
-            steps = end,
-            loss = format!("{loss:.4}"),
-            elapsed_s = format!("{elapsed_before:.1}"),
+            steps = done,
+            loss = format!("{:.4}", ledger.loss),
+            elapsed_s = format!("{:.1}", ledger.elapsed()),
             "training done"
         );
-        let trained = (end.saturating_sub(start) as u64) * tokens_per_step;
-        Ok(TrainSummary {
-            steps: end.max(start),
-            final_loss: loss,
-            val_loss,
-            tokens_per_sec: trained as f64 / train_secs.max(1e-9),
+        let tokens_per_step = (self.spec.batch_size * self.spec.grad_accum * self.data.block_size()) as u64;
+        let trained = ledger.steps_run as u64 * tokens_per_step;
+        TrainSummary {
+            steps: done,
+            final_loss: ledger.loss,
+            val_loss: ledger.val_loss,
+            tokens_per_sec: trained as f64 / ledger.train_secs.max(1e-9),
             wall_time_s: wall,
             resumed_from,
-            checkpoint: last_checkpoint.or_else(|| checkpoint::latest_complete(&ck_root).map(|c| c.dir)),
-        })
+            checkpoint: ledger
+                .last_checkpoint
+                .or_else(|| checkpoint::latest_complete(&ledger.ck_root).map(|c| c.dir)),
+        }
     }
 
     /// Load the newest loadable checkpoint; skips unreadable or corrupt ones with a warning, and
-    /// refuses (rather than start over) when there are checkpoints but none is readable.
+    /// refuses (rather than start over) when there are checkpoints but none is readable. An
+    /// orchestrated run's checkpoint also restores the orchestrator and its strategy's optimizer.
     fn resume(
         &self,
         ck_root: &Path,
-        optimizer: &mut Optimizer,
+        trainable: &[(String, candle_core::Var)],
+        state: &mut RunState,
+        orchestrator: &mut Option<Orchestrator>,
     ) -> Result<Option<CheckpointState>, TrainError> {
         let candidates = checkpoint::resumable(ck_root)?;
         let mut first_error = None;
@@ -515,12 +674,41 @@ impl<'a> Trainer<'a> {
                     expected: self.opts.fingerprint.clone(),
                 });
             }
-            match ck
-                .verify()
-                .and_then(|()| ck.load_model(&self.vars))
-                .and_then(|()| ck.load_optimizer(optimizer))
-            {
-                Ok(()) => return Ok(Some(ck.state.clone())),
+            let restored = match orchestrator.as_ref() {
+                Some(o) => match ck.state.extra.get("orchestrator") {
+                    Some(saved) => serde_json::from_value::<OrchestratorState>(saved.clone())
+                        .map(|saved| Some(Orchestrator::restore(o.spec.clone(), &self.spec, saved)))
+                        .map_err(|e| TrainError::BadSpec {
+                            field: "orchestrator",
+                            reason: format!("{}: unreadable orchestrator state: {e}", ck.dir.display()),
+                        }),
+                    None => Err(TrainError::BadSpec {
+                        field: "orchestrator",
+                        reason: format!(
+                            "{} was written without an orchestrator; resume it without `orchestrator:` or start with --fresh",
+                            ck.dir.display()
+                        ),
+                    }),
+                },
+                None => Ok(None),
+            };
+            let loaded = restored.and_then(|restored| {
+                if let Some(o) = &restored {
+                    state.optimizer = Optimizer::new(&o.current().spec, trainable.to_vec())?;
+                    (state.lr_scale, state.clipping) = (o.current().lr_scale, o.current().clipping);
+                }
+                ck.verify()
+                    .and_then(|()| ck.load_model(&self.vars))
+                    .and_then(|()| ck.load_optimizer(&mut state.optimizer))?;
+                Ok(restored)
+            });
+            match loaded {
+                Ok(restored) => {
+                    if restored.is_some() {
+                        *orchestrator = restored;
+                    }
+                    return Ok(Some(ck.state.clone()));
+                }
                 Err(e) => {
                     tracing::warn!("skipping checkpoint {}: {e}", ck.dir.display());
                     first_error.get_or_insert(e);
@@ -535,7 +723,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Mean loss over `eval_iters` validation batches drawn from a fixed stream.
-    fn evaluate(&self) -> Result<f64, TrainError> {
+    pub(crate) fn evaluate(&self) -> Result<f64, TrainError> {
         let mut sampler = BatchSampler::restore(SamplerState {
             seed: seed_for(self.opts.seed, "eval"),
             word_pos: 0,
@@ -586,7 +774,7 @@ fn install_ctrlc() {
 
 /// A tensor error of step `step`'s `phase`; running out of device memory becomes
 /// [`TrainError::OutOfMemory`] with the step, the phase, the memory in use and the batch size.
-fn in_phase<'a>(
+pub(crate) fn in_phase<'a>(
     step: usize,
     phase: &'static str,
     device: &'a Device,

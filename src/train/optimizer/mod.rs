@@ -107,14 +107,34 @@ impl Optimizer {
         }
     }
 
-    /// Save the state (moments by parameter name, step count) to a safetensors file.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let state = match self {
+    /// The state: moments by parameter name and the step count (sharing the live tensors).
+    fn state(&self) -> StateTensors {
+        match self {
             Self::AdamW(o) => o.state(),
             Self::Sgd(o) => o.state(),
             Self::Lion(o) => o.state(),
-        };
-        state.save(self.kind(), path)
+        }
+    }
+
+    /// Save the state (moments by parameter name, step count) to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.state().save(self.kind(), path)
+    }
+
+    /// A copy of the state in memory that later steps do not change.
+    pub fn snapshot(&self) -> Result<StateTensors> {
+        self.state().deep_copy()
+    }
+
+    /// Continue from a [`Optimizer::snapshot`] (of an optimizer of the same kind); the snapshot
+    /// stays as it was.
+    pub fn restore(&mut self, saved: &StateTensors) -> Result<()> {
+        let state = saved.deep_copy()?;
+        match self {
+            Self::AdamW(o) => o.load(&state),
+            Self::Sgd(o) => o.load(&state),
+            Self::Lion(o) => o.load(&state),
+        }
     }
 
     /// Restore the state saved by [`Optimizer::save`]; the kind and every tensor must match.

@@ -42,6 +42,19 @@ impl StateTensors {
         self.tensors.is_empty()
     }
 
+    /// A copy that shares no storage with this one (optimizers update their moments in place).
+    pub fn deep_copy(&self) -> Result<Self> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.copy()?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Self {
+            step: self.step,
+            tensors,
+        })
+    }
+
     /// The state tensor `name` for parameter `var`: present, same shape, f32 on the var's device.
     pub fn take(&self, name: &str, var: &Var) -> Result<Tensor> {
         let Some(t) = self.tensors.get(name) else {
