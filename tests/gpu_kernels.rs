@@ -502,7 +502,7 @@ fn training_memory_is_flat_on_the_gpu() {
                 caramba::train::MetricLine::Train(t) => {
                     Some((t.step, t.memory_gib.expect("memory_gib on CUDA")))
                 }
-                caramba::train::MetricLine::Eval(_) => None,
+                _ => None,
             })
             .collect();
         let at = |s: usize| memory.iter().find(|(step, _)| *step == s).expect("logged").1;
@@ -872,7 +872,7 @@ fn fused_training_attention_trains_like_the_composite() {
                 .into_iter()
                 .filter_map(|l| match l {
                     caramba::train::MetricLine::Train(t) => Some(t.loss),
-                    caramba::train::MetricLine::Eval(_) => None,
+                    _ => None,
                 })
                 .collect()
         };

@@ -31,7 +31,7 @@ fn memory_by_step(optimizer: OptimizerKind) -> Vec<(usize, f64)> {
         .into_iter()
         .filter_map(|l| match l {
             MetricLine::Train(t) => Some((t.step, t.memory_gib.expect("memory_gib is logged on the CPU"))),
-            MetricLine::Eval(_) => None,
+            _ => None,
         })
         .collect()
 }

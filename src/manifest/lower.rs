@@ -12,7 +12,7 @@
 //! Lowering is idempotent: lowering a lowered manifest changes nothing. Run it after validation
 //! (which bounds `repeat`, so the expansion is bounded too).
 
-use crate::manifest::types::{Manifest, Seeds};
+use crate::manifest::types::{Manifest, Seeds, TrainerKind};
 use crate::topology::NodeSpec;
 
 /// Built-in default tokenizer.
@@ -67,6 +67,11 @@ pub fn lower(m: &Manifest, stem: &str) -> Manifest {
             let mut run = run.clone();
             if run.train.save_every.is_none() {
                 run.train.save_every = Some(d.runtime.save_every.unwrap_or(DEFAULT_SAVE_EVERY));
+            }
+            // `trainer: orchestrated` is the standard trainer with the orchestrator's defaults
+            // wherever a run does not write its own `train.orchestrator:`.
+            if target.trainer == TrainerKind::Orchestrated && run.train.orchestrator.is_none() {
+                run.train.orchestrator = Some(Default::default());
             }
             match run.seed.take() {
                 Some(Seeds::Many(seeds)) => {

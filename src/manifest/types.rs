@@ -144,9 +144,20 @@ pub enum TrainerKind {
     #[default]
     #[serde(alias = "trainer.standard", alias = "trainer.train")]
     Standard,
-    /// Teacher → student surgery and distillation. Reserved: rejected by validation for now.
+    /// Teacher → student surgery and distillation.
     #[serde(alias = "trainer.upcycle")]
     Upcycle,
+    /// The standard trainer under the orchestrator (`train.orchestrator:` with its defaults
+    /// where a run sets none; see docs/training.md).
+    #[serde(alias = "trainer.orchestrated")]
+    Orchestrated,
+}
+
+impl TrainerKind {
+    /// Standard or orchestrated: a model trained from its own weights on next-token loss.
+    pub fn from_scratch(self) -> bool {
+        matches!(self, Self::Standard | Self::Orchestrated)
+    }
 }
 
 impl fmt::Display for TrainerKind {
@@ -154,6 +165,7 @@ impl fmt::Display for TrainerKind {
         f.write_str(match self {
             Self::Standard => "standard",
             Self::Upcycle => "upcycle",
+            Self::Orchestrated => "orchestrated",
         })
     }
 }

@@ -189,14 +189,14 @@ impl Validator<'_> {
                 format!("target `{}` uses `trainer: upcycle` but names no teacher", t.name),
                 "add `teacher: smollm2-135m` (or a .gguf path, an HF directory, hf:org/name)",
             ),
-            (TrainerKind::Standard, Some(_)) => self.err_help(
+            (TrainerKind::Standard | TrainerKind::Orchestrated, Some(_)) => self.err_help(
                 &join_key(path, "teacher"),
                 "a teacher only applies to `trainer: upcycle`",
                 "set `trainer: upcycle`, or remove `teacher:`",
             ),
             _ => {}
         }
-        if t.trainer == TrainerKind::Standard {
+        if t.trainer.from_scratch() {
             if t.upcycle.is_some() {
                 self.err(&join_key(path, "upcycle"), "only applies to `trainer: upcycle`");
             }
