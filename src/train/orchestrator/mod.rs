@@ -13,8 +13,10 @@
 //! Which: UCB over the portfolio, `avg_reward + √(2·ln(pulls_total + 1) / pulls)`, untried
 //! strategies first (+∞). The seed's phase multipliers favour calming strategies ×1.5 when
 //! unstable and escaping ones ×1.3 on a plateau; a multiplier divides a negative value instead
-//! (multiplying it would make a favoured strategy look worse). The top `max_candidates − 1` by
-//! that value, plus the current strategy.
+//! (multiplying it would make a favoured strategy look worse). The current strategy, the top one by
+//! that value, then the best-ranked ones on an lr side (below / above the current lr) not yet
+//! among the picks, up to `max_candidates`: a plateau at an lr far too high needs a lower one,
+//! which the seed's plateau multiplier never offers.
 //!
 //! Score of a candidate: `10·(loss_before − loss_after) − 0.1·spikes`, the losses on the fixed
 //! probe (the eval batches, or the last tenth of its training losses without a val split); a
@@ -240,10 +242,22 @@ impl Orchestrator {
             .map(|(i, (n, a))| (value(*n, a), favoured(*n), i, *n))
             .collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-        std::iter::once(self.state.current)
-            .chain(ranked.into_iter().map(|r| r.3))
-            .take(self.spec.max_candidates)
-            .collect()
+        // why: a plateau can be an lr too high as well as too low (the seed's multipliers only look
+        // up there, and only down on spikes); each pick after the first prefers the best-ranked
+        // strategy whose lr lies on a side of the current one not yet tried.
+        let current_lr = self.current().lr_scale;
+        let side = |n: StrategyName| self.strategy(n).lr_scale.total_cmp(&current_lr);
+        let mut picks = vec![self.state.current];
+        let mut rest: Vec<StrategyName> = ranked.into_iter().map(|r| r.3).collect();
+        while picks.len() < self.spec.max_candidates && !rest.is_empty() {
+            let sides: Vec<_> = picks.iter().map(|&p| side(p)).collect();
+            let at = match picks.len() {
+                1 => 0,
+                _ => rest.iter().position(|&n| !sides.contains(&side(n))).unwrap_or(0),
+            };
+            picks.push(rest.remove(at));
+        }
+        picks
     }
 
     /// The score of a candidate (see the module header).
@@ -408,6 +422,30 @@ mod tests {
         let json = serde_json::to_value(&d).expect("json");
         assert!(json["trials"][2]["score"].is_null(), "{json}");
         assert_eq!(o.due(15, 100), None, "hysteresis");
+    }
+
+    #[test]
+    fn a_plateau_tries_a_lower_lr_besides_the_escapes() {
+        let spec = OrchestratorSpec {
+            initial_strategy: StrategyName::AsWritten,
+            min_steps_between_switches: 10,
+            decision_interval: 40,
+            ..OrchestratorSpec::default()
+        };
+        let mut o = Orchestrator::new(spec, &TrainSpec::default());
+        for _ in 0..20 {
+            o.observe(3.0);
+        }
+        assert_eq!(o.due(20, 200), Some(Reason::Plateau));
+        // aggressive (5×) is the favoured escape; conservative (0.1×) is the lower side.
+        assert_eq!(
+            o.candidates(),
+            vec![
+                StrategyName::AsWritten,
+                StrategyName::AggressiveAdamw,
+                StrategyName::ConservativeAdamw
+            ]
+        );
     }
 
     #[test]
