@@ -184,6 +184,7 @@ node_spec! {
     Pool(crate::layer::PoolSpec),
     Ssm(crate::layer::SsmSpec),
     Lora(crate::layer::LoraSpec),
+    Rope(crate::layer::RopeSpec),
 }
 
 /// A [`NodeSpec`] seen by what it is: a layer (through its [`LayerSpec`]) or one of the topologies.
