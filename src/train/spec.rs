@@ -73,6 +73,13 @@ pub struct TrainSpec {
     /// `CARAMBA_FUSED_TRAINING=0` turns the kernels off whatever this says. Default: true.
     #[serde(skip_serializing_if = "is_true")]
     pub fused: bool,
+    /// Extra sinks of the run's scalars (`tensorboard`, `live`; see [`crate::instrument`]), a list or the original's string `"tb+live"`; not part of the fingerprint. Default: `defaults.logging.instrument`, else none.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::instrument::deserialize_list"
+    )]
+    pub instrument: Vec<crate::instrument::InstrumentKind>,
 }
 
 // why: the default is not serialized, so the fingerprints of runs from before this field stay.
@@ -103,6 +110,7 @@ impl Default for TrainSpec {
             device: "cpu".into(),
             dtype: "auto".into(),
             fused: true,
+            instrument: Vec::new(),
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
         save_every: None,
         keep_checkpoints: 0,
         fused: true,
+        instrument: Vec::new(),
         ..spec.clone()
     };
     let text = serde_json::to_string(&(model, &weights_only)).expect("specs serialize to JSON");
