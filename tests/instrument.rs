@@ -116,6 +116,22 @@ fn tensorboard_files_match_metrics_across_a_resume() {
         "{text}"
     );
     assert!(text.contains("eval/val_loss: 8 scalars in the files"), "{text}");
+
+    // The check is not vacuous: one loss changed in metrics.jsonl beyond f32 rounding fails it.
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let metrics = std::fs::read_to_string(&metrics_path).expect("metrics.jsonl");
+    let first = metrics.lines().next().expect("a line");
+    let mut row: serde_json::Value = serde_json::from_str(first).expect("json");
+    row["loss"] = serde_json::json!(row["loss"].as_f64().expect("loss") + 1e-4);
+    std::fs::write(&metrics_path, metrics.replacen(first, &row.to_string(), 1)).expect("write");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(run_dir)
+        .output()
+        .expect("run the check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("train/loss step 10: TensorBoard"), "{err}");
 }
 
 #[test]
