@@ -107,7 +107,7 @@ impl InstrumentKind {
             return Ok(*kind);
         }
         match UNSUPPORTED.iter().find(|(n, _)| *n == lower) {
-            Some((_, canonical)) => Err(NameError::Unsupported(*canonical)),
+            Some((_, canonical)) => Err(NameError::Unsupported(canonical)),
             None => Err(NameError::Unknown(name.to_string())),
         }
     }
