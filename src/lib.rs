@@ -28,6 +28,9 @@ pub mod loader;
 pub mod data;
 /// Trainer loop, optimizers with savable state, schedules, checkpoint/resume.
 pub mod train;
+/// Where a run's scalars and events go besides metrics.jsonl: events.jsonl, TensorBoard event
+/// files, console lines, a live loss plot.
+pub mod instrument;
 /// Llama → DBA surgery and distillation.
 pub mod upcycle;
 /// KV caches beyond the plain one: fp32/fp16/bf16/q8_0/q4_0/nf4 storage and decode attention that reads it directly.

@@ -187,3 +187,62 @@ fn bad_orchestrator_settings_are_refused_before_training() {
     let text = err.to_string();
     assert!(text.contains("max_candidates"), "{text}");
 }
+
+#[test]
+fn a_run_with_tensorboard_writes_its_scalars_and_decisions_through_the_instruments() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = english_dataset(tmp.path(), 32, 0.0);
+    let spec = TrainSpec {
+        instrument: vec![caramba::instrument::InstrumentKind::Tensorboard],
+        ..unstable()
+    };
+    let dir = tmp.path().join("run");
+    run(&spec, &data, &dir, None).expect("run");
+    let tb = fs::read_dir(dir.join("tb/run")).expect("tb/<run id>").count();
+    assert_eq!(tb, 1, "one events file");
+    let events = fs::read_to_string(dir.join("events.jsonl")).expect("events.jsonl");
+    let kinds: Vec<(String, u64)> = events
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["type"].as_str().unwrap_or("").to_string(),
+                v["step"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let metric_steps: Vec<u64> = kinds
+        .iter()
+        .filter(|(k, _)| k == "metrics")
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        metric_steps,
+        (1..=N as u64).collect::<Vec<_>>(),
+        "one metrics event a logged step"
+    );
+    assert!(
+        kinds.iter().any(|(k, _)| k == "orchestrator"),
+        "the decision is an event: {kinds:?}"
+    );
+    let has_tensorboard = std::process::Command::new("python3")
+        .args(["-c", "import tensorboard"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tensorboard {
+        println!("skip: the Python `tensorboard` package is not installed (pip install tensorboard)");
+        return;
+    }
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_tensorboard.py"))
+        .arg(&dir)
+        .output()
+        .expect("run the check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("train/loss: {N} scalars")), "{text}");
+}

@@ -1,5 +1,7 @@
 //! tracing subscriber + indicatif progress bars that live together (bars never clobber log lines;
-//! hidden when stderr is not a terminal).
+//! hidden when stderr is not a terminal), and the sparklines of the live loss plot.
+
+pub mod sparkline;
 
 use indicatif::ProgressStyle;
 use tracing_indicatif::IndicatifLayer;
@@ -58,5 +60,26 @@ impl Progress {
 
     pub fn set_message(&self, msg: &str) {
         self.span.pb_set_message(msg);
+    }
+}
+
+/// A line of text drawn by the tracing-indicatif layer below the bars started before it (the live
+/// loss plot under the training bar); invisible when stderr is not a terminal, and gone when
+/// dropped.
+pub struct LiveLine {
+    span: tracing::Span,
+}
+
+impl LiveLine {
+    pub fn new(what: &str) -> Self {
+        let span = tracing::info_span!("live", plot = what);
+        span.pb_set_style(&ProgressStyle::with_template("{wide_msg}").expect("static template"));
+        span.pb_start();
+        Self { span }
+    }
+
+    /// Replace the line's text.
+    pub fn set(&self, text: &str) {
+        self.span.pb_set_message(text);
     }
 }

@@ -21,6 +21,12 @@ pub fn inherit_train_defaults(root: &mut Value, defaults: &Defaults) {
         ("log_every", lg.log_every.map(Value::from)),
         ("eval_iters", lg.eval_iters.map(Value::from)),
         ("eval_every", lg.eval_every.map(Value::from)),
+        (
+            "instrument",
+            lg.instrument
+                .as_ref()
+                .map(|kinds| Value::Array(kinds.iter().map(|k| Value::from(k.name())).collect())),
+        ),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -57,18 +63,18 @@ mod tests {
     #[test]
     fn runs_inherit_what_they_do_not_set() {
         let defaults: Defaults = serde_json::from_value(
-            json!({"runtime": {"device": "cuda", "save_every": 50}, "logging": {"log_every": 5}}),
+            json!({"runtime": {"device": "cuda", "save_every": 50}, "logging": {"log_every": 5, "instrument": "tb+rich"}}),
         )
         .expect("valid defaults");
         let mut v = json!({"targets": [{"runs": [{"id": "a"}, {"id": "b", "train": {"device": "cpu"}}, {"train": 3}]}]});
         inherit_train_defaults(&mut v, &defaults);
         assert_eq!(
             v["targets"][0]["runs"][0]["train"],
-            json!({"device": "cuda", "save_every": 50, "log_every": 5})
+            json!({"device": "cuda", "save_every": 50, "log_every": 5, "instrument": ["tensorboard", "console"]})
         );
         assert_eq!(
             v["targets"][0]["runs"][1]["train"],
-            json!({"device": "cpu", "save_every": 50, "log_every": 5})
+            json!({"device": "cpu", "save_every": 50, "log_every": 5, "instrument": ["tensorboard", "console"]})
         );
         assert_eq!(
             v["targets"][0]["runs"][2]["train"],

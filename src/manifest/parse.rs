@@ -247,16 +247,20 @@ fn problem_from_serde(source: &Source, path: &str, raw: &str) -> Problem {
     }
 }
 
-/// A hint for the early (v1) flat `defaults:` keys, which version 2 groups.
+/// A hint for keys of the original: the early (v1) flat `defaults:` keys, which version 2 groups,
+/// and W&B's (`wandb`, `wandb_project`, …, anywhere), which caramba does not support.
 fn flat_default_hint(path: &str) -> Option<String> {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    if last.starts_with("wandb") {
+        return Some(format!(
+            "W&B is not supported in caramba: remove `{last}` and write `defaults.logging.instrument: [tensorboard]` (TensorBoard event files; W&B can import them with `wandb sync`)"
+        ));
+    }
     let key = path.strip_prefix("defaults.")?;
     let group = match key {
         "tokenizer" | "val_frac" => "data",
         "save_every" | "seed" | "device" | "dtype" => "runtime",
-        "log_every" | "eval_iters" | "eval_every" => "logging",
-        "wandb" | "wandb_project" | "wandb_entity" | "wandb_mode" | "instrument" => {
-            return Some(format!("`{key}` is not supported"));
-        }
+        "log_every" | "eval_iters" | "eval_every" | "instrument" => "logging",
         _ => return None,
     };
     Some(format!("write it as `defaults.{group}.{key}`"))
@@ -264,6 +268,12 @@ fn flat_default_hint(path: &str) -> Option<String> {
 
 /// `unknown field `x`, expected one of `a`, `b`` → ("unknown field `x`", Some("expected one of …")).
 fn split_serde_message(message: &str) -> (String, Option<String>) {
+    // why: the instrument list's own message (crate::instrument::kind) lists the valid names.
+    if message.starts_with("unknown instrument `")
+        && let Some(i) = message.find("; expected one of: ")
+    {
+        return (message[..i].to_string(), Some(message[i + 2..].to_string()));
+    }
     for marker in ["unknown field `", "unknown variant `"] {
         if message.starts_with(marker) {
             if let Some(i) = message.find("`, expected ") {
@@ -341,6 +351,102 @@ mod tests {
         let err =
             parse_str(&format!("{HEAD}defaults: {{runtime: {{device: 3}}}}\n")).expect_err("bad device");
         assert_eq!(err.problems()[0].path, "defaults.runtime.device");
+    }
+
+    #[test]
+    fn instrument_lists_and_strings_reach_the_runs() {
+        use crate::instrument::InstrumentKind::{Console, Live, Tensorboard};
+        let m = parse_str(&format!(
+            "{HEAD}defaults:\n  logging:\n    instrument: [tb, live]\n"
+        ))
+        .expect("list");
+        assert_eq!(m.defaults.logging.instrument, Some(vec![Tensorboard, Live]));
+        assert_eq!(m.targets[0].runs[0].train.instrument, [Tensorboard, Live]);
+        let m = parse_str(&format!(
+            "{HEAD}defaults: {{logging: {{instrument: \"rich tb+plot\"}}}}\n"
+        ))
+        .expect("string");
+        assert_eq!(
+            m.targets[0].runs[0].train.instrument,
+            [Console, Tensorboard, Live]
+        );
+        // A run's own list wins over the defaults.
+        let text = format!("{HEAD}defaults: {{logging: {{instrument: tb}}}}\n")
+            .replace("steps: 1}", "steps: 1, train: {instrument: [live]}}");
+        assert_eq!(
+            parse_str(&text).expect("own").targets[0].runs[0].train.instrument,
+            [Live]
+        );
+        assert!(
+            parse_str(HEAD).expect("none").targets[0].runs[0]
+                .train
+                .instrument
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_instrument_points_at_the_element() {
+        let err = parse_str(&format!(
+            "{HEAD}defaults:\n  logging:\n    instrument:\n      - tb\n      - tensorbored\n"
+        ))
+        .expect_err("unknown");
+        let p = &err.problems()[0];
+        assert_eq!(p.path, "defaults.logging.instrument[1]");
+        assert_eq!((p.line, p.column), (Some(10), Some(9)), "{p:?}");
+        assert_eq!(p.message, "unknown instrument `tensorbored`");
+        assert!(
+            p.help
+                .as_deref()
+                .is_some_and(|h| h.starts_with("expected one of: jsonl, tensorboard, tb, console")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn wandb_and_hdf5_say_they_are_not_supported() {
+        let err = parse_str(&format!(
+            "{HEAD}defaults: {{logging: {{instrument: \"rich wandb\"}}}}\n"
+        ))
+        .expect_err("wandb");
+        let p = &err.problems()[0];
+        assert_eq!(p.path, "defaults.logging.instrument");
+        assert!(
+            p.message
+                .starts_with("`wandb` is not supported in caramba; use tensorboard or jsonl"),
+            "{p:?}"
+        );
+        let err =
+            parse_str(&format!("{HEAD}defaults: {{logging: {{instrument: [hdf5]}}}}\n")).expect_err("hdf5");
+        assert!(
+            err.problems()[0].message.contains("`hdf5` is not supported"),
+            "{err:?}"
+        );
+        for key in ["wandb: true", "wandb_project: p"] {
+            for text in [
+                format!("{HEAD}defaults: {{logging: {{{key}}}}}\n"),
+                format!("{HEAD}defaults: {{{key}}}\n"),
+            ] {
+                let err = parse_str(&text).expect_err("wandb key");
+                let p = &err.problems()[0];
+                assert!(p.message.starts_with("unknown field `wandb"), "{p:?}");
+                assert!(
+                    p.help
+                        .as_deref()
+                        .is_some_and(|h| h.starts_with("W&B is not supported in caramba")
+                            && h.contains("`defaults.logging.instrument: [tensorboard]`")),
+                    "{p:?}"
+                );
+            }
+        }
+        let err = parse_str(&format!("{HEAD}defaults: {{instrument: tb}}\n")).expect_err("flat");
+        assert!(
+            err.problems()[0]
+                .help
+                .as_deref()
+                .is_some_and(|h| h.starts_with("write it as `defaults.logging.instrument`")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::components::{MetricKind, ObjectiveKind, SystemKind};
 use crate::data::TargetData;
+use crate::instrument::InstrumentKind;
 use crate::model::ModelSpec;
 use crate::train::TrainSpec;
 
@@ -124,6 +125,15 @@ pub struct LoggingDefaults {
     /// Eval interval of every run. Default: 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
+    /// Extra sinks of every run's scalars and events: a list (`[tensorboard, live]`) or the
+    /// original's string (`"rich tb+live"`); see [`crate::instrument`]. `events.jsonl` and the
+    /// console lines are always on. Default: none besides those.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::instrument::deserialize_optional_list"
+    )]
+    pub instrument: Option<Vec<InstrumentKind>>,
 }
 
 /// The kind of an experiment target (process targets, `type: process`, are

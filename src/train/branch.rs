@@ -183,9 +183,7 @@ impl Trainer<'_> {
         decision: super::orchestrator::Decision,
     ) -> Result<(), TrainError> {
         tracing::info!("{}", decision.summary());
-        ledger
-            .metrics
-            .write(&MetricLine::Decision(DecisionLine { step: done, decision }))
+        ledger.write(&MetricLine::Decision(DecisionLine { step: done, decision }))
     }
 
     /// The loss a candidate is judged on: the eval batches when there is a val split, else the

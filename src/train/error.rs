@@ -13,6 +13,11 @@ pub enum TrainError {
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
 
+    /// An instrument (events.jsonl, TensorBoard) could not be opened or written.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Instrument(#[from] crate::instrument::InstrumentError),
+
     #[error("cannot write `{path}`: {source}")]
     Io {
         path: PathBuf,

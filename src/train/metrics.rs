@@ -134,8 +134,9 @@ impl MetricsLog {
 
 /// Length of the prefix of `bytes` made of whole lines (each ending in `\n`) that come before the
 /// first line whose `step` is above `keep_through`. Lines that do not parse are kept (they are
-/// not ours to drop) unless they are the torn end of the file.
-fn kept_prefix(bytes: &[u8], keep_through: usize) -> usize {
+/// not ours to drop) unless they are the torn end of the file. Any JSON-lines file with a top-level
+/// `step` can be cut this way (`events.jsonl` of [`crate::instrument`] is).
+pub(crate) fn kept_prefix(bytes: &[u8], keep_through: usize) -> usize {
     #[derive(Deserialize)]
     struct Step {
         step: usize,

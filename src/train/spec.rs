@@ -79,6 +79,13 @@ pub struct TrainSpec {
     /// optimizer strategies. Default: none (train as written).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orchestrator: Option<OrchestratorSpec>,
+    /// Extra sinks of the run's scalars (`tensorboard`, `live`; see [`crate::instrument`]), a list or the original's string `"tb+live"`; not part of the fingerprint. Default: `defaults.logging.instrument`, else none.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::instrument::deserialize_list"
+    )]
+    pub instrument: Vec<crate::instrument::InstrumentKind>,
 }
 
 // why: the default is not serialized, so the fingerprints of runs from before this field stay.
@@ -110,6 +117,7 @@ impl Default for TrainSpec {
             dtype: "auto".into(),
             fused: true,
             orchestrator: None,
+            instrument: Vec::new(),
         }
     }
 }

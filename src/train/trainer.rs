@@ -28,6 +28,7 @@ use super::spec::TrainSpec;
 use super::step::{RunState, StepReport};
 use crate::console::Progress;
 use crate::data::{BatchSampler, SamplerState, Split, TokenDataset};
+use crate::instrument::Instrument as _;
 use crate::model::init::seed_for;
 use crate::model::{ForwardCtx, LanguageModel, ModelSpec, SeededVarMap};
 
@@ -110,6 +111,7 @@ pub fn fingerprint(model: &ModelSpec, spec: &TrainSpec) -> String {
         save_every: None,
         keep_checkpoints: 0,
         fused: true,
+        instrument: Vec::new(),
         ..spec.clone()
     };
     let text = serde_json::to_string(&(model, &weights_only)).expect("specs serialize to JSON");
@@ -183,7 +185,9 @@ struct Prepared {
 /// The loop's record keeping: where it ends, the cadences, the throughput window, the files.
 pub(crate) struct Ledger {
     pub(crate) ck_root: PathBuf,
-    pub(crate) metrics: MetricsLog,
+    metrics: MetricsLog,
+    /// events.jsonl, TensorBoard, the console and the live plot (`train.instrument`).
+    instruments: crate::instrument::Instruments,
     pub(crate) progress: Progress,
     pub(crate) schedule: Schedule,
     /// The step this call stops after.
@@ -206,6 +210,12 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
+    /// One line to metrics.jsonl and to every instrument.
+    pub(crate) fn write(&mut self, line: &MetricLine) -> Result<(), TrainError> {
+        self.metrics.write(line)?;
+        Ok(self.instruments.metrics(line)?)
+    }
+
     /// Training wall time so far, across resumes.
     fn elapsed(&self) -> f64 {
         self.elapsed_before + self.t0.elapsed().as_secs_f64()
@@ -366,9 +376,7 @@ impl<'a> Trainer<'a> {
                     let safety = o.current();
                     let warm = safety.shares_state_with(&o.strategy(snapshot.strategy));
                     state.adopt(&safety, warm.then_some(snapshot.optimizer_state()))?;
-                    ledger
-                        .metrics
-                        .write(&MetricLine::Decision(DecisionLine { step: done, decision }))?;
+                    ledger.write(&MetricLine::Decision(DecisionLine { step: done, decision }))?;
                     continue;
                 }
                 (stepped, _, _) => stepped?,
@@ -386,7 +394,7 @@ impl<'a> Trainer<'a> {
                 safe = Some(Snapshot::take(&state, done, o.state.current)?);
             }
         }
-        Ok(self.finish(ledger, done, resumed_from))
+        self.finish(ledger, done, resumed_from)
     }
 
     /// Lock-free preparation: the trainable variables, the optimizer, the seeded streams, and the
@@ -448,7 +456,15 @@ impl<'a> Trainer<'a> {
         }
         let progress = Progress::new(opts.steps as u64, "train");
         progress.set_position(start as u64);
+        // why after the progress bar: the live loss plot draws below it.
+        let run_id = run_dir
+            .file_name()
+            .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned());
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let instruments =
+            crate::instrument::open(&spec.instrument, run_dir, &run_id, resumed_from, interactive)?;
         let ledger = Ledger {
+            instruments,
             metrics: MetricsLog::open(run_dir, resumed_from)?,
             ck_root,
             progress,
@@ -524,7 +540,7 @@ impl<'a> Trainer<'a> {
                 aux_loss,
                 ..
             } = *report;
-            ledger.metrics.write(&MetricLine::Train(TrainLine {
+            ledger.write(&MetricLine::Train(TrainLine {
                 step: done,
                 loss,
                 lr,
@@ -562,7 +578,7 @@ impl<'a> Trainer<'a> {
         }
         let v = self.evaluate()?;
         ledger.val_loss = Some(v);
-        ledger.metrics.write(&MetricLine::Eval(EvalLine {
+        ledger.write(&MetricLine::Eval(EvalLine {
             step: done,
             val_loss: v,
             elapsed_s: ledger.elapsed(),
@@ -619,6 +635,8 @@ impl<'a> Trainer<'a> {
             self.spec.keep_checkpoints,
         )?;
         tracing::debug!("checkpoint {}", dir.display());
+        // why: the TensorBoard writer buffers; what a checkpoint covers is on disk with it.
+        ledger.instruments.flush()?;
         ledger.last_checkpoint = Some(dir.clone());
         if interrupted {
             return Err(TrainError::Interrupted {
@@ -630,8 +648,14 @@ impl<'a> Trainer<'a> {
     }
 
     /// The summary of this call, after the last step.
-    fn finish(&self, ledger: Ledger, done: usize, resumed_from: Option<usize>) -> TrainSummary {
+    fn finish(
+        &self,
+        mut ledger: Ledger,
+        done: usize,
+        resumed_from: Option<usize>,
+    ) -> Result<TrainSummary, TrainError> {
         ledger.clock.report();
+        ledger.instruments.flush()?;
         let wall = ledger.t0.elapsed().as_secs_f64();
         tracing::info!(
             steps = done,
@@ -641,7 +665,7 @@ impl<'a> Trainer<'a> {
         );
         let tokens_per_step = (self.spec.batch_size * self.spec.grad_accum * self.data.block_size()) as u64;
         let trained = ledger.steps_run as u64 * tokens_per_step;
-        TrainSummary {
+        Ok(TrainSummary {
             steps: done,
             final_loss: ledger.loss,
             val_loss: ledger.val_loss,
@@ -651,7 +675,7 @@ impl<'a> Trainer<'a> {
             checkpoint: ledger
                 .last_checkpoint
                 .or_else(|| checkpoint::latest_complete(&ledger.ck_root).map(|c| c.dir)),
-        }
+        })
     }
 
     /// Load the newest loadable checkpoint; skips unreadable or corrupt ones with a warning, and
