@@ -5,6 +5,7 @@
 //! `metrics.jsonl` and `checkpoints/` into the run directory and resume from it. Classifiers train
 //! through [`train_classifier`] (same optimizers, schedule, checkpoints; class cross-entropy).
 
+pub mod adagc;
 pub mod checkpoint;
 pub mod classify;
 pub mod clip;
@@ -23,7 +24,7 @@ pub use error::TrainError;
 pub use metrics::{EvalLine, MetricLine, TrainLine, read_metrics};
 pub use optimizer::Optimizer;
 pub use schedule::Schedule;
-pub use spec::{OptimizerKind, ScheduleKind, TrainSpec};
+pub use spec::{AdaGcSpec, ClipKind, OptimizerKind, PidSpec, ScheduleKind, SwatsSpec, TrainSpec};
 pub use trainer::{
     LossFn, TrainOptions, TrainSummary, Trainer, fingerprint, interrupt_requested, lm_loss, parse_device,
     parse_dtype, run, watch_ctrlc,
