@@ -823,7 +823,10 @@ fn the_new_optimizers_and_adagc_parse_and_their_blocks_are_checked() {
         Some((27, 23)),
     );
     expect(
-        &edit("steps: 10", "steps: 10\n        train: {pid: {derivative_ema: 1.5}}"),
+        &edit(
+            "steps: 10",
+            "steps: 10\n        train: {pid: {derivative_ema: 1.5}}",
+        ),
         "targets[0].runs[0].train.pid.derivative_ema",
         "[0, 1)",
         None,

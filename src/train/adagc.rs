@@ -129,7 +129,11 @@ impl AdaGc {
             } else {
                 match prev {
                     Some(p) => {
-                        let h = if own > 0.0 { (lambda * p / own).min(1.0) } else { 1.0 };
+                        let h = if own > 0.0 {
+                            (lambda * p / own).min(1.0)
+                        } else {
+                            1.0
+                        };
                         (h, beta * p + (1.0 - beta) * h * own)
                     }
                     None => (1.0, own),
@@ -179,7 +183,12 @@ mod tests {
     fn named(names: &[&str]) -> Result<Vec<(String, Var)>> {
         names
             .iter()
-            .map(|n| Ok((n.to_string(), Var::zeros(1, candle_core::DType::F32, &Device::Cpu)?)))
+            .map(|n| {
+                Ok((
+                    n.to_string(),
+                    Var::zeros(1, candle_core::DType::F32, &Device::Cpu)?,
+                ))
+            })
             .collect()
     }
 
@@ -214,7 +223,10 @@ mod tests {
         clip.clip(&mut grads, &vars)?;
         assert_eq!(clip.clipped_last_step(), 0);
         for (name, want) in [("a", 5.0), ("b", 1.0), ("c", 5.0)] {
-            assert!((clip.ema(name).unwrap_or(f64::NAN) - want).abs() < 1e-6, "γ_{name}");
+            assert!(
+                (clip.ema(name).unwrap_or(f64::NAN) - want).abs() < 1e-6,
+                "γ_{name}"
+            );
         }
 
         // Step 2: b spikes to ‖g_b‖ = 20 → h_b = 1.5·1/20 = 0.075, ĝ_b = [0.9, 1.2] (norm 1.5);
@@ -223,13 +235,19 @@ mod tests {
         let (a, c) = ([3.6f32, 4.8], [5.0f32, 0.0]);
         let mut grads = vec![g(&a)?, g(&[12.0, 16.0])?, g(&c)?];
         let norm = clip.clip(&mut grads, &vars)?;
-        assert!((norm - 461f64.sqrt()).abs() < 1e-5, "the pre-clip global norm, {norm}");
+        assert!(
+            (norm - 461f64.sqrt()).abs() < 1e-5,
+            "the pre-clip global norm, {norm}"
+        );
         assert_eq!(values(&grads[0]), a.to_vec());
         assert_eq!(values(&grads[2]), c.to_vec());
         close(&values(&grads[1]), &[0.9, 1.2]);
         assert_eq!(clip.clipped_last_step(), 1);
         for (name, want) in [("a", 5.5), ("b", 1.25), ("c", 5.0)] {
-            assert!((clip.ema(name).unwrap_or(f64::NAN) - want).abs() < 1e-6, "γ_{name}");
+            assert!(
+                (clip.ema(name).unwrap_or(f64::NAN) - want).abs() < 1e-6,
+                "γ_{name}"
+            );
         }
         Ok(())
     }

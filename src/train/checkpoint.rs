@@ -387,7 +387,9 @@ impl Checkpoint {
         };
         let path = self.dir.join(ADAGC_FILE);
         if !path.is_file() {
-            return Err(fail(format!("{ADAGC_FILE} is missing (the run clips with AdaGC)")));
+            return Err(fail(format!(
+                "{ADAGC_FILE} is missing (the run clips with AdaGC)"
+            )));
         }
         adagc.load(&path).map_err(|e| fail(e.to_string()))?;
         if adagc.steps() != self.state.step {
@@ -452,7 +454,10 @@ mod tests {
         let mut restored = AdaGc::new(cfg);
         ck.load_adagc(&mut restored)?;
         assert_eq!(restored.steps(), 1);
-        assert_eq!(restored.ema("w").map(f64::to_bits), adagc.ema("w").map(f64::to_bits));
+        assert_eq!(
+            restored.ema("w").map(f64::to_bits),
+            adagc.ema("w").map(f64::to_bits)
+        );
 
         // A checkpoint without the file (written by plain `save`) refuses an AdaGC resume.
         save(dir.path(), &state(2), &vars, &optimizer, 2)?;

@@ -243,10 +243,14 @@ mod tests {
         // why: `fingerprint()` hashes this JSON; manifests from before these fields keep theirs.
         let old = serde_json::to_string(&TrainSpec::default()).expect("json");
         for key in ["pid", "swats", "clip", "adagc"] {
-            assert!(!old.contains(&format!("\"{key}\"")), "`{key}` serialized at its default");
+            assert!(
+                !old.contains(&format!("\"{key}\"")),
+                "`{key}` serialized at its default"
+            );
         }
         let written: TrainSpec =
-            serde_json::from_str(r#"{"pid": {}, "swats": {}, "clip": "global", "adagc": {}}"#).expect("defaults");
+            serde_json::from_str(r#"{"pid": {}, "swats": {}, "clip": "global", "adagc": {}}"#)
+                .expect("defaults");
         assert_eq!(serde_json::to_string(&written).expect("json"), old);
         let set: TrainSpec = serde_json::from_str(
             r#"{"optimizer": "pidao", "pid": {"kd": 0.5}, "clip": "adagc", "adagc": {"warmup": 3}}"#,
@@ -254,9 +258,15 @@ mod tests {
         .expect("set");
         assert_eq!(set.optimizer, OptimizerKind::Pidao);
         assert_eq!((set.pid.kp, set.pid.kd), (1.0, 0.5));
-        assert_eq!((set.clip, set.adagc.warmup, set.adagc.beta), (ClipKind::Adagc, 3, 0.98));
+        assert_eq!(
+            (set.clip, set.adagc.warmup, set.adagc.beta),
+            (ClipKind::Adagc, 3, 0.98)
+        );
         let json = serde_json::to_string(&set).expect("json");
-        assert!(json.contains(r#""clip":"adagc""#) && json.contains(r#""kd":0.5"#), "{json}");
+        assert!(
+            json.contains(r#""clip":"adagc""#) && json.contains(r#""kd":0.5"#),
+            "{json}"
+        );
         assert!(serde_json::from_str::<TrainSpec>(r#"{"pid": {"kq": 1}}"#).is_err());
         assert!(serde_json::from_str::<TrainSpec>(r#"{"optimizer": "adam"}"#).is_err());
     }

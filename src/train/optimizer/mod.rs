@@ -188,16 +188,22 @@ mod tests {
 
     /// A matrix (decayed), a vector (not decayed) and a bf16 matrix (an f32 master copy).
     fn vars() -> Result<Vec<(String, Var)>> {
-        [("a.w", vec![3, 4], DType::F32), ("b.bias", vec![4], DType::F32), ("c.half", vec![2, 3], DType::BF16)]
-            .into_iter()
-            .enumerate()
-            .map(|(k, (n, shape, dtype))| {
-                let len: usize = shape.iter().product();
-                let data: Vec<f32> = (0..len).map(|i| ((i * 5 + k * 3) % 7) as f32 / 7.0 - 0.4).collect();
-                let t = Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?;
-                Ok((n.to_string(), Var::from_tensor(&t)?))
-            })
-            .collect()
+        [
+            ("a.w", vec![3, 4], DType::F32),
+            ("b.bias", vec![4], DType::F32),
+            ("c.half", vec![2, 3], DType::BF16),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(k, (n, shape, dtype))| {
+            let len: usize = shape.iter().product();
+            let data: Vec<f32> = (0..len)
+                .map(|i| ((i * 5 + k * 3) % 7) as f32 / 7.0 - 0.4)
+                .collect();
+            let t = Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?;
+            Ok((n.to_string(), Var::from_tensor(&t)?))
+        })
+        .collect()
     }
 
     fn copy(vs: &[(String, Var)]) -> Result<Vec<(String, Var)>> {
@@ -252,7 +258,12 @@ mod tests {
         for k in cut..6 {
             c.step(&grads(&resumed, k)?, lr(k))?;
         }
-        assert_eq!(bits(&straight)?, bits(&resumed)?, "{} resumed after step {cut}", a.kind());
+        assert_eq!(
+            bits(&straight)?,
+            bits(&resumed)?,
+            "{} resumed after step {cut}",
+            a.kind()
+        );
         Ok(())
     }
 
@@ -300,7 +311,11 @@ mod tests {
         for k in 0..3 {
             probe.step(&grads(&vs, k)?, 1e-2 / (1 + k) as f64)?;
         }
-        assert_eq!(probe.switched().map(|s| s.step), Some(3), "the switch is inside the run");
+        assert_eq!(
+            probe.switched().map(|s| s.step),
+            Some(3),
+            "the switch is inside the run"
+        );
         for cut in [2, 3, 4] {
             resumes_bit_identically(&spec, cut)?;
         }

@@ -42,7 +42,11 @@ impl StateTensors {
         let Some(t) = self.tensors.get(name) else {
             candle_core::bail!("optimizer state has no scalar `{name}`");
         };
-        match t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?[..] {
+        match t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?[..]
+        {
             [x] => Ok(x),
             _ => candle_core::bail!("optimizer state `{name}` is not a scalar: shape {:?}", t.dims()),
         }
