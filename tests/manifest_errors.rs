@@ -796,7 +796,9 @@ fn an_unknown_optimizer_is_located_and_the_valid_names_are_listed() {
         Some((27, 17)),
     );
     assert!(
-        p.help.as_deref().is_some_and(|h| h.contains("`global` or `adagc`")),
+        p.help
+            .as_deref()
+            .is_some_and(|h| h.contains("`global` or `adagc`")),
         "{:?}",
         p.help
     );
