@@ -773,3 +773,76 @@ fn a_glu_alias_and_a_different_activation_conflict() {
         Some((19, 51)),
     );
 }
+
+#[test]
+fn an_unknown_optimizer_is_located_and_the_valid_names_are_listed() {
+    let p = expect(
+        &edit("steps: 10", "steps: 10\n        train: {optimizer: adam}"),
+        "targets[0].runs[0].train.optimizer",
+        "unknown variant `adam`",
+        Some((27, 17)),
+    );
+    assert!(
+        p.help
+            .as_deref()
+            .is_some_and(|h| h.contains("`adamw`, `sgd`, `lion`, `swats`, `pidao`")),
+        "{:?}",
+        p.help
+    );
+    let p = expect(
+        &edit("steps: 10", "steps: 10\n        train: {clip: adaptive}"),
+        "targets[0].runs[0].train.clip",
+        "unknown variant `adaptive`",
+        Some((27, 17)),
+    );
+    assert!(
+        p.help
+            .as_deref()
+            .is_some_and(|h| h.contains("`global` or `adagc`")),
+        "{:?}",
+        p.help
+    );
+}
+
+#[test]
+fn the_new_optimizers_and_adagc_parse_and_their_blocks_are_checked() {
+    for train in [
+        "{optimizer: swats}",
+        "{optimizer: pidao}",
+        "{optimizer: swats, swats: {tolerance: 1.0e-8, min_steps: 100}}",
+        "{optimizer: pidao, pid: {kp: 1.0, ki: 0.05, kd: 0.0, integral_clip: 5, derivative_ema: 0.5}}",
+        "{clip: adagc, adagc: {beta: 0.99, lambda: 1.1, warmup: 50}}",
+    ] {
+        let yaml = edit("steps: 10", &format!("steps: 10\n        train: {train}"));
+        if let Err(e) = compile_str(Path::new("t.yml"), &yaml, Format::Yaml) {
+            panic!("`train: {train}` is refused: {:#?}", e.problems());
+        }
+    }
+    expect(
+        &edit("steps: 10", "steps: 10\n        train: {pid: {kq: 1}}"),
+        "targets[0].runs[0].train.pid.kq",
+        "unknown field `kq`",
+        Some((27, 23)),
+    );
+    expect(
+        &edit(
+            "steps: 10",
+            "steps: 10\n        train: {pid: {derivative_ema: 1.5}}",
+        ),
+        "targets[0].runs[0].train.pid.derivative_ema",
+        "[0, 1)",
+        None,
+    );
+    expect(
+        &edit("steps: 10", "steps: 10\n        train: {adagc: {lambda: 0}}"),
+        "targets[0].runs[0].train.adagc.lambda",
+        "positive",
+        None,
+    );
+    expect(
+        &edit("steps: 10", "steps: 10\n        train: {swats: {tolerance: -1}}"),
+        "targets[0].runs[0].train.swats.tolerance",
+        "positive",
+        None,
+    );
+}

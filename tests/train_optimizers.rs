@@ -128,8 +128,52 @@ fn lion_matches_the_published_update() {
 }
 
 #[test]
+fn swats_adam_phase_matches_its_formula_with_l2_decay() {
+    // Random gradients never settle γ = sᵀs/(−sᵀg) within the default tolerance (1e-9): SWATS
+    // stays in its Adam phase, Adam on the L2-decayed gradient.
+    let (b1, b2, eps, wd) = (0.8, 0.95, 1e-6, 0.1);
+    let mut m = [vec![0.0; 12], vec![0.0; 4]];
+    let mut v = m.clone();
+    check(OptimizerKind::Swats, |i, decayed, p, g, lr, t| {
+        for j in 0..p.len() {
+            let g = g[j] + if decayed { wd * p[j] } else { 0.0 };
+            m[i][j] = b1 * m[i][j] + (1.0 - b1) * g;
+            v[i][j] = b2 * v[i][j] + (1.0 - b2) * g * g;
+            let m_hat = m[i][j] / (1.0 - b1.powi(t as i32));
+            let v_hat = v[i][j] / (1.0 - b2.powi(t as i32));
+            p[j] -= lr * m_hat / (v_hat.sqrt() + eps);
+        }
+    });
+}
+
+#[test]
+fn pidao_matches_its_controller() {
+    // The default gains: kp 1, ki 0.1, kd 0.01, integral_clip 10, derivative_ema 0.9.
+    let (kp, ki, kd, c, bd, wd) = (1.0, 0.1, 0.01, 10.0, 0.9, 0.1);
+    let mut integral = [vec![0.0; 12], vec![0.0; 4]];
+    let mut derivative = integral.clone();
+    let mut prev: [Option<Vec<f64>>; 2] = [None, None];
+    check(OptimizerKind::Pidao, |i, decayed, p, g, lr, _| {
+        for j in 0..p.len() {
+            integral[i][j] = (integral[i][j] + g[j]).clamp(-c, c);
+            let diff = prev[i].as_ref().map_or(0.0, |prev| g[j] - prev[j]);
+            derivative[i][j] = bd * derivative[i][j] + (1.0 - bd) * diff;
+            let decay = if decayed { wd * p[j] } else { 0.0 };
+            p[j] -= lr * (kp * g[j] + ki * integral[i][j] + kd * derivative[i][j] + decay);
+        }
+        prev[i] = Some(g.to_vec());
+    });
+}
+
+#[test]
 fn saved_state_resumes_bit_exactly_and_checks_its_kind() {
-    for kind in [OptimizerKind::Adamw, OptimizerKind::Sgd, OptimizerKind::Lion] {
+    for kind in [
+        OptimizerKind::Adamw,
+        OptimizerKind::Sgd,
+        OptimizerKind::Lion,
+        OptimizerKind::Swats,
+        OptimizerKind::Pidao,
+    ] {
         let mut rng = fresh_rng();
         let a: Vec<(String, Var)> = params(&mut rng).into_iter().map(|(n, v, _)| (n, v)).collect();
         let grads_for = |rng: &mut ChaCha8Rng| -> Vec<Option<Tensor>> {
@@ -198,7 +242,13 @@ fn missing_parameter_state_is_named() {
 #[test]
 fn half_precision_parameters_accumulate_small_updates_in_f32_master_copies() {
     let mut rng = fresh_rng();
-    for kind in [OptimizerKind::Adamw, OptimizerKind::Sgd, OptimizerKind::Lion] {
+    for kind in [
+        OptimizerKind::Adamw,
+        OptimizerKind::Sgd,
+        OptimizerKind::Lion,
+        OptimizerKind::Swats,
+        OptimizerKind::Pidao,
+    ] {
         let init: Vec<f32> = (0..8).map(|_| rng.random_range(0.9f32..1.1)).collect();
         let bf16 = |v: &[f32]| {
             Tensor::from_vec(v.to_vec(), (2, 4), &Device::Cpu)
@@ -216,11 +266,16 @@ fn half_precision_parameters_accumulate_small_updates_in_f32_master_copies() {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let spec = TrainSpec {
+        let mut spec = TrainSpec {
             weight_decay: 0.0,
             momentum: 0.0,
             ..spec(kind)
         };
+        // why: PIDAO's integral of a constant gradient would grow its steps tenfold; without it
+        // (and with D = 0 for a constant gradient) it steps lr·g like SGD. SWATS switches to SGD
+        // at step 2 here (γ = lr for a constant all-ones gradient), whose momentum ramps up from 0:
+        // its 200 steps fall short of 0.02 by Σ 1e-4·0.8^k ≈ 5e-4.
+        spec.pid.ki = 0.0;
         let mut opt = Optimizer::new(&spec, vec![("w".into(), var.clone())]).unwrap();
         let grad = Some(Tensor::ones((2, 4), candle_core::DType::BF16, &Device::Cpu).unwrap());
         // why: each step moves p by 1e-4 (AdamW and Lion: lr·1; SGD: lr·g), far below bf16's spacing

@@ -246,3 +246,40 @@ fn a_run_with_tensorboard_writes_its_scalars_and_decisions_through_the_instrumen
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("train/loss: {N} scalars")), "{text}");
 }
+
+#[test]
+fn an_adagc_run_checkpoints_its_averages_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = english_dataset(tmp.path(), 32, 0.0);
+    let spec = TrainSpec {
+        clip: caramba::train::spec::ClipKind::Adagc,
+        adagc: caramba::train::spec::AdaGcSpec {
+            warmup: 3,
+            ..Default::default()
+        },
+        orchestrator: None,
+        ..unstable()
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    run(&spec, &data, &a, None).expect("straight");
+    assert!(
+        a.join(format!(
+            "checkpoints/step_{N:06}/{}",
+            caramba::train::checkpoint::ADAGC_FILE
+        ))
+        .is_file(),
+        "the AdaGC state is in the checkpoint"
+    );
+    run(&spec, &data, &b, Some(13)).expect("first part");
+    run(&spec, &data, &b, None).expect("resumed");
+    assert_eq!(record(&a), record(&b));
+    assert_eq!(weights(&a), weights(&b));
+    // The clipping is AdaGC's, not the global norm's: a run that clips globally differs.
+    let global = TrainSpec {
+        orchestrator: None,
+        ..unstable()
+    };
+    let c = tmp.path().join("c");
+    run(&global, &data, &c, None).expect("global");
+    assert_ne!(record(&a), record(&c));
+}

@@ -39,8 +39,11 @@ impl TrainingMemory {
         let params = ModelStats::of(model).params;
         let f32_bytes = params.saturating_mul(4);
         let moments = match train.optimizer {
-            OptimizerKind::Adamw => 2,
+            // SWATS: Adam's two moments until the switch, one momentum buffer after it.
+            OptimizerKind::Adamw | OptimizerKind::Swats => 2,
             OptimizerKind::Lion | OptimizerKind::Sgd => 1,
+            // PIDAO: the integral, the derivative EMA and the previous gradient.
+            OptimizerKind::Pidao => 3,
         };
         let vocab = match &model.embedder {
             EmbedderSpec::Token { vocab_size, .. } => *vocab_size as u64,

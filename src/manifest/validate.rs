@@ -317,6 +317,23 @@ impl Validator<'_> {
                 format!("system `{sys}` trains with `trainer: standard` only"),
             );
         }
+        for (i, r) in t.runs.iter().enumerate() {
+            let at = join_key(&join_index(&join_key(path, "runs"), i), "train");
+            if r.train.clip == crate::train::spec::ClipKind::Adagc {
+                self.err_help(
+                    &join_key(&at, "clip"),
+                    format!("system `{sys}` clips by global norm only"),
+                    "remove `clip: adagc` (AdaGC runs in the language-model trainer)",
+                );
+            }
+            if r.train.orchestrator.is_some() {
+                self.err_help(
+                    &join_key(&at, "orchestrator"),
+                    format!("system `{sys}` trains without the orchestrator"),
+                    "remove `orchestrator:` (it runs in the language-model trainer)",
+                );
+            }
+        }
         if !t.benchmarks.is_empty() {
             self.err_help(
                 &join_key(path, "benchmarks"),
@@ -597,6 +614,7 @@ impl Validator<'_> {
                 "0 disables clipping",
             );
         }
+        self.optimizer_blocks(t, path);
         if t.eval_every > 0 && t.eval_iters == 0 {
             self.err_help(
                 &f("eval_iters"),
@@ -619,6 +637,47 @@ impl Validator<'_> {
         }
         if m.defaults.runtime.dtype.as_deref() != Some(t.dtype.as_str()) {
             self.dtype(&f("dtype"), &t.dtype);
+        }
+    }
+
+    /// The `pid:`, `swats:` and `adagc:` blocks of `train:` (checked whichever optimizer runs).
+    fn optimizer_blocks(&mut self, t: &TrainSpec, path: &str) {
+        let f = |block: &str, name: &str| join_key(&join_key(path, block), name);
+        for (name, v) in [("kp", t.pid.kp), ("ki", t.pid.ki), ("kd", t.pid.kd)] {
+            if !v.is_finite() {
+                self.err(&f("pid", name), format!("must be a finite number (got {v})"));
+            }
+        }
+        if !(t.pid.integral_clip.is_finite() && t.pid.integral_clip > 0.0) {
+            self.err(
+                &f("pid", "integral_clip"),
+                format!("must be a positive number (got {})", t.pid.integral_clip),
+            );
+        }
+        if !(0.0..1.0).contains(&t.pid.derivative_ema) {
+            self.err(
+                &f("pid", "derivative_ema"),
+                format!("must be in [0, 1) (got {})", t.pid.derivative_ema),
+            );
+        }
+        if !(t.swats.tolerance.is_finite() && t.swats.tolerance > 0.0) {
+            self.err(
+                &f("swats", "tolerance"),
+                format!("must be a positive number (got {})", t.swats.tolerance),
+            );
+        }
+        if !(0.0..1.0).contains(&t.adagc.beta) {
+            self.err(
+                &f("adagc", "beta"),
+                format!("must be in [0, 1) (got {})", t.adagc.beta),
+            );
+        }
+        if !(t.adagc.lambda.is_finite() && t.adagc.lambda > 0.0) {
+            self.err_help(
+                &f("adagc", "lambda"),
+                format!("must be a positive number (got {})", t.adagc.lambda),
+                "a tensor's gradient norm may reach lambda × its EMA (default 1.05)",
+            );
         }
     }
 

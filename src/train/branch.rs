@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 
+use super::clip::GradClip;
 use super::error::TrainError;
 use super::metrics::{DecisionLine, MetricLine};
 use super::optimizer::{Optimizer, StateTensors};
@@ -25,6 +26,7 @@ pub struct Snapshot {
     pub strategy: StrategyName,
     weights: Vec<Tensor>,
     optimizer: StateTensors,
+    clip: GradClip,
     sampler: SamplerState,
     dropout_word_pos: u128,
     tokens_seen: u64,
@@ -43,6 +45,7 @@ impl Snapshot {
             strategy,
             weights,
             optimizer: state.optimizer.snapshot()?,
+            clip: state.clip.clone(),
             sampler: state.sampler.state(),
             dropout_word_pos: state.dropout.get_word_pos(),
             tokens_seen: state.tokens_seen,
@@ -70,18 +73,34 @@ impl Snapshot {
     pub fn optimizer_state(&self) -> &StateTensors {
         &self.optimizer
     }
+
+    /// The clipper as it was.
+    pub fn clip(&self) -> &GradClip {
+        &self.clip
+    }
 }
 
 impl RunState {
     /// Train on with `strategy`: its lr ratio and clipping, and an optimizer of its kind — with
-    /// `saved` state (a copy of it) when given, fresh moments otherwise.
-    pub fn adopt(&mut self, strategy: &Strategy, saved: Option<&StateTensors>) -> Result<(), TrainError> {
+    /// `saved` state (a copy of it) when given, fresh moments otherwise; `clip` continues a
+    /// clipper's state (AdaGC's averages) where the snapshot had the same mode.
+    pub fn adopt(
+        &mut self,
+        strategy: &Strategy,
+        saved: Option<&StateTensors>,
+        clip: Option<&GradClip>,
+    ) -> Result<(), TrainError> {
         let mut optimizer = Optimizer::new(&strategy.spec, self.optimizer.vars().to_vec())?;
         if let Some(saved) = saved {
             optimizer.restore(saved)?;
         }
         self.optimizer = optimizer;
-        (self.lr_scale, self.clipping) = (strategy.lr_scale, strategy.clipping);
+        self.lr_scale = strategy.lr_scale;
+        let fresh = strategy.grad_clip();
+        self.clip = match clip {
+            Some(c) if std::mem::discriminant(c) == std::mem::discriminant(&fresh) => c.clone(),
+            _ => fresh,
+        };
         Ok(())
     }
 }
@@ -114,7 +133,7 @@ impl Trainer<'_> {
             let strategy = orch.strategy(name);
             base.restore(state)?;
             let warm = strategy.shares_state_with(&base_strategy);
-            state.adopt(&strategy, warm.then_some(&base.optimizer))?;
+            state.adopt(&strategy, warm.then_some(&base.optimizer), Some(&base.clip))?;
             ledger.progress.set_message(&format!(
                 "orchestrator: trying {} ({}/{})",
                 name.as_str(),
@@ -158,11 +177,15 @@ impl Trainer<'_> {
         let Some((_, end, reports)) = best else {
             // Every candidate failed: the run goes on from the branch point as it was.
             base.restore(state)?;
-            state.adopt(&base_strategy, Some(&base.optimizer))?;
+            state.adopt(&base_strategy, Some(&base.optimizer), Some(&base.clip))?;
             return Ok(done);
         };
         end.restore(state)?;
-        state.adopt(&orch.strategy(end.strategy), Some(&end.optimizer))?;
+        state.adopt(
+            &orch.strategy(end.strategy),
+            Some(&end.optimizer),
+            Some(&end.clip),
+        )?;
         // why: the losing candidates' time is the orchestrator's cost; the logged throughput
         // includes it instead of hiding it.
         let winner_secs: f64 = reports.iter().map(|r| r.secs).sum();

@@ -1,4 +1,5 @@
-//! Checkpoints: `checkpoints/step_000123/{model.safetensors, optimizer.safetensors, state.json}`.
+//! Checkpoints: `checkpoints/step_000123/{model.safetensors, optimizer.safetensors, state.json}`,
+//! and `adagc.safetensors` when the run clips with AdaGC.
 //!
 //! Written into `checkpoints/.tmp-step_000123-<pid>/` with `state.json` last (the completeness
 //! marker, holding the SHA-256 of the two tensor files), every file and the directory fsynced,
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::adagc::AdaGc;
 use super::error::TrainError;
 use super::optimizer::Optimizer;
 use crate::data::SamplerState;
@@ -31,6 +33,8 @@ pub const FORMAT: u32 = 2;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
+/// The AdaGC clipping state (`clip: adagc` runs only).
+pub const ADAGC_FILE: &str = "adagc.safetensors";
 
 /// Everything besides tensors that an exact resume needs (`state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +49,7 @@ pub struct CheckpointState {
     pub seed: u64,
     /// Fingerprint of the manifest that produced the checkpoint.
     pub fingerprint: String,
-    /// `adamw`, `sgd` or `lion`.
+    /// `adamw`, `sgd`, `lion`, `swats` or `pidao`.
     pub optimizer: String,
     /// Position of the training batch stream.
     pub data: SamplerState,
@@ -89,13 +93,26 @@ pub fn save(
     optimizer: &Optimizer,
     keep: usize,
 ) -> Result<PathBuf, TrainError> {
+    save_with_clip(root, state, vars, optimizer, None, keep)
+}
+
+/// [`save`], with the AdaGC state (`adagc.safetensors`, hashed like the others) when `adagc` is
+/// given — pass `GradClip::adagc()`.
+pub fn save_with_clip(
+    root: &Path,
+    state: &CheckpointState,
+    vars: &[(String, Var)],
+    optimizer: &Optimizer,
+    adagc: Option<&AdaGc>,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
     fs::create_dir_all(root).map_err(|e| TrainError::io(root, e))?;
     let name = dir_name(state.step);
     let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
-    let written = write_files(&tmp, state, vars, optimizer);
+    let written = write_files(&tmp, state, vars, optimizer, adagc);
     if written.is_err() {
         // why: a failed save (typically a full disk) must not leave a temp directory per attempt.
         crate::record::discard(&tmp);
@@ -123,6 +140,7 @@ fn write_files(
     state: &CheckpointState,
     vars: &[(String, Var)],
     optimizer: &Optimizer,
+    adagc: Option<&AdaGc>,
 ) -> Result<(), TrainError> {
     fs::create_dir_all(tmp).map_err(|e| TrainError::io(tmp, e))?;
     let tensors: HashMap<String, Tensor> = vars
@@ -131,9 +149,15 @@ fn write_files(
         .collect();
     candle_core::safetensors::save(&tensors, tmp.join(MODEL_FILE))?;
     optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
+    if let Some(adagc) = adagc {
+        adagc.save(&tmp.join(ADAGC_FILE))?;
+    }
     let mut state = state.clone();
     state.files.clear();
-    for file in [MODEL_FILE, OPTIMIZER_FILE] {
+    for file in [MODEL_FILE, OPTIMIZER_FILE]
+        .into_iter()
+        .chain(adagc.map(|_| ADAGC_FILE))
+    {
         let path = tmp.join(file);
         fs::File::open(&path)
             .and_then(|f| f.sync_all())
@@ -352,6 +376,102 @@ impl Checkpoint {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Restore AdaGC's EMAs and step count from this checkpoint (written by [`save_with_clip`]).
+    pub fn load_adagc(&self, adagc: &mut AdaGc) -> Result<(), TrainError> {
+        let fail = |reason: String| TrainError::Checkpoint {
+            dir: self.dir.clone(),
+            reason,
+        };
+        let path = self.dir.join(ADAGC_FILE);
+        if !path.is_file() {
+            return Err(fail(format!(
+                "{ADAGC_FILE} is missing (the run clips with AdaGC)"
+            )));
+        }
+        adagc.load(&path).map_err(|e| fail(e.to_string()))?;
+        if adagc.steps() != self.state.step {
+            return Err(fail(format!(
+                "AdaGC state is at step {}, state.json at {}",
+                adagc.steps(),
+                self.state.step
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::train::adagc::AdaGcConfig;
+    use crate::train::spec::TrainSpec;
+
+    fn state(step: usize) -> CheckpointState {
+        CheckpointState {
+            format: FORMAT,
+            step,
+            total_steps: 10,
+            seed: 1,
+            fingerprint: "f".into(),
+            optimizer: "adamw".into(),
+            data: SamplerState { seed: 1, word_pos: 0 },
+            dropout_word_pos: 0,
+            elapsed_s: 0.0,
+            tokens_seen: 0,
+            loss: 1.0,
+            extra: serde_json::Value::Null,
+            files: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_adagc_state_is_saved_hashed_and_restored() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let var = Var::from_tensor(&Tensor::new(&[[0.5f32, -1.0]], &Device::Cpu)?)?;
+        let vars = vec![("w".to_string(), var)];
+        let mut optimizer = Optimizer::new(&TrainSpec::default(), vars.clone())?;
+        let cfg = AdaGcConfig {
+            beta: 0.9,
+            lambda: 1.05,
+            warmup: 0,
+            max_norm: 1.0,
+        };
+        let mut adagc = AdaGc::new(cfg);
+        let mut grads = vec![Some(Tensor::new(&[[0.3f32, 0.4]], &Device::Cpu)?)];
+        adagc.clip(&mut grads, &vars)?;
+        optimizer.step(&grads, 1e-3)?;
+
+        let saved = save_with_clip(dir.path(), &state(1), &vars, &optimizer, Some(&adagc), 2)?;
+        let ck = latest_complete(dir.path()).ok_or("a checkpoint")?;
+        assert_eq!(ck.dir, saved);
+        assert!(ck.state.files.contains_key(ADAGC_FILE), "hashed like the others");
+        ck.verify()?;
+        let mut restored = AdaGc::new(cfg);
+        ck.load_adagc(&mut restored)?;
+        assert_eq!(restored.steps(), 1);
+        assert_eq!(
+            restored.ema("w").map(f64::to_bits),
+            adagc.ema("w").map(f64::to_bits)
+        );
+
+        // A checkpoint without the file (written by plain `save`) refuses an AdaGC resume.
+        save(dir.path(), &state(2), &vars, &optimizer, 2)?;
+        let ck = latest_complete(dir.path()).ok_or("a checkpoint")?;
+        assert!(!dir.path().join(dir_name(2)).join(ADAGC_FILE).exists());
+        let err = ck.load_adagc(&mut AdaGc::new(cfg)).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("missing")), "{err:?}");
+        // A corrupt AdaGC file fails verification.
+        std::fs::write(saved.join(ADAGC_FILE), b"junk")?;
+        let old = list_complete(dir.path())
+            .into_iter()
+            .find(|c| c.state.step == 1)
+            .ok_or("step 1")?;
+        assert!(old.verify().is_err());
         Ok(())
     }
 }

@@ -1,8 +1,58 @@
-//! Global-norm gradient clipping: ‖g‖ = √(Σ_i ‖g_i‖²) over every gradient; when `max_norm > 0`
-//! and ‖g‖ > max_norm, every gradient is scaled by max_norm / (‖g‖ + 1e-6) (PyTorch's
-//! `clip_grad_norm_`). Returns the norm before clipping.
+//! Gradient clipping, the step between backward and the optimizer. Global-norm clipping:
+//! ‖g‖ = √(Σ_i ‖g_i‖²) over every gradient; when `max_norm > 0` and ‖g‖ > max_norm, every gradient
+//! is scaled by max_norm / (‖g‖ + 1e-6) (PyTorch's `clip_grad_norm_`). [`GradClip`] is the mode a
+//! run's `clip:` selects: that, or per-tensor AdaGC ([`super::adagc`]). Both return the norm
+//! before clipping.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, Var};
+
+use super::adagc::{AdaGc, AdaGcConfig};
+use super::spec::{ClipKind, TrainSpec};
+
+/// The clipping of a run (`train.clip`), with its state.
+#[derive(Debug, Clone)]
+pub enum GradClip {
+    /// [`clip_grad_norm`] at `grad_clip` (no state).
+    Global { max_norm: f64 },
+    /// AdaGC: per-tensor clipping against EMAs of each tensor's norm (a savable state).
+    AdaGc(AdaGc),
+}
+
+impl GradClip {
+    pub fn new(spec: &TrainSpec) -> Self {
+        match spec.clip {
+            ClipKind::Global => Self::Global {
+                max_norm: spec.grad_clip,
+            },
+            ClipKind::Adagc => Self::AdaGc(AdaGc::new(AdaGcConfig::from_spec(spec))),
+        }
+    }
+
+    /// Clip `grads` (aligned to `vars`, the optimizer's `vars()`) in place; returns the global
+    /// norm before clipping (NaN/inf pass through, unscaled).
+    pub fn clip(&mut self, grads: &mut [Option<Tensor>], vars: &[(String, Var)]) -> Result<f64> {
+        match self {
+            Self::Global { max_norm } => clip_grad_norm(grads, *max_norm),
+            Self::AdaGc(a) => a.clip(grads, vars),
+        }
+    }
+
+    /// The state a checkpoint keeps: AdaGC's, or none for global clipping.
+    pub fn adagc(&self) -> Option<&AdaGc> {
+        match self {
+            Self::Global { .. } => None,
+            Self::AdaGc(a) => Some(a),
+        }
+    }
+
+    /// The state a resume restores (see [`GradClip::adagc`]).
+    pub fn adagc_mut(&mut self) -> Option<&mut AdaGc> {
+        match self {
+            Self::Global { .. } => None,
+            Self::AdaGc(a) => Some(a),
+        }
+    }
+}
 
 /// Clip `grads` in place; returns the global norm before clipping (NaN/inf pass through, unscaled).
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
@@ -16,34 +66,31 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
     Ok(norm)
 }
 
-/// √(Σ_i ‖g_i‖²): on a GPU with f32 gradients by one multi-tensor kernel, else by candle ops.
+/// √(Σ_i ‖g_i‖²) over the present gradients.
 fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let present: Vec<&Tensor> = grads.iter().flatten().collect();
+    Ok(sum_squares(&present)?.iter().sum::<f64>().sqrt())
+}
+
+/// ‖t‖² of each tensor (f64): on a GPU with f32 tensors by one multi-tensor kernel, else by
+/// candle ops and one device-to-host read.
+pub(super) fn sum_squares(present: &[&Tensor]) -> Result<Vec<f64>> {
+    if present.is_empty() {
+        return Ok(Vec::new());
+    }
     let on_gpu = cfg!(feature = "cuda")
-        && !present.is_empty()
         && present
             .iter()
             .all(|g| g.device().is_cuda() && g.dtype() == DType::F32 && g.is_contiguous());
     if on_gpu {
-        let sums = crate::kernels::optimizer::sum_squares(&present)?;
-        return Ok(sums.iter().sum::<f64>().sqrt());
+        return crate::kernels::optimizer::sum_squares(present);
     }
     // why: one device-to-host read for all gradients (each read waits for the GPU's queue).
-    let sums = grads
+    let sums = present
         .iter()
-        .flatten()
         .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all())
         .collect::<Result<Vec<_>>>()?;
-    let sum_sq: f64 = if sums.is_empty() {
-        0.0
-    } else {
-        Tensor::stack(&sums, 0)?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?
-            .iter()
-            .sum()
-    };
-    Ok(sum_sq.sqrt())
+    Tensor::stack(&sums, 0)?.to_dtype(DType::F64)?.to_vec1::<f64>()
 }
 
 #[cfg(test)]

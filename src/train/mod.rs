@@ -6,6 +6,7 @@
 //! through [`train_classifier`] (same optimizers, schedule, checkpoints; class cross-entropy).
 
 pub mod branch;
+pub mod adagc;
 pub mod checkpoint;
 pub mod classify;
 pub mod clip;
@@ -26,7 +27,7 @@ pub use error::TrainError;
 pub use metrics::{DecisionLine, EvalLine, MetricLine, TrainLine, read_metrics};
 pub use optimizer::Optimizer;
 pub use schedule::Schedule;
-pub use spec::{OptimizerKind, ScheduleKind, TrainSpec};
+pub use spec::{AdaGcSpec, ClipKind, OptimizerKind, PidSpec, ScheduleKind, SwatsSpec, TrainSpec};
 pub use trainer::{
     LossFn, TrainOptions, TrainSummary, Trainer, fingerprint, interrupt_requested, lm_loss, parse_device,
     parse_dtype, run, watch_ctrlc,

@@ -14,6 +14,93 @@ pub enum OptimizerKind {
     Sgd,
     /// Lion (Chen et al. 2023), the published update.
     Lion,
+    /// SWATS (Keskar & Socher 2017): Adam with L2 decay, then SGD with momentum once the
+    /// published switch criterion holds. Settings: `betas`, `eps`, `weight_decay`, `swats:`.
+    Swats,
+    /// PIDAO: a PID controller on the gradient (`kp·g + ki·∫g + kd·dg`), decoupled decay.
+    /// Settings: `weight_decay`, `pid:`.
+    Pidao,
+}
+
+/// How gradients are clipped before the optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipKind {
+    /// One global norm over every gradient, bounded by `grad_clip`.
+    #[default]
+    Global,
+    /// AdaGC (Wang et al. 2025): each parameter tensor against an EMA of its own clipped norm,
+    /// after `adagc.warmup` steps of global clipping at `grad_clip`. Settings: `adagc:`.
+    Adagc,
+}
+
+/// The `pid:` block of PIDAO (`optimizer: pidao`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PidSpec {
+    /// Proportional gain, on the gradient. Default: 1.0.
+    pub kp: f64,
+    /// Integral gain, on the clamped running sum of gradients. Default: 0.1.
+    pub ki: f64,
+    /// Derivative gain, on the EMA of gradient differences. Default: 0.01.
+    pub kd: f64,
+    /// Each element of the integral stays in [−integral_clip, integral_clip]. Default: 10.0.
+    pub integral_clip: f64,
+    /// EMA coefficient of the derivative term. Default: 0.9.
+    pub derivative_ema: f64,
+}
+
+impl Default for PidSpec {
+    fn default() -> Self {
+        Self {
+            kp: 1.0,
+            ki: 0.1,
+            kd: 0.01,
+            integral_clip: 10.0,
+            derivative_ema: 0.9,
+        }
+    }
+}
+
+/// The `swats:` block of SWATS (`optimizer: swats`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwatsSpec {
+    /// Switch when |Λ − γ| is below this (the paper's ε; in lr units). Default: 1e-9.
+    pub tolerance: f64,
+    /// Earliest step at which the switch may happen (the paper's `k > 1`). Default: 2.
+    pub min_steps: usize,
+}
+
+impl Default for SwatsSpec {
+    fn default() -> Self {
+        Self {
+            tolerance: 1e-9,
+            min_steps: 2,
+        }
+    }
+}
+
+/// The `adagc:` block (`clip: adagc`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaGcSpec {
+    /// EMA coefficient of each tensor's clipped gradient norm. Default: 0.98.
+    pub beta: f64,
+    /// A tensor's gradient is clipped to `lambda ×` its EMA norm. Default: 1.05.
+    pub lambda: f64,
+    /// Steps of global-norm clipping (at `grad_clip`) while the EMAs start. Default: 100.
+    pub warmup: usize,
+}
+
+impl Default for AdaGcSpec {
+    fn default() -> Self {
+        Self {
+            beta: 0.98,
+            lambda: 1.05,
+            warmup: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -40,11 +127,12 @@ pub struct TrainSpec {
     pub lr: f64,
     /// Default: adamw.
     pub optimizer: OptimizerKind,
-    /// (β1, β2). Default: [0.9, 0.95] (Lion: use e.g. [0.9, 0.99]).
+    /// (β1, β2) of AdamW, Lion and SWATS (whose SGD phase uses β1 as its momentum). Default:
+    /// [0.9, 0.95] (Lion: use e.g. [0.9, 0.99]).
     pub betas: [f64; 2],
-    /// AdamW ε. Default: 1e-8.
+    /// AdamW and SWATS ε. Default: 1e-8.
     pub eps: f64,
-    /// Decoupled weight decay (AdamW, Lion) or L2 (SGD). Default: 0.1.
+    /// Decoupled weight decay (AdamW, Lion, PIDAO) or L2 (SGD, SWATS). Default: 0.1.
     pub weight_decay: f64,
     /// SGD momentum. Default: 0.9.
     pub momentum: f64,
@@ -54,7 +142,8 @@ pub struct TrainSpec {
     pub warmup_steps: usize,
     /// Final lr as a fraction of `lr` (cosine, linear). Default: 0.1.
     pub min_lr_ratio: f64,
-    /// Global-norm gradient clipping; 0 disables. Default: 1.0.
+    /// Global-norm gradient clipping (with `clip: adagc`, during its warmup); 0 disables.
+    /// Default: 1.0.
     pub grad_clip: f64,
     /// Eval loss every N steps (and at the end); 0 disables. Default: 100.
     pub eval_every: usize,
@@ -86,11 +175,29 @@ pub struct TrainSpec {
         deserialize_with = "crate::instrument::deserialize_list"
     )]
     pub instrument: Vec<crate::instrument::InstrumentKind>,
+    /// PIDAO gains (`optimizer: pidao`). Default: kp 1, ki 0.1, kd 0.01, integral_clip 10,
+    /// derivative_ema 0.9.
+    #[serde(skip_serializing_if = "is_default")]
+    pub pid: PidSpec,
+    /// SWATS switch settings (`optimizer: swats`). Default: tolerance 1e-9, min_steps 2.
+    #[serde(skip_serializing_if = "is_default")]
+    pub swats: SwatsSpec,
+    /// `global` or `adagc`. Default: global.
+    #[serde(skip_serializing_if = "is_default")]
+    pub clip: ClipKind,
+    /// AdaGC settings (`clip: adagc`). Default: beta 0.98, lambda 1.05, warmup 100.
+    #[serde(skip_serializing_if = "is_default")]
+    pub adagc: AdaGcSpec,
 }
 
 // why: the default is not serialized, so the fingerprints of runs from before this field stay.
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+// why: as `is_true` — a block left at its defaults keeps old manifests' fingerprints.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Default for TrainSpec {
@@ -118,6 +225,10 @@ impl Default for TrainSpec {
             fused: true,
             orchestrator: None,
             instrument: Vec::new(),
+            pid: PidSpec::default(),
+            swats: SwatsSpec::default(),
+            clip: ClipKind::Global,
+            adagc: AdaGcSpec::default(),
         }
     }
 }
@@ -140,5 +251,38 @@ mod tests {
                 .contains(r#""fused":false"#)
         );
         assert!(serde_json::from_str::<TrainSpec>(r#"{"fused": "yes"}"#).is_err());
+    }
+
+    #[test]
+    fn new_blocks_at_their_defaults_leave_the_json_as_before() {
+        // why: `fingerprint()` hashes this JSON; manifests from before these fields keep theirs.
+        let old = serde_json::to_string(&TrainSpec::default()).expect("json");
+        for key in ["pid", "swats", "clip", "adagc"] {
+            assert!(
+                !old.contains(&format!("\"{key}\"")),
+                "`{key}` serialized at its default"
+            );
+        }
+        let written: TrainSpec =
+            serde_json::from_str(r#"{"pid": {}, "swats": {}, "clip": "global", "adagc": {}}"#)
+                .expect("defaults");
+        assert_eq!(serde_json::to_string(&written).expect("json"), old);
+        let set: TrainSpec = serde_json::from_str(
+            r#"{"optimizer": "pidao", "pid": {"kd": 0.5}, "clip": "adagc", "adagc": {"warmup": 3}}"#,
+        )
+        .expect("set");
+        assert_eq!(set.optimizer, OptimizerKind::Pidao);
+        assert_eq!((set.pid.kp, set.pid.kd), (1.0, 0.5));
+        assert_eq!(
+            (set.clip, set.adagc.warmup, set.adagc.beta),
+            (ClipKind::Adagc, 3, 0.98)
+        );
+        let json = serde_json::to_string(&set).expect("json");
+        assert!(
+            json.contains(r#""clip":"adagc""#) && json.contains(r#""kd":0.5"#),
+            "{json}"
+        );
+        assert!(serde_json::from_str::<TrainSpec>(r#"{"pid": {"kq": 1}}"#).is_err());
+        assert!(serde_json::from_str::<TrainSpec>(r#"{"optimizer": "adam"}"#).is_err());
     }
 }

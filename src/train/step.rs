@@ -6,10 +6,9 @@
 use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::clip::clip_grad_norm;
+use super::clip::GradClip;
 use super::error::TrainError;
 use super::optimizer::Optimizer;
-use super::orchestrator::Clipping;
 use super::phase_clock::PhaseClock;
 use super::trainer::{Trainer, in_phase, lm_loss};
 use crate::data::{BatchSampler, Split};
@@ -23,7 +22,8 @@ pub struct RunState {
     pub tokens_seen: u64,
     /// Multiplies the schedule's lr (1 outside an orchestrated run).
     pub lr_scale: f64,
-    pub clipping: Clipping,
+    /// Global-norm or AdaGC clipping, with AdaGC's state.
+    pub clip: GradClip,
 }
 
 /// What one step did.
@@ -108,11 +108,7 @@ impl Trainer<'_> {
                 .map_err(failed("gathering gradients"))?;
         }
         clock.lap("gather grads");
-        let max_norm = match state.clipping {
-            Clipping::GlobalNorm(n) => n,
-            Clipping::Adaptive { .. } => 0.5,
-        };
-        let grad_norm = clip_grad_norm(&mut grads, max_norm).map_err(failed("clipping"))?;
+        let grad_norm = state.clip.clip(&mut grads, &vars).map_err(failed("clipping"))?;
         clock.lap("clip");
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite {

@@ -18,10 +18,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::branch::Snapshot;
 use super::checkpoint::{self, CheckpointState, FORMAT};
+use super::clip::GradClip;
 use super::error::TrainError;
 use super::metrics::{DecisionLine, EvalLine, MetricLine, MetricsLog, TrainLine};
 use super::optimizer::Optimizer;
-use super::orchestrator::{Clipping, Orchestrator, OrchestratorMode, OrchestratorState};
+use super::orchestrator::{Orchestrator, OrchestratorMode, OrchestratorState};
 use super::phase_clock::PhaseClock;
 use super::schedule::Schedule;
 use super::spec::TrainSpec;
@@ -375,7 +376,11 @@ impl<'a> Trainer<'a> {
                     snapshot.restore_weights(&state)?;
                     let safety = o.current();
                     let warm = safety.shares_state_with(&o.strategy(snapshot.strategy));
-                    state.adopt(&safety, warm.then_some(snapshot.optimizer_state()))?;
+                    state.adopt(
+                        &safety,
+                        warm.then_some(snapshot.optimizer_state()),
+                        Some(snapshot.clip()),
+                    )?;
                     ledger.write(&MetricLine::Decision(DecisionLine { step: done, decision }))?;
                     continue;
                 }
@@ -422,10 +427,10 @@ impl<'a> Trainer<'a> {
             dropout: ChaCha8Rng::seed_from_u64(seed_for(opts.seed, "dropout")),
             tokens_seen: 0,
             lr_scale: 1.0,
-            clipping: Clipping::GlobalNorm(spec.grad_clip),
+            clip: GradClip::new(spec),
         };
         if let Some(s) = &first {
-            (state.lr_scale, state.clipping) = (s.lr_scale, s.clipping);
+            (state.lr_scale, state.clip) = (s.lr_scale, s.grad_clip());
         }
         let resumed = if opts.fresh {
             if ck_root.exists() {
@@ -627,11 +632,12 @@ impl<'a> Trainer<'a> {
         };
         // why: all variables, not only the trained ones, so the file is a complete model.
         let all_vars = self.vars.named_vars();
-        let dir = checkpoint::save(
+        let dir = checkpoint::save_with_clip(
             &ledger.ck_root,
             &ck,
             &all_vars,
             &state.optimizer,
+            state.clip.adagc(),
             self.spec.keep_checkpoints,
         )?;
         tracing::debug!("checkpoint {}", dir.display());
@@ -719,11 +725,12 @@ impl<'a> Trainer<'a> {
             let loaded = restored.and_then(|restored| {
                 if let Some(o) = &restored {
                     state.optimizer = Optimizer::new(&o.current().spec, trainable.to_vec())?;
-                    (state.lr_scale, state.clipping) = (o.current().lr_scale, o.current().clipping);
+                    (state.lr_scale, state.clip) = (o.current().lr_scale, o.current().grad_clip());
                 }
                 ck.verify()
                     .and_then(|()| ck.load_model(&self.vars))
-                    .and_then(|()| ck.load_optimizer(&mut state.optimizer))?;
+                    .and_then(|()| ck.load_optimizer(&mut state.optimizer))
+                    .and_then(|()| state.clip.adagc_mut().map_or(Ok(()), |a| ck.load_adagc(a)))?;
                 Ok(restored)
             });
             match loaded {

@@ -30,6 +30,35 @@ impl StateTensors {
         &self.tensors
     }
 
+    /// Store the scalar `x` as a one-element f64 tensor, so it saves and loads exactly.
+    pub fn insert_scalar(&mut self, name: &str, x: f64) -> Result<()> {
+        self.tensors
+            .insert(name.to_string(), Tensor::new(&[x], &Device::Cpu)?);
+        Ok(())
+    }
+
+    /// The scalar stored by [`StateTensors::insert_scalar`] under `name`.
+    pub fn scalar(&self, name: &str) -> Result<f64> {
+        let Some(t) = self.tensors.get(name) else {
+            candle_core::bail!("optimizer state has no scalar `{name}`");
+        };
+        match t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?[..]
+        {
+            [x] => Ok(x),
+            _ => candle_core::bail!("optimizer state `{name}` is not a scalar: shape {:?}", t.dims()),
+        }
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }

@@ -14,7 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::spec::{OptimizerKind, TrainSpec};
+use crate::train::clip::GradClip;
+use crate::train::spec::{AdaGcSpec, ClipKind, OptimizerKind, TrainSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,7 +124,12 @@ impl StrategyName {
                     name: self,
                     spec: block.clone(),
                     lr_scale: 1.0,
-                    clipping: Clipping::GlobalNorm(block.grad_clip),
+                    clipping: match block.clip {
+                        ClipKind::Global => Clipping::GlobalNorm(block.grad_clip),
+                        ClipKind::Adagc => Clipping::Adaptive {
+                            beta: block.adagc.beta,
+                        },
+                    },
                 };
             }
         };
@@ -137,6 +143,25 @@ impl StrategyName {
 }
 
 impl Strategy {
+    /// The clipper this strategy trains with (AdaGC starts fresh: 10 steps of global clipping at
+    /// 0.5 while its averages fill, not the block's `adagc.warmup`, so that it clips per tensor
+    /// within a branch's horizon).
+    pub fn grad_clip(&self) -> GradClip {
+        match self.clipping {
+            Clipping::GlobalNorm(max_norm) => GradClip::Global { max_norm },
+            Clipping::Adaptive { beta } => GradClip::new(&TrainSpec {
+                clip: ClipKind::Adagc,
+                grad_clip: 0.5,
+                adagc: AdaGcSpec {
+                    beta,
+                    warmup: 10,
+                    ..self.spec.adagc
+                },
+                ..self.spec.clone()
+            }),
+        }
+    }
+
     /// Whether switching from `other` keeps the optimizer's state (same family and settings: the
     /// seed warm-starts same-family candidates from the current moments).
     pub fn shares_state_with(&self, other: &Strategy) -> bool {
