@@ -242,7 +242,7 @@ impl Validator<'_> {
         for (j, run) in t.runs.iter().enumerate() {
             let rpath = join_index(&join_key(path, "runs"), j);
             self.run(m, run, &rpath, t.trainer == TrainerKind::Upcycle);
-            self.run_mode(run, &rpath, t.trainer == TrainerKind::Upcycle, model);
+            self.run_mode(run, &rpath, t.trainer == TrainerKind::Upcycle || t.system.is_classifier(), model);
             for id in expanded_ids(run) {
                 if let Some(first) = ids.insert(id.clone(), rpath.clone()) {
                     self.err_help(
@@ -507,8 +507,9 @@ impl Validator<'_> {
         }
     }
 
-    /// `mode`, `ckpt`, `generate` and `expected` of a run.
-    fn run_mode(&mut self, run: &Run, path: &str, upcycle: bool, model: Option<&ModelSpec>) {
+    /// `mode`, `ckpt`, `generate` and `expected` of a run; `not_lm`: an upcycle or a classifier,
+    /// whose runs only train.
+    fn run_mode(&mut self, run: &Run, path: &str, not_lm: bool, model: Option<&ModelSpec>) {
         let f = |k: &str| join_key(path, k);
         if let Some(want) = run.expected.get("attn_mode") {
             let want = want.as_str().unwrap_or_default().to_ascii_lowercase();
@@ -562,16 +563,16 @@ impl Validator<'_> {
             }
             return;
         }
-        if upcycle {
+        if not_lm {
             self.err_help(
                 &f("mode"),
-                format!("`mode: {}` runs belong to a standard target", run.mode),
+                format!("`mode: {}` runs belong to a standard language-model target", run.mode),
                 "sample the student after the upcycle with `caramba generate --model runs/<name>/<target>/<run>`",
             );
         }
         // why: `verify:` outside an upcycle is already reported by `run`.
         for (key, set) in [
-            ("verify", upcycle && run.verify.is_some()),
+            ("verify", not_lm && run.verify.is_some()),
             ("phase", run.phase.is_some()),
             ("seed", matches!(run.seed, Some(Seeds::Many(_)))),
         ] {

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use super::error::{ManifestError, Problem};
 use super::load::{Source, join_key};
 
+pub use benchmarks::BENCHMARK_FIELDS;
 pub use env::substitute_env;
 pub use include::resolve_includes;
 
