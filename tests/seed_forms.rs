@@ -184,7 +184,7 @@ fn expected_attn_mode_is_checked_against_the_model() {
         "groups[0].runs[0].expected.attn_mode",
         "expects `attn_mode: decoupled`, but the model has `mode: standard`",
         "",
-        46,
+        42,
     );
 }
 
@@ -200,7 +200,7 @@ fn a_data_string_without_a_block_size_says_what_to_write() {
         "groups[0].data",
         "a data path alone has no block size",
         "data: {path: data/tiny.npy, block_size: 512}",
-        38,
+        35,
     );
 }
 
@@ -234,7 +234,7 @@ fn verify_eval_takes_string_answers_and_ignores_tokenizer_with_warnings() {
         "targets[0].runs[0].verify.cases[1].answer",
         "answer \"Rome\" is not one of the choices",
         "\"Paris\", \"London\"",
-        46,
+        42,
     );
 }
 
@@ -262,7 +262,7 @@ fn a_bad_value_in_a_moved_field_points_at_what_was_written() {
         .replace("num_batches: 100", "num_batches: 0");
     let e = caramba::compiler::compile_str(&fixture("x.yml"), &text, caramba::manifest::Format::Yaml)
         .expect_err("zero blocks");
-    has(&e, "groups[0].benchmarks[0].blocks", "at least 1", "", 31);
+    has(&e, "groups[0].benchmarks[0].blocks", "at least 1", "", 32);
 }
 
 #[test]
@@ -383,7 +383,7 @@ fn component_specs_are_read() {
 #[test]
 fn tiktoken_is_refused() {
     let e = errors("18_tiktoken.yml");
-    has(&e, "defaults.data.tokenizer", "tiktoken library", "tokenizer.json", 5);
+    has(&e, "defaults.data.tokenizer", "tiktoken library", "tokenizer.json", 6);
 }
 
 // ---------------------------------------------------------------------------------------------

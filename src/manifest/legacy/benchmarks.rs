@@ -95,7 +95,7 @@ impl Rewriter<'_> {
             .unwrap_or(&[]);
         for (key, value) in config {
             let from = join_key(&cpath, &key);
-            if NO_OPS.contains(&(kind.as_str(), key.as_str())) {
+            if NO_OPS.iter().any(|(k, f)| *k == kind && *f == key) {
                 continue;
             }
             let Some(value) = self.bench_field(&kind, &key, value, &from) else {

@@ -142,23 +142,28 @@ impl<'a> Rewriter<'a> {
             let Some(v) = d.remove(*key) else { continue };
             let from = join_key("defaults", key);
             let to = join_key(&join_key("defaults", group), key);
-            match d
+            let slot = d
                 .entry(group.to_string())
-                .or_insert_with(|| Value::Object(Map::new()))
-            {
-                Value::Object(g) if g.contains_key(*key) => self.err(
-                    &from,
-                    format!("`{key}` is written twice: flat (the early form) and as `{to}`"),
-                    format!("keep one; today's form is `{to}`"),
-                ),
+                .or_insert_with(|| Value::Object(Map::new()));
+            let left = match slot {
+                Value::Object(g) if g.contains_key(*key) => {
+                    self.err(
+                        &from,
+                        format!("`{key}` is written twice: flat (the early form) and as `{to}`"),
+                        format!("keep one; today's form is `{to}`"),
+                    );
+                    None
+                }
                 Value::Object(g) => {
                     g.insert(key.to_string(), v);
                     self.moved(&from, &to);
+                    None
                 }
-                // why: a group that is not a mapping is reported by typing; leave the key where it was.
-                _ => {
-                    d.insert(key.to_string(), v);
-                }
+                // why: a group that is not a mapping is reported by typing; the key stays put.
+                _ => Some(v),
+            };
+            if let Some(v) = left {
+                d.insert(key.to_string(), v);
             }
         }
         if let Some(Value::Object(rt)) = d.get_mut("runtime") {

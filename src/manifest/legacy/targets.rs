@@ -386,11 +386,11 @@ impl Rewriter<'_> {
     /// `answer: "Paris"` of a `choice_logprob` case → its index in `choices`; `answer: "4"` of an
     /// `int_greedy` case → 4.
     fn case_answer(&mut self, case: &mut Map<String, Value>, path: &str) {
-        let kind = case.get("kind").and_then(Value::as_str).unwrap_or("");
+        let kind = case.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
         let Some(Value::String(answer)) = case.get("answer").cloned() else {
             return;
         };
-        match kind {
+        match kind.as_str() {
             "choice_logprob" => {
                 let choices: Vec<String> = case
                     .get("choices")
