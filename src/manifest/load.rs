@@ -51,6 +51,11 @@ impl SpanMap {
         }
     }
 
+    /// Whether `path` itself was written in the source (no ancestor fallback).
+    pub fn contains(&self, path: &str) -> bool {
+        self.spans.contains_key(path)
+    }
+
     /// Number of located paths.
     pub fn len(&self) -> usize {
         self.spans.len()

@@ -633,8 +633,19 @@ impl Validator<'_> {
 
     fn run(&mut self, m: &Manifest, run: &Run, path: &str, upcycle: bool) {
         self.dir_name(&join_key(path, "id"), &run.id, "a run id");
+        let steps = join_key(path, "steps");
         if run.steps == 0 && run.mode.is_train() {
-            self.err(&join_key(path, "steps"), "must be at least 1");
+            // why: `steps` has a default (sampling runs take none), so serde no longer says it is
+            // missing; a training run without it gets the message it always had.
+            if self.src.spans.contains(&steps) || self.src.spans.is_empty() {
+                self.err(&steps, "must be at least 1");
+            } else {
+                self.err_help(
+                    path,
+                    "missing field `steps`",
+                    "a training run needs `steps: N` (optimizer steps)",
+                );
+            }
         }
         if let Some(Seeds::Many(seeds)) = &run.seed {
             if seeds.is_empty() {
