@@ -85,7 +85,10 @@ fn every_node_type_and_alias_is_documented() {
         .flat_map(|(name, aliases)| std::iter::once(*name).chain(aliases.iter().copied()))
         .map(String::from);
     let m = missing(names);
-    assert!(m.is_empty(), "document these `type:` names in docs/layers.md or docs/topologies.md: {m:?}");
+    assert!(
+        m.is_empty(),
+        "document these `type:` names in docs/layers.md or docs/topologies.md: {m:?}"
+    );
 }
 
 #[test]
@@ -99,13 +102,18 @@ fn every_layer_and_topology_field_is_documented() {
     }
     assert!(fields.len() > 20, "the probe found the fields: {fields:?}");
     let m = missing(fields);
-    assert!(m.is_empty(), "document these layer/topology fields in docs/layers.md or docs/topologies.md: {m:?}");
+    assert!(
+        m.is_empty(),
+        "document these layer/topology fields in docs/layers.md or docs/topologies.md: {m:?}"
+    );
 }
 
 #[test]
 fn every_manifest_key_is_documented() {
     use caramba::bench::BenchmarkSpec;
-    use caramba::manifest::{DataDefaults, Defaults, LoggingDefaults, Manifest, Run, RunGenerate, RuntimeDefaults, Target};
+    use caramba::manifest::{
+        DataDefaults, Defaults, LoggingDefaults, Manifest, Run, RunGenerate, RuntimeDefaults, Target,
+    };
     use caramba::upcycle::spec::{EvalThresholds, L1Limits, UpcycleSpec, VerifySpec};
     let none = json!({});
     let mut keys = Vec::new();
@@ -126,18 +134,30 @@ fn every_manifest_key_is_documented() {
     keys.extend(fields_of::<caramba::upcycle::global::GlobalSpec>(none.clone()));
     keys.extend(fields_of::<L1Limits>(none.clone()));
     keys.extend(fields_of::<EvalThresholds>(none.clone()));
-    for kind in ["perplexity", "latency", "memory", "accuracy", "generation", "behavior"] {
+    for kind in [
+        "perplexity",
+        "latency",
+        "memory",
+        "accuracy",
+        "generation",
+        "behavior",
+    ] {
         keys.extend(fields_of::<BenchmarkSpec>(json!({"kind": kind})));
     }
     for ty in ["compare", "fidelity", "eval", "kvcache"] {
         keys.extend(fields_of::<VerifySpec>(json!({"type": ty})));
     }
     for kind in ["int_greedy", "choice_logprob", "exact_match_greedy"] {
-        keys.extend(fields_of::<caramba::bench::eval_cases::EvalCase>(json!({"kind": kind})));
+        keys.extend(fields_of::<caramba::bench::eval_cases::EvalCase>(
+            json!({"kind": kind}),
+        ));
     }
     assert!(keys.len() > 60, "the probe found the keys: {keys:?}");
     let m = missing(keys);
-    assert!(m.is_empty(), "document these manifest keys in docs/manifests.md (or the page of their block): {m:?}");
+    assert!(
+        m.is_empty(),
+        "document these manifest keys in docs/manifests.md (or the page of their block): {m:?}"
+    );
 }
 
 #[test]
@@ -173,7 +193,10 @@ fn every_cli_command_and_flag_is_documented() {
         .collect();
     m.sort();
     m.dedup();
-    assert!(m.is_empty(), "document these commands and flags (docs/*.md): {m:?}");
+    assert!(
+        m.is_empty(),
+        "document these commands and flags (docs/*.md): {m:?}"
+    );
 }
 
 #[test]
@@ -229,5 +252,8 @@ fn every_form_of_the_original_is_in_the_coming_from_table() {
         .into_iter()
         .filter(|w| !section.contains(&format!("`{w}")) && !section.contains(w.as_str()))
         .collect();
-    assert!(m.is_empty(), "add these forms to the \"Coming from the Python caramba\" table: {m:?}");
+    assert!(
+        m.is_empty(),
+        "add these forms to the \"Coming from the Python caramba\" table: {m:?}"
+    );
 }

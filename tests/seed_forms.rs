@@ -34,7 +34,12 @@ fn has(err: &ManifestError, path: &str, message: &str, help: &str, line: usize) 
     let Some(p) = found else {
         panic!("no problem at `{path}`:\n{}", err.plain())
     };
-    assert!(p.message.contains(message), "{path}: {}\n{}", p.message, err.plain());
+    assert!(
+        p.message.contains(message),
+        "{path}: {}\n{}",
+        p.message,
+        err.plain()
+    );
     assert!(
         p.help.as_deref().unwrap_or("").contains(help),
         "{path}: help {:?}",
@@ -137,7 +142,11 @@ fn flat_v1_defaults_move_into_their_groups() {
     match compile(&fixture("02_flat_defaults.yml")) {
         Ok(c) => {
             let d = &c.lowered.defaults;
-            assert_eq!(d.data.tokenizer.as_deref(), Some("teacher"), "`llama` is the teacher's");
+            assert_eq!(
+                d.data.tokenizer.as_deref(),
+                Some("teacher"),
+                "`llama` is the teacher's"
+            );
             assert_eq!(d.data.val_frac, Some(0.05));
             assert_eq!(d.logging.eval_iters, Some(50));
             assert_eq!(d.runtime.save_every, Some(500));
@@ -166,10 +175,20 @@ fn a_v1_group_reads_its_data_string_run_mode_exp_and_block_size() {
     assert_eq!(t["data"]["tokenizer"], "bytes");
     assert_eq!(t["data"]["val_frac"], 0.1);
     let run = &c.plan.targets[0].runs[0];
-    assert_eq!((run.mode, run.exp.as_deref(), run.seed), (RunMode::Train, Some("baseline"), 1337));
+    assert_eq!(
+        (run.mode, run.exp.as_deref(), run.seed),
+        (RunMode::Train, Some("baseline"), 1337)
+    );
     assert_eq!(run.train.eval_iters, 5);
     assert_eq!(run.train.save_every, Some(100));
-    assert_eq!(c.lowered.targets[0].model.as_ref().map(|m| format!("{:?}", m.kind)).as_deref(), Some("TransformerModel"));
+    assert_eq!(
+        c.lowered.targets[0]
+            .model
+            .as_ref()
+            .map(|m| format!("{:?}", m.kind))
+            .as_deref(),
+        Some("TransformerModel")
+    );
 }
 
 #[test]
@@ -220,10 +239,19 @@ fn verify_eval_takes_string_answers_and_ignores_tokenizer_with_warnings() {
     let c = ok("06_verify_eval.yml");
     let v = &c.plan.targets[0].runs[0].verify[0];
     assert_eq!(v["cases"][1]["answer"], 0, "\"Paris\" is choice 0");
-    assert!(v.get("tokenizer").is_none() && v.get("context_window").is_none(), "{v}");
+    assert!(
+        v.get("tokenizer").is_none() && v.get("context_window").is_none(),
+        "{v}"
+    );
     let warned: Vec<&str> = c.warnings.iter().map(|w| w.path.as_str()).collect();
-    assert!(warned.contains(&"targets[0].runs[0].verify.tokenizer"), "{warned:?}");
-    assert!(warned.contains(&"targets[0].runs[0].verify.context_window"), "{warned:?}");
+    assert!(
+        warned.contains(&"targets[0].runs[0].verify.tokenizer"),
+        "{warned:?}"
+    );
+    assert!(
+        warned.contains(&"targets[0].runs[0].verify.context_window"),
+        "{warned:?}"
+    );
     let text = std::fs::read_to_string(fixture("06_verify_eval.yml"))
         .expect("fixture")
         .replace("answer: \"Paris\"", "answer: \"Rome\"");
@@ -252,7 +280,10 @@ fn the_seed_benchmark_form_reads_with_its_field_names() {
              "cache_kinds": ["fp16", "q8_0", "q4_0"], "measure": true}
         ])
     );
-    assert!(c.warnings.is_empty(), "models: [teacher, student] is what caramba measures");
+    assert!(
+        c.warnings.is_empty(),
+        "models: [teacher, student] is what caramba measures"
+    );
 }
 
 #[test]
@@ -272,9 +303,15 @@ fn train_keys_of_the_pytorch_trainer_are_read() {
     let get = |id: &str| &runs.iter().find(|r| r.id == id).expect(id).train;
     assert_eq!(get("dtype_auto").dtype, "auto");
     assert_eq!(get("amp_auto").dtype, "auto");
-    assert_eq!((get("accumulate").batch_size, get("accumulate").grad_accum), (4, 8));
+    assert_eq!(
+        (get("accumulate").batch_size, get("accumulate").grad_accum),
+        (4, 8)
+    );
     assert_eq!(get("amp").dtype, "f16");
-    assert_eq!((get("mps").device.as_str(), get("mps").dtype.as_str()), ("metal", "f32"));
+    assert_eq!(
+        (get("mps").device.as_str(), get("mps").dtype.as_str()),
+        ("metal", "f32")
+    );
     assert_eq!(get("compile_auto").dtype, "auto");
 }
 
@@ -283,9 +320,27 @@ fn pytorch_machinery_is_refused_with_what_to_write() {
     let e = errors("09_train_keys_pytorch.yml");
     assert_eq!(e.problems().len(), 3, "{}", e.plain());
     let at = "targets[0].runs[0].train";
-    has(&e, &format!("{at}.compile_model"), "PyTorch machinery", "torch.compile is PyTorch's", 23);
-    has(&e, &format!("{at}.num_workers"), "PyTorch machinery", "no DataLoader workers", 24);
-    has(&e, &format!("{at}.pin_memory"), "PyTorch machinery", "remove the key", 25);
+    has(
+        &e,
+        &format!("{at}.compile_model"),
+        "PyTorch machinery",
+        "torch.compile is PyTorch's",
+        23,
+    );
+    has(
+        &e,
+        &format!("{at}.num_workers"),
+        "PyTorch machinery",
+        "no DataLoader workers",
+        24,
+    );
+    has(
+        &e,
+        &format!("{at}.pin_memory"),
+        "PyTorch machinery",
+        "remove the key",
+        25,
+    );
 }
 
 #[test]
@@ -317,7 +372,10 @@ fn missing_features_are_refused_with_what_to_write() {
 #[test]
 fn train_phase_moves_to_the_run() {
     let c = ok("11_upcycle_train_phase.yml");
-    assert_eq!(c.plan.targets[0].runs[0].phase, caramba::upcycle::Phase::Blockwise);
+    assert_eq!(
+        c.plan.targets[0].runs[0].phase,
+        caramba::upcycle::Phase::Blockwise
+    );
 }
 
 #[test]
@@ -326,7 +384,10 @@ fn generate_and_sample_modes_are_runs() {
     let r = &c.plan.targets[0].runs[1];
     assert_eq!(r.mode, RunMode::Sample, "`generate` is `sample`");
     let g = r.generate.as_ref().expect("generate settings");
-    assert_eq!((g.max_new_tokens, g.cache_kind.as_deref(), g.cache_budget_mb), (128, Some("auto"), Some(1024.0)));
+    assert_eq!(
+        (g.max_new_tokens, g.cache_kind.as_deref(), g.cache_budget_mb),
+        (128, Some("auto"), Some(1024.0))
+    );
     let c = ok("13_mode_sample_chat.yml");
     let modes: Vec<RunMode> = c.plan.targets[0].runs.iter().map(|r| r.mode).collect();
     assert_eq!(modes, [RunMode::Train, RunMode::Sample, RunMode::Chat]);
@@ -335,7 +396,10 @@ fn generate_and_sample_modes_are_runs() {
 #[test]
 fn model_type_aliases_are_the_v1_table() {
     let c = ok("14_model_type_aliases.yml");
-    let kind = c.lowered.targets[0].model.as_ref().map(|m| format!("{:?}", m.kind));
+    let kind = c.lowered.targets[0]
+        .model
+        .as_ref()
+        .map(|m| format!("{:?}", m.kind));
     assert_eq!(kind.as_deref(), Some("GPTModel"));
 }
 
@@ -345,7 +409,10 @@ fn include_and_env_references_are_resolved() {
     unsafe { std::env::set_var("CARAMBA_SEED_STEPS", "3") };
     let c = ok("15_include_env.yml");
     assert_eq!(c.plan.targets[0].runs[0].steps, 3);
-    assert_eq!(c.plan.targets[0].stats.attention_layers, 2, "the included block repeats twice");
+    assert_eq!(
+        c.plan.targets[0].stats.attention_layers, 2,
+        "the included block repeats twice"
+    );
     let text = std::fs::read_to_string(fixture("15_include_env.yml"))
         .expect("fixture")
         .replace("CARAMBA_SEED_STEPS", "CARAMBA_SEED_UNSET_VARIABLE");
@@ -383,7 +450,13 @@ fn component_specs_are_read() {
 #[test]
 fn tiktoken_is_refused() {
     let e = errors("18_tiktoken.yml");
-    has(&e, "defaults.data.tokenizer", "tiktoken library", "tokenizer.json", 6);
+    has(
+        &e,
+        "defaults.data.tokenizer",
+        "tiktoken library",
+        "tokenizer.json",
+        6,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,8 +496,19 @@ fn the_legacy_flags_map_onto_run() {
     let m = fixture("13_mode_sample_chat.yml");
     let m = m.to_str().expect("utf-8");
     let out = stdout_of(&[
-        "--manifest", m, "--mode", "sample", "--ckpt", "some/model", "--seed", "9", "--exp", "baseline",
-        "--data", "other.npy", "--dry-run",
+        "--manifest",
+        m,
+        "--mode",
+        "sample",
+        "--ckpt",
+        "some/model",
+        "--seed",
+        "9",
+        "--exp",
+        "baseline",
+        "--data",
+        "other.npy",
+        "--dry-run",
     ]);
     assert!(out.contains("run train: mode=sample model=some/model"), "{out}");
     assert!(out.contains("would run target `tiny` (3 runs)"), "{out}");
@@ -449,11 +533,26 @@ fn the_legacy_flags_map_onto_run() {
 fn the_originals_preset_paths_find_the_presets() {
     let out = stdout_of(&["config/presets/standard_transformer.yml", "--dry-run"]);
     assert!(out.contains("dry run: would run target"), "{out}");
-    let out = stdout_of(&["caramba/config/presets/llama32_1b_dba.yml", "--target", "quick", "--dry-run"]);
+    let out = stdout_of(&[
+        "caramba/config/presets/llama32_1b_dba.yml",
+        "--target",
+        "quick",
+        "--dry-run",
+    ]);
     assert!(out.contains("would run target `quick`"), "{out}");
-    let out = stdout_of(&["run", "caramba/config/presets/llama32_1b_dba.yml", "--group", "quick", "--dry-run"]);
+    let out = stdout_of(&[
+        "run",
+        "caramba/config/presets/llama32_1b_dba.yml",
+        "--group",
+        "quick",
+        "--dry-run",
+    ]);
     assert!(out.contains("would run target `quick`"), "{out}");
-    let out = stdout_of(&["compile", "caramba/config/presets/llama32_1b_dba.yml", "--print-plan"]);
+    let out = stdout_of(&[
+        "compile",
+        "caramba/config/presets/llama32_1b_dba.yml",
+        "--print-plan",
+    ]);
     assert!(out.contains("target paper"), "{out}");
 }
 
@@ -462,7 +561,11 @@ fn the_originals_preset_paths_find_the_presets() {
 #[test]
 fn sample_and_chat_runs_load_the_trained_model() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("corpus.txt"), "the cat sat on the mat. ".repeat(200)).expect("corpus");
+    std::fs::write(
+        dir.path().join("corpus.txt"),
+        "the cat sat on the mat. ".repeat(200),
+    )
+    .expect("corpus");
     let manifest = "\
 version: 2
 name: tiny_sample
@@ -490,25 +593,91 @@ targets:
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("the "), "{stdout}");
     let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("runs/tiny_sample/tiny/sample/sample.json")).expect("sample.json"),
+        &std::fs::read_to_string(dir.path().join("runs/tiny_sample/tiny/sample/sample.json"))
+            .expect("sample.json"),
     )
     .expect("json");
     assert_eq!(record["prompt"], "the ");
-    assert!(record["model"].as_str().is_some_and(|m| m.ends_with("tiny/train")), "{record}");
+    assert!(
+        record["model"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("tiny/train")),
+        "{record}"
+    );
     // The original's command line: every run samples from its own trained model.
     let out = caramba()
         .current_dir(dir.path())
-        .args(["-q", "--manifest", "m.yml", "--mode", "sample", "--exp", "nothing"])
+        .args([
+            "-q",
+            "--manifest",
+            "m.yml",
+            "--mode",
+            "sample",
+            "--exp",
+            "nothing",
+        ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "no run is labelled `exp: nothing`");
     let out = caramba()
         .current_dir(dir.path())
-        .args(["-q", "--manifest", "m.yml", "--mode", "sample", "--ckpt", "runs/tiny_sample/tiny/train"])
+        .args([
+            "-q",
+            "--manifest",
+            "m.yml",
+            "--mode",
+            "sample",
+            "--ckpt",
+            "runs/tiny_sample/tiny/train",
+        ])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The seed's preset names exist and plan what the seed says of them: an upcycle with `compare`
+/// verification after the blockwise phase, one with behavioural `eval` verification, and a single
+/// Llama block in the v1 shorthand.
+#[test]
+fn the_seeds_preset_names_plan_what_the_seed_describes() {
+    let plan = |name: &str| {
+        compile(&Path::new("presets").join(name)).unwrap_or_else(|e| panic!("{name}:\n{}", e.plain()))
+    };
+    let c = plan("llama32_1b_dba_compare.yml");
+    let t = &c.plan.targets[0];
+    let runs: Vec<(&str, usize)> = t.runs.iter().map(|r| (r.id.as_str(), r.steps)).collect();
+    assert_eq!(runs, [("blockwise", 500), ("finetune", 2000)]);
+    assert_eq!(t.runs[0].verify[0]["type"], "compare");
+    assert_eq!(t.upcycle.verify_batches, 2, "compare on 2 batches");
+    let kinds: Vec<&str> = t.benchmarks.iter().map(|b| b.kind()).collect();
+    assert_eq!(kinds, ["perplexity", "memory"]);
+
+    let c = plan("llama32_1b_dba_eval.yml");
+    let t = &c.plan.targets[0];
+    assert_eq!(t.runs[1].verify[0]["type"], "eval");
+    assert_eq!(
+        t.runs[1].verify[0]["cases"][2]["answer"], 0,
+        "\"Paris\" is choice 0"
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let c = plan("llama_block.yml");
+    let t = &c.plan.targets[0];
+    assert_eq!(t.stats.attention_layers, 1, "a single block");
+    let modes: Vec<(RunMode, usize)> = t.runs.iter().map(|r| (r.mode, r.steps)).collect();
+    assert_eq!(modes, [(RunMode::Train, 300), (RunMode::Sample, 0)]);
+    assert_eq!(t.data.block_size(), 128);
 }

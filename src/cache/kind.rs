@@ -153,8 +153,14 @@ mod tests {
     fn the_originals_short_names_are_accepted() {
         assert_eq!("q8".parse::<CacheKind>().unwrap(), CacheKind::Q8_0);
         assert_eq!("q4".parse::<CacheKind>().unwrap(), CacheKind::Q4_0);
-        assert_eq!(serde_json::from_str::<CacheKind>("\"q8\"").unwrap(), CacheKind::Q8_0);
-        assert_eq!(serde_json::from_str::<CacheKind>("\"q4\"").unwrap(), CacheKind::Q4_0);
+        assert_eq!(
+            serde_json::from_str::<CacheKind>("\"q8\"").unwrap(),
+            CacheKind::Q8_0
+        );
+        assert_eq!(
+            serde_json::from_str::<CacheKind>("\"q4\"").unwrap(),
+            CacheKind::Q4_0
+        );
     }
 
     #[test]

@@ -160,7 +160,11 @@ pub fn manifest_path(path: &Path) -> PathBuf {
     {
         let preset = Path::new("presets").join(name);
         if preset.exists() {
-            tracing::info!("{}: reading {} (the original's preset path)", path.display(), preset.display());
+            tracing::info!(
+                "{}: reading {} (the original's preset path)",
+                path.display(),
+                preset.display()
+            );
             return preset;
         }
     }

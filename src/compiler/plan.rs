@@ -135,8 +135,7 @@ impl Plan {
                             mode: r.mode,
                             exp: r.exp.clone(),
                             ckpt: r.ckpt.clone(),
-                            generate: (!r.mode.is_train())
-                                .then(|| r.generate.clone().unwrap_or_default()),
+                            generate: (!r.mode.is_train()).then(|| r.generate.clone().unwrap_or_default()),
                             seed,
                             steps: r.steps,
                             train: r.train.clone(),

@@ -16,13 +16,20 @@ use super::run_dir::RunDir;
 use crate::cache::CacheKind;
 use crate::compiler::{Compiled, RunPlan, TargetPlan};
 use crate::infer::cache_policy::Gates;
-use crate::infer::{AutoCache, CacheConfig, ChatTemplate, GenerateConfig, Generator, Message, SamplingParams};
+use crate::infer::{
+    AutoCache, CacheConfig, ChatTemplate, GenerateConfig, Generator, Message, SamplingParams,
+};
 use crate::loader::{LoadOptions, LoadedModel};
 use crate::manifest::{RunGenerate, RunMode};
 use crate::model::QuantKinds;
 
 /// The model source a sampling or chat run loads (see the module docs).
-pub fn model_source(runs_dir: &Path, compiled: &Compiled, target: &TargetPlan, run: &RunPlan) -> Result<String, RunError> {
+pub fn model_source(
+    runs_dir: &Path,
+    compiled: &Compiled,
+    target: &TargetPlan,
+    run: &RunPlan,
+) -> Result<String, RunError> {
     if let Some(ckpt) = &run.ckpt {
         return Ok(ckpt.clone());
     }
@@ -110,7 +117,10 @@ pub fn sample_or_chat(
                 )));
             }
             let out = generator.generate(&ids, &cfg).map_err(|e| failed(&e))?;
-            let out: Vec<u32> = out.into_iter().filter(|t| !cfg.eos_token_ids.contains(t)).collect();
+            let out: Vec<u32> = out
+                .into_iter()
+                .filter(|t| !cfg.eos_token_ids.contains(t))
+                .collect();
             let text = tok.decode(&out).map_err(|e| failed(&e))?;
             println!("{}{}", g.prompt, text);
             let dir = RunDir::for_run(runs_dir, &compiled.plan.name, &target.name, &run.id);
@@ -140,8 +150,12 @@ fn chat(generator: &mut Generator<'_>, tok: &Tok<'_>, cfg: &GenerateConfig) -> R
             Some(src) => {
                 let name = |id: Option<u32>| id.and_then(|i| t.token(i)).unwrap_or_default();
                 Some(
-                    ChatTemplate::new(src, &name(t.bos_token_id), &name(t.eos_token_ids.first().copied()))
-                        .map_err(|e| e.to_string())?,
+                    ChatTemplate::new(
+                        src,
+                        &name(t.bos_token_id),
+                        &name(t.eos_token_ids.first().copied()),
+                    )
+                    .map_err(|e| e.to_string())?,
                 )
             }
             None => None,
@@ -178,7 +192,10 @@ fn chat(generator: &mut Generator<'_>, tok: &Tok<'_>, cfg: &GenerateConfig) -> R
             continue;
         }
         let answer = generator.generate(&ids, cfg).map_err(|e| e.to_string())?;
-        let answer: Vec<u32> = answer.into_iter().filter(|t| !cfg.eos_token_ids.contains(t)).collect();
+        let answer: Vec<u32> = answer
+            .into_iter()
+            .filter(|t| !cfg.eos_token_ids.contains(t))
+            .collect();
         let text = tok.decode(&answer)?;
         if template.is_some() {
             messages.push(Message::new("assistant", text.clone()));

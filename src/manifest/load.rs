@@ -310,10 +310,15 @@ pub fn include_sites(text: &str) -> Vec<(String, (usize, usize))> {
     walk_nodes(text, |node, event, pos| {
         let Node::Value(path) = node else { return };
         let tag = match event {
-            Event::Scalar(_, _, _, tag) | Event::MappingStart(_, _, tag) | Event::SequenceStart(_, _, tag) => tag,
+            Event::Scalar(_, _, _, tag)
+            | Event::MappingStart(_, _, tag)
+            | Event::SequenceStart(_, _, tag) => tag,
             _ => return,
         };
-        if tag.as_ref().is_some_and(|t| t.handle() == "!" && t.suffix() == "include") {
+        if tag
+            .as_ref()
+            .is_some_and(|t| t.handle() == "!" && t.suffix() == "include")
+        {
             out.push((path.to_string(), pos));
         }
     });

@@ -242,7 +242,12 @@ impl Validator<'_> {
         for (j, run) in t.runs.iter().enumerate() {
             let rpath = join_index(&join_key(path, "runs"), j);
             self.run(m, run, &rpath, t.trainer == TrainerKind::Upcycle);
-            self.run_mode(run, &rpath, t.trainer == TrainerKind::Upcycle || t.system.is_classifier(), model);
+            self.run_mode(
+                run,
+                &rpath,
+                t.trainer == TrainerKind::Upcycle || t.system.is_classifier(),
+                model,
+            );
             for id in expanded_ids(run) {
                 if let Some(first) = ids.insert(id.clone(), rpath.clone()) {
                     self.err_help(
@@ -533,7 +538,9 @@ impl Validator<'_> {
                 if let Some(other) = modes.iter().find(|m| **m != want) {
                     self.err_help(
                         &f("expected.attn_mode"),
-                        format!("the run expects `attn_mode: {want}`, but the model has `mode: {other}` attention"),
+                        format!(
+                            "the run expects `attn_mode: {want}`, but the model has `mode: {other}` attention"
+                        ),
                         "fix the model's AttentionLayer `mode:`, or the expectation",
                     );
                 } else if modes.is_empty() {

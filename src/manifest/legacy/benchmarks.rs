@@ -20,7 +20,10 @@ pub const BENCHMARK_FIELDS: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "memory",
-        &[("sequence_lengths", "seq_lens"), ("quantization_modes", "cache_kinds")],
+        &[
+            ("sequence_lengths", "seq_lens"),
+            ("quantization_modes", "cache_kinds"),
+        ],
     ),
     ("accuracy", &[]),
     ("generation", &[("prompts_file", "prompts")]),
@@ -131,7 +134,10 @@ impl Rewriter<'_> {
         match (kind, key) {
             ("perplexity", "batch_size") => {
                 if as_count(&value) != Some(1) {
-                    self.warn(at, "`batch_size` is ignored: perplexity windows are scored one at a time");
+                    self.warn(
+                        at,
+                        "`batch_size` is ignored: perplexity windows are scored one at a time",
+                    );
                 }
                 None
             }
@@ -146,7 +152,10 @@ impl Rewriter<'_> {
                 None
             }
             ("latency", "cache_policy") => {
-                self.warn(at, "`cache_policy` is ignored: list the storages to measure in `cache_kinds`");
+                self.warn(
+                    at,
+                    "`cache_policy` is ignored: list the storages to measure in `cache_kinds`",
+                );
                 None
             }
             ("accuracy", "num_fewshot") => {
@@ -160,7 +169,10 @@ impl Rewriter<'_> {
                 None
             }
             ("generation", "temperature" | "top_p" | "repetition_penalty") => {
-                self.warn(at, format!("`{key}` is ignored: the generation benchmark decodes greedily"));
+                self.warn(
+                    at,
+                    format!("`{key}` is ignored: the generation benchmark decodes greedily"),
+                );
                 None
             }
             ("behavior", "tokenizer" | "max_new_tokens" | "context_window") => {

@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn whole_references_are_typed_and_inner_ones_are_text() {
-        let mut v = json!({"a": "${ENV:D}", "b": "runs/${ENV:DATA}.log", "c": ["${ENV:DATA}"], "d": "${ENV:x-y}"});
+        let mut v =
+            json!({"a": "${ENV:D}", "b": "runs/${ENV:DATA}.log", "c": ["${ENV:DATA}"], "d": "${ENV:x-y}"});
         assert!(substitute_env(&mut v, &env).is_empty());
         assert_eq!(
             v,

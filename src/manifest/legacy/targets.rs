@@ -29,7 +29,9 @@ impl Rewriter<'_> {
         if let Some(task) = t.remove("task") {
             let ok = matches!(
                 task.as_str(),
-                Some("task.language_modeling" | "language_modeling" | "task.classification" | "classification")
+                Some(
+                    "task.language_modeling" | "language_modeling" | "task.classification" | "classification"
+                )
             );
             if !ok {
                 self.err(
@@ -39,14 +41,14 @@ impl Rewriter<'_> {
                 );
             }
         }
-        if let Some(backend) = t.remove("backend") {
-            if !matches!(backend.as_str(), Some("torch" | "pt" | "candle")) {
-                self.err(
-                    &join_key(path, "backend"),
-                    format!("backend {backend} is a Python framework (the original ran on torch, Lightning or MLX)"),
-                    "leave `backend:` out: caramba runs on candle; pick the device with `train.device` (cpu, cuda, metal)",
-                );
-            }
+        if let Some(backend) = t.remove("backend")
+            && !matches!(backend.as_str(), Some("torch" | "pt" | "candle"))
+        {
+            self.err(
+                &join_key(path, "backend"),
+                format!("backend {backend} is a Python framework (the original ran on torch, Lightning or MLX)"),
+                "leave `backend:` out: caramba runs on candle; pick the device with `train.device` (cpu, cuda, metal)",
+            );
         }
         if let Some(model) = t.get_mut("model") {
             self.model(model);
@@ -238,7 +240,8 @@ impl Rewriter<'_> {
         // `use_amp: true, amp_dtype: X` is `dtype: X`.
         let amp = train.remove("use_amp");
         let amp_dtype = train.remove("amp_dtype");
-        let amp_on = matches!(&amp, Some(Value::Bool(true))) || amp.as_ref().and_then(Value::as_str) == Some("auto");
+        let amp_on =
+            matches!(&amp, Some(Value::Bool(true))) || amp.as_ref().and_then(Value::as_str) == Some("auto");
         if amp_on {
             let want = match amp_dtype.as_ref().and_then(Value::as_str) {
                 Some(s) => dtype_spelling(s).map_or_else(|| s.to_string(), String::from),
@@ -290,7 +293,11 @@ impl Rewriter<'_> {
         ] {
             let Some(v) = train.remove(key) else { continue };
             if !is_off(&v) {
-                self.err(&at(key), format!("`{key}: {v}` asks for PyTorch machinery caramba does not have"), help);
+                self.err(
+                    &at(key),
+                    format!("`{key}: {v}` asks for PyTorch machinery caramba does not have"),
+                    help,
+                );
             }
         }
         // Keys that only tune what the removed switches turn on.
@@ -338,7 +345,11 @@ impl Rewriter<'_> {
     /// `compare`/`fidelity` `batches` (now per target) and `eval` fields that caramba decides.
     fn verify(&mut self, check: &mut Map<String, Value>, path: &str, per: &mut PerTarget) {
         let at = |k: &str| join_key(path, k);
-        let kind = check.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = check
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if matches!(kind.as_str(), "compare" | "fidelity")
             && let Some(v) = check.remove("batches")
         {
@@ -440,7 +451,9 @@ impl Rewriter<'_> {
                 return;
             }
         }
-        let Some((first, first_at)) = sizes.first() else { return };
+        let Some((first, first_at)) = sizes.first() else {
+            return;
+        };
         let Some(Value::Object(data)) = t.get_mut("data") else {
             return;
         };
@@ -465,10 +478,10 @@ impl Rewriter<'_> {
 
     /// `verify: {batches: N}` of the runs → the target's `upcycle.verify_batches`.
     fn verify_batches(&mut self, t: &mut Map<String, Value>, path: &str, found: &[(u64, String)]) {
-        let Some((first, first_at)) = found.first() else { return };
-        let upcycle = t
-            .entry("upcycle")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let Some((first, first_at)) = found.first() else {
+            return;
+        };
+        let upcycle = t.entry("upcycle").or_insert_with(|| Value::Object(Map::new()));
         let Value::Object(upcycle) = upcycle else { return };
         let written = upcycle.get("verify_batches").and_then(as_count);
         let want = written.unwrap_or(*first);
@@ -489,7 +502,9 @@ impl Rewriter<'_> {
 
     /// `train.teacher_ckpt` of the runs → the target's `teacher`.
     fn teacher(&mut self, t: &mut Map<String, Value>, path: &str, found: &[(String, String)]) {
-        let Some((first, first_at)) = found.first() else { return };
+        let Some((first, first_at)) = found.first() else {
+            return;
+        };
         let written = t.get("teacher").and_then(Value::as_str).map(String::from);
         let want = written.clone().unwrap_or_else(|| first.clone());
         for (s, at) in found {

@@ -8,7 +8,8 @@ use super::rewrite;
 use crate::manifest::load::{Format, load_str};
 
 fn rewritten(text: &str) -> (Value, crate::manifest::Source) {
-    let (mut src, mut v) = load_str("m.yml", Path::new("m.yml"), text.to_string(), Format::Yaml).expect("yaml");
+    let (mut src, mut v) =
+        load_str("m.yml", Path::new("m.yml"), text.to_string(), Format::Yaml).expect("yaml");
     rewrite(&mut src, &mut v).unwrap_or_else(|e| panic!("{}", e.plain()));
     (v, src)
 }
@@ -73,4 +74,49 @@ fn component_specs_become_names() {
     );
     assert_eq!(v["targets"][0]["trainer"], "trainer.upcycle");
     assert_eq!(v["targets"][0]["objective"], "objective.next_token_ce");
+}
+
+/// The problem the rewrite of `text` reports (there must be exactly one).
+fn refused(text: &str) -> crate::manifest::Problem {
+    let (mut src, mut v) =
+        load_str("m.yml", Path::new("m.yml"), text.to_string(), Format::Yaml).expect("yaml");
+    let e = rewrite(&mut src, &mut v).expect_err("refused");
+    assert_eq!(e.problems().len(), 1, "{}", e.plain());
+    e.problems()[0].clone()
+}
+
+#[test]
+fn python_only_forms_say_what_to_write() {
+    let p = refused("targets:\n  - name: t\n    backend: mlx\n");
+    assert_eq!(p.path, "targets[0].backend");
+    assert!(p.message.contains("Python framework"), "{}", p.message);
+    assert!(p.help.as_deref().is_some_and(|h| h.contains("train.device")));
+
+    let p = refused("variables: {d: 1}\ntargets: []\n");
+    assert_eq!(p.path, "variables");
+    assert!(p.help.as_deref().is_some_and(|h| h.contains("`vars:`")));
+
+    let p = refused(
+        "targets:\n  - name: t\n    benchmarks:\n      - {id: l, config: {type: latency, use_cache: false}}\n",
+    );
+    assert_eq!(p.path, "targets[0].benchmarks[0].config.use_cache");
+    assert!(p.help.as_deref().is_some_and(|h| h.contains("cache_kinds")));
+
+    let p = refused(
+        "targets:\n  - name: t\n    benchmarks:\n      - {id: a, config: {type: accuracy, tasks: [arc_easy], num_fewshot: 5}}\n",
+    );
+    assert!(p.message.contains("few-shot"), "{}", p.message);
+
+    let p = refused("targets:\n  - name: t\n    trainer: {ref: trainer.upcycle, impl: \"python:x:Y\"}\n");
+    assert_eq!((p.path.as_str(), p.line), ("targets[0].trainer.impl", Some(3)));
+    assert!(p.help.as_deref().is_some_and(|h| h.contains("trainer: standard")));
+}
+
+#[test]
+fn the_teacher_checkpoint_of_a_run_becomes_the_targets_teacher() {
+    let (v, _) = rewritten(
+        "targets:\n  - name: t\n    runs:\n      - {id: a, train: {teacher_ckpt: \"hf://meta-llama/Llama-3.2-1B\", phase: global}}\n",
+    );
+    assert_eq!(v["targets"][0]["teacher"], "hf:meta-llama/Llama-3.2-1B");
+    assert_eq!(v["targets"][0]["runs"][0]["phase"], "global");
 }
