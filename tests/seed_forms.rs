@@ -200,7 +200,7 @@ fn expected_attn_mode_is_checked_against_the_model() {
         .expect_err("the model has standard attention");
     has(
         &e,
-        "groups[0].runs[0].expected.attn_mode",
+        "targets[0].runs[0].expected.attn_mode",
         "expects `attn_mode: decoupled`, but the model has `mode: standard`",
         "",
         42,
@@ -216,7 +216,7 @@ fn a_data_string_without_a_block_size_says_what_to_write() {
         .expect_err("no block size");
     has(
         &e,
-        "groups[0].data",
+        "targets[0].data",
         "a data path alone has no block size",
         "data: {path: data/tiny.npy, block_size: 512}",
         35,
@@ -293,7 +293,7 @@ fn a_bad_value_in_a_moved_field_points_at_what_was_written() {
         .replace("num_batches: 100", "num_batches: 0");
     let e = caramba::compiler::compile_str(&fixture("x.yml"), &text, caramba::manifest::Format::Yaml)
         .expect_err("zero blocks");
-    has(&e, "groups[0].benchmarks[0].blocks", "at least 1", "", 32);
+    has(&e, "targets[0].benchmarks[0].blocks", "at least 1", "", 32);
 }
 
 #[test]

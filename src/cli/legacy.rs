@@ -31,7 +31,7 @@ pub enum LegacyMode {
 }
 
 /// Arguments given without a subcommand.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct LegacyArgs {
     /// A manifest to run without a subcommand: `caramba M.yml --target quick` is `caramba run
     /// M.yml --target quick`.

@@ -67,7 +67,6 @@ pub(crate) fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
     long_about = "Architectures as YAML manifests: compile, train, generate, benchmark.\n\n\
         Without a subcommand, `caramba MANIFEST [--target T] [--dry-run]` is `caramba run`, and the \
         original's legacy flags (--manifest, --mode, --exp, --data, --ckpt, --resume, --seed) map onto it.",
-    args_conflicts_with_subcommands = true,
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -110,6 +109,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let Some(command) = cli.command else {
         return legacy::run(&cli.legacy);
     };
+    // why: clap lets the original's top-level flags stand before a subcommand
+    // (`caramba --seed 3 run M`); they would be ignored there, so say so.
+    if cli.legacy != legacy::LegacyArgs::default() {
+        return Err(CliError::usage(miette::miette!(
+            help = "put the flags after the subcommand (`caramba run M --target T`), or drop the subcommand (`caramba M --target T`)",
+            "the original's flags (MANIFEST, --manifest, --target, --mode, --exp, …) go without a subcommand"
+        )));
+    }
     match command {
         Command::Compile(args) => compile::run(&args),
         Command::Run(args) => run::run(&args),

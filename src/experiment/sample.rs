@@ -267,7 +267,9 @@ fn cache_config(g: &RunGenerate, loaded: &LoadedModel) -> Result<CacheConfig, Ru
             ..CacheConfig::default()
         },
         Some(name) => {
-            let kind: CacheKind = name.parse().map_err(RunError::usage)?;
+            let kind: CacheKind = name
+                .parse()
+                .map_err(|e: crate::cache::CacheError| RunError::usage(miette::miette!("{e}")))?;
             CacheConfig {
                 kinds: Some(QuantKinds {
                     k: kind,

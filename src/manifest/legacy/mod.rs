@@ -60,6 +60,15 @@ pub const MODEL_TYPE_ALIASES: &[(&str, &str)] = &[
 /// Rewrite the original's forms in `value` (after `${var}` substitution, before typing). Returns
 /// the warnings (forms accepted but ignored); problems are errors located at what the user wrote.
 pub fn rewrite(source: &mut Source, value: &mut Value) -> Result<Vec<Problem>, ManifestError> {
+    // why: v1's `groups:` is `targets:`; renamed here (keeping its spans) so that every later
+    // stage, validation included, finds what it reports at the lines the user wrote.
+    if let Some(root) = value.as_object_mut()
+        && !root.contains_key("targets")
+        && let Some(groups) = root.remove("groups")
+    {
+        root.insert("targets".into(), groups);
+        source.spans.alias("targets", "groups");
+    }
     let (problems, warnings, moves) = {
         let mut r = Rewriter::new(source);
         if let Some(root) = value.as_object_mut() {

@@ -43,9 +43,12 @@ fn group_data_string_takes_the_runs_block_size() {
     let (v, src) = rewritten(
         "groups:\n  - name: g\n    data: d.npy\n    runs:\n      - {id: a, steps: 1, train: {block_size: 64, gradient_accumulation_steps: 2}}\n",
     );
-    assert_eq!(v["groups"][0]["data"], json!({"path": "d.npy", "block_size": 64}));
-    assert_eq!(v["groups"][0]["runs"][0]["train"], json!({"grad_accum": 2}));
-    assert_eq!(src.spans.lookup("groups[0].data.block_size"), Some((5, 37)));
+    assert_eq!(
+        v["targets"][0]["data"],
+        json!({"path": "d.npy", "block_size": 64})
+    );
+    assert_eq!(v["targets"][0]["runs"][0]["train"], json!({"grad_accum": 2}));
+    assert_eq!(src.spans.lookup("targets[0].data.block_size"), Some((5, 37)));
 }
 
 #[test]
