@@ -48,7 +48,7 @@ fn group_data_string_takes_the_runs_block_size() {
         json!({"path": "d.npy", "block_size": 64})
     );
     assert_eq!(v["targets"][0]["runs"][0]["train"], json!({"grad_accum": 2}));
-    assert_eq!(src.spans.lookup("targets[0].data.block_size"), Some((5, 37)));
+    assert_eq!(src.spans.lookup("targets[0].data.block_size"), Some((5, 35)));
 }
 
 #[test]
