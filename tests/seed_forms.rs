@@ -530,6 +530,24 @@ fn the_legacy_flags_map_onto_run() {
 }
 
 #[test]
+fn top_level_flags_before_a_subcommand_are_refused_not_ignored() {
+    let m = fixture("13_mode_sample_chat.yml");
+    let m = m.to_str().expect("utf-8");
+    // Global flags still go anywhere.
+    stdout_of(&["-q", "run", m, "--dry-run"]);
+    let out = caramba()
+        .args(["--seed", "3", "run", m, "--dry-run"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the original's flags"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn the_originals_preset_paths_find_the_presets() {
     let out = stdout_of(&["config/presets/standard_transformer.yml", "--dry-run"]);
     assert!(out.contains("dry run: would run target"), "{out}");
