@@ -106,7 +106,7 @@ pub fn resolve(args: &LegacyArgs) -> Result<RunOptions, CliError> {
         LegacyMode::Sample => RunMode::Sample,
         LegacyMode::Chat => RunMode::Chat,
     });
-    if args.ckpt.is_some() && !mode.is_some_and(|m| !m.is_train()) {
+    if args.ckpt.is_some() && mode.is_none_or(|m| m.is_train()) {
         return Err(CliError::usage(miette::miette!(
             help = "add `--mode sample` or `--mode chat`; a training run resumes from its own checkpoints",
             "--ckpt names the model to sample from or chat with"
