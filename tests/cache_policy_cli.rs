@@ -43,7 +43,7 @@ fn auto_explains_stores_and_reuses_its_decision() {
         .unwrap()
         .args(["generate", "-q", "--model"])
         .arg(fixture())
-        .args(["--prompt", "hello", "--cache-kind", "q4"])
+        .args(["--prompt", "hello", "--cache-kind", "q5"])
         .assert()
         .code(2)
         .get_output()

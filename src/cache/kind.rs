@@ -37,12 +37,12 @@ pub enum CacheKind {
     #[value(name = "bf16")]
     Bf16,
     /// llama.cpp q8_0: d = amax/127 (f16), q = round(x/d) in i8.
-    #[serde(rename = "q8_0")]
-    #[value(name = "q8_0")]
+    #[serde(rename = "q8_0", alias = "q8")]
+    #[value(name = "q8_0", alias = "q8")]
     Q8_0,
     /// llama.cpp q4_0: d = max/−8 (signed max-magnitude element, f16), nibble = min(15, ⌊x/d + 8.5⌋).
-    #[serde(rename = "q4_0")]
-    #[value(name = "q4_0")]
+    #[serde(rename = "q4_0", alias = "q4")]
+    #[value(name = "q4_0", alias = "q4")]
     Q4_0,
     /// bitsandbytes NF4: d = absmax (f16), nibble = nearest of the 16 NF4 levels to x/d.
     #[serde(rename = "nf4")]
@@ -104,6 +104,12 @@ impl FromStr for CacheKind {
     type Err = CacheError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // why: the original (and its documents) call q8_0 and q4_0 `q8` and `q4`.
+        let s = match s {
+            "q8" => "q8_0",
+            "q4" => "q4_0",
+            other => other,
+        };
         CacheKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
@@ -144,13 +150,27 @@ mod tests {
     }
 
     #[test]
+    fn the_originals_short_names_are_accepted() {
+        assert_eq!("q8".parse::<CacheKind>().unwrap(), CacheKind::Q8_0);
+        assert_eq!("q4".parse::<CacheKind>().unwrap(), CacheKind::Q4_0);
+        assert_eq!(
+            serde_json::from_str::<CacheKind>("\"q8\"").unwrap(),
+            CacheKind::Q8_0
+        );
+        assert_eq!(
+            serde_json::from_str::<CacheKind>("\"q4\"").unwrap(),
+            CacheKind::Q4_0
+        );
+    }
+
+    #[test]
     fn parse_error_lists_the_valid_names() {
-        let err = "q4".parse::<CacheKind>().unwrap_err().to_string();
-        assert!(err.contains("`q4`"), "{err}");
+        let err = "q5".parse::<CacheKind>().unwrap_err().to_string();
+        assert!(err.contains("`q5`"), "{err}");
         for kind in CacheKind::ALL {
             assert!(err.contains(kind.name()), "{err} lacks {kind}");
         }
-        let serde_err = serde_json::from_str::<CacheKind>("\"q8\"")
+        let serde_err = serde_json::from_str::<CacheKind>("\"q5\"")
             .unwrap_err()
             .to_string();
         assert!(

@@ -22,7 +22,7 @@ pub struct CompileArgs {
 
 /// Run `caramba compile`.
 pub fn run(args: &CompileArgs) -> Result<(), CliError> {
-    match compile(&args.manifest) {
+    match compile(&super::legacy::manifest_path(&args.manifest)) {
         Ok(c) => {
             if args.json {
                 println!("{}", c.plan_json());

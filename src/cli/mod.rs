@@ -10,6 +10,7 @@ pub mod chat;
 pub mod compile;
 pub mod fetch;
 pub mod generate;
+pub mod legacy;
 pub mod model;
 pub mod prepare;
 pub mod run;
@@ -62,7 +63,11 @@ pub(crate) fn emit(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
 #[command(
     name = "caramba",
     version,
-    about = "Architectures as YAML manifests: compile, train, generate, benchmark."
+    about = "Architectures as YAML manifests: compile, train, generate, benchmark.",
+    long_about = "Architectures as YAML manifests: compile, train, generate, benchmark.\n\n\
+        Without a subcommand, `caramba MANIFEST [--target T] [--dry-run]` is `caramba run`, and the \
+        original's legacy flags (--manifest, --mode, --exp, --data, --ckpt, --resume, --seed) map onto it.",
+    arg_required_else_help = true
 )]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
@@ -71,8 +76,11 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The original's command line without a subcommand (see [`legacy`]).
+    #[command(flatten)]
+    pub legacy: legacy::LegacyArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,7 +106,18 @@ pub enum Command {
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return legacy::run(&cli.legacy);
+    };
+    // why: clap lets the original's top-level flags stand before a subcommand
+    // (`caramba --seed 3 run M`); they would be ignored there, so say so.
+    if cli.legacy != legacy::LegacyArgs::default() {
+        return Err(CliError::usage(miette::miette!(
+            help = "put the flags after the subcommand (`caramba run M --target T`), or drop the subcommand (`caramba M --target T`)",
+            "the original's flags (MANIFEST, --manifest, --target, --mode, --exp, …) go without a subcommand"
+        )));
+    }
+    match command {
         Command::Compile(args) => compile::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Generate(args) => generate::run(&args),

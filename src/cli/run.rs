@@ -1,4 +1,4 @@
-//! `caramba run MANIFEST [--target T] [--dry-run] [--fresh]`: the flags, resolved into
+//! `caramba run MANIFEST [--target T | --group T] [--dry-run] [--fresh]`: the flags, resolved into
 //! [`RunOptions`] for the experiment runner.
 
 use std::path::PathBuf;
@@ -10,8 +10,9 @@ use crate::experiment::RunOptions;
 pub struct RunArgs {
     /// Manifest file (.yml, .yaml or .json).
     pub manifest: PathBuf,
-    /// Target or entry point to run. Default: `entrypoints.default`, else the first target.
-    #[arg(long)]
+    /// Target or entry point to run (`--group`: the original's v1 name). Default:
+    /// `entrypoints.default`, else the first target.
+    #[arg(long, visible_alias = "group")]
     pub target: Option<String>,
     /// Validate and print the plan without running anything.
     #[arg(long)]
@@ -30,12 +31,12 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn resolve(&self) -> RunOptions {
         RunOptions {
-            manifest: self.manifest.clone(),
             target: self.target.clone(),
             dry_run: self.dry_run,
             fresh: self.fresh,
             runs_dir: self.runs_dir.clone(),
             device: self.device.clone(),
+            ..RunOptions::new(super::legacy::manifest_path(&self.manifest))
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct Compiled {
     pub lowered: Manifest,
     /// The ordered plan.
     pub plan: Plan,
+    /// Forms of the original caramba that were accepted but ignored (see
+    /// [`crate::manifest::legacy`]), each at its place in the file; logged as warnings.
+    pub warnings: Vec<crate::manifest::Problem>,
 }
 
 /// Compile the manifest at `path`.
@@ -37,7 +40,10 @@ fn finish(
     mut source: load::Source,
     value: serde_json::Value,
 ) -> Result<Compiled, ManifestError> {
-    let manifest = parse::parse(&mut source, value)?;
+    let (manifest, warnings) = parse::parse_noted(&mut source, value)?;
+    for w in &warnings {
+        tracing::warn!("{}", w.headline());
+    }
     validate(&manifest, &source)?;
     let problems = super::memory::problems(&manifest, &source, super::memory::host_memory_bytes());
     if !problems.is_empty() {
@@ -50,6 +56,7 @@ fn finish(
         manifest_path: path.to_path_buf(),
         lowered,
         plan,
+        warnings,
     })
 }
 

@@ -14,7 +14,9 @@ use super::stats::ModelStats;
 use crate::data::TargetData;
 use crate::manifest::lower::{DEFAULT_SEED, DEFAULT_TOKENIZER, DEFAULT_VAL_FRAC};
 use crate::manifest::validate::strip_kind;
-use crate::manifest::{Manifest, MetricKind, ObjectiveKind, Seeds, SystemKind, TargetKind, TrainerKind};
+use crate::manifest::{
+    Manifest, MetricKind, ObjectiveKind, RunGenerate, RunMode, Seeds, SystemKind, TargetKind, TrainerKind,
+};
 use crate::model::ModelSpec;
 use crate::train::TrainSpec;
 
@@ -72,13 +74,25 @@ pub struct TargetPlan {
 pub struct RunPlan {
     /// Unique within the target (`train`, or `train__s7` from a seed list).
     pub id: String,
+    /// Train (default), or sample from / chat with a trained model.
+    #[serde(default, skip_serializing_if = "RunMode::is_train")]
+    pub mode: RunMode,
+    /// The original's experiment label, when the run has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<String>,
+    /// Sampling and chat: the model source named by `ckpt:` (else the target's training run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ckpt: Option<String>,
+    /// Sampling and chat: prompt and sampling settings (defaults filled in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<RunGenerate>,
     pub seed: u64,
     pub steps: usize,
     /// Train settings with `save_every` filled in.
     pub train: TrainSpec,
     /// Upcycle only: blockwise or global.
     pub phase: crate::upcycle::Phase,
-    /// Checks after the run (empty until verify is supported).
+    /// Checks after the run (upcycle targets: compare, fidelity, eval, kvcache).
     pub verify: Vec<Value>,
     /// Memory the run needs at the least (see [`super::memory`]).
     pub memory: TrainingMemory,
@@ -118,6 +132,10 @@ impl Plan {
                         let memory = TrainingMemory::estimate(model, &r.train, t.data.block_size());
                         seeds.into_iter().map(move |(id, seed)| RunPlan {
                             id,
+                            mode: r.mode,
+                            exp: r.exp.clone(),
+                            ckpt: r.ckpt.clone(),
+                            generate: (!r.mode.is_train()).then(|| r.generate.clone().unwrap_or_default()),
                             seed,
                             steps: r.steps,
                             train: r.train.clone(),

@@ -227,6 +227,22 @@ fn render_target(out: &mut String, n: usize, t: &TargetPlan) {
 }
 
 fn render_run(out: &mut String, n: usize, j: usize, r: &RunPlan) {
+    let exp = r.exp.as_ref().map(|e| format!(" exp={e}")).unwrap_or_default();
+    if !r.mode.is_train() {
+        let g = r.generate.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "     {n}.{j} run {}: mode={} model={} prompt={:?} max_new_tokens={} temperature={} cache={}{exp}",
+            r.id,
+            r.mode,
+            r.ckpt.as_deref().unwrap_or("(the training run above it)"),
+            g.prompt,
+            g.max_new_tokens,
+            g.temperature,
+            g.cache_kind.as_deref().unwrap_or("fp32"),
+        );
+        return;
+    }
     let t = &r.train;
     let _ = writeln!(
         out,
@@ -244,6 +260,9 @@ fn render_run(out: &mut String, n: usize, j: usize, r: &RunPlan) {
         t.dtype,
         t.save_every.unwrap_or_default()
     );
+    if !exp.is_empty() {
+        let _ = writeln!(out, "        {exp}");
+    }
     let m = &r.memory;
     let _ = writeln!(
         out,

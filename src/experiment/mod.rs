@@ -5,6 +5,7 @@ mod classifier;
 mod error;
 mod run_dir;
 mod runner;
+mod sample;
 
 pub use error::RunError;
 pub use run_dir::{RunDir, RunMetadata, build_features};

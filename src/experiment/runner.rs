@@ -8,7 +8,7 @@ use super::error::RunError;
 use super::run_dir::RunDir;
 use crate::compiler::{self, Compiled, TargetPlan};
 use crate::data::ensure_prepared;
-use crate::manifest::TrainerKind;
+use crate::manifest::{RunMode, TrainerKind};
 use crate::record::write_json;
 use crate::train::{TrainOptions, TrainSummary};
 
@@ -27,6 +27,83 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Override every run's device (`cpu`, `cuda`, `cuda:N`, `metal`).
     pub device: Option<String>,
+    /// Override every run's seed (the original's `--seed`).
+    pub seed: Option<u64>,
+    /// Override the target's token file (the original's `--data`).
+    pub data: Option<PathBuf>,
+    /// Only the runs labelled `exp: X` (the original's `--exp`).
+    pub exp: Option<String>,
+    /// Make every run sample or chat (the original's `--mode sample|chat`) instead of what the
+    /// manifest says.
+    pub mode: Option<RunMode>,
+    /// With `mode`: the model to load (the original's `--ckpt`).
+    pub ckpt: Option<String>,
+}
+
+impl RunOptions {
+    /// `caramba run MANIFEST` with nothing else set.
+    pub fn new(manifest: PathBuf) -> Self {
+        Self {
+            manifest,
+            target: None,
+            dry_run: false,
+            fresh: false,
+            runs_dir: PathBuf::from("runs"),
+            device: None,
+            seed: None,
+            data: None,
+            exp: None,
+            mode: None,
+            ckpt: None,
+        }
+    }
+}
+
+/// The target as the original's legacy flags change it: `--exp` picks runs, `--seed`, `--data`,
+/// `--mode` and `--ckpt` override what the manifest says.
+fn with_overrides(target: &TargetPlan, args: &RunOptions) -> Result<TargetPlan, RunError> {
+    let mut t = target.clone();
+    if let Some(exp) = &args.exp {
+        t.runs.retain(|r| r.exp.as_deref() == Some(exp.as_str()));
+        if t.runs.is_empty() {
+            let labels: Vec<&str> = target.runs.iter().filter_map(|r| r.exp.as_deref()).collect();
+            return Err(RunError::usage(miette::miette!(
+                help = if labels.is_empty() {
+                    "label runs with `exp: NAME` in the manifest".to_string()
+                } else {
+                    format!("labels in this target: {}", labels.join(", "))
+                },
+                "--exp {exp}: no run of target `{}` is labelled `exp: {exp}`",
+                target.name
+            )));
+        }
+    }
+    for r in &mut t.runs {
+        if let Some(seed) = args.seed {
+            r.seed = seed;
+        }
+        if let Some(mode) = args.mode {
+            r.mode = mode;
+            if !mode.is_train() {
+                r.generate.get_or_insert_with(Default::default);
+                if args.ckpt.is_some() {
+                    r.ckpt = args.ckpt.clone();
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.data {
+        match t.data.tokens_mut() {
+            Some(d) => d.path = path.display().to_string(),
+            None => {
+                return Err(RunError::usage(miette::miette!(
+                    "--data: target `{}` reads arrays (`type: npy_supervised`), not a token file",
+                    target.name
+                )));
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// What `summary.json` of a finished run holds.
@@ -50,8 +127,16 @@ pub fn run(args: &RunOptions) -> Result<(), RunError> {
     let target = compiled
         .run_target(args.target.as_deref())
         .map_err(RunError::usage)?;
+    let overridden = with_overrides(target, args)?;
+    let target = &overridden;
     if args.dry_run {
-        println!("{}", compiler::render_plan(&compiled));
+        // why: the plan shown is the one that would run, legacy overrides (`--mode`, `--exp`,
+        // `--seed`, `--data`) included.
+        let mut shown = compiled.clone();
+        if let Some(t) = shown.plan.targets.iter_mut().find(|t| t.name == target.name) {
+            *t = target.clone();
+        }
+        println!("{}", compiler::render_plan(&shown));
         let n = target.runs.len();
         println!(
             "dry run: would run target `{}` ({n} run{}); nothing was written",
@@ -91,7 +176,9 @@ pub fn run(args: &RunOptions) -> Result<(), RunError> {
         ))
     })?;
     let summaries = train_target(&compiled, target, data, args)?;
-    print_table(&target.name, &summaries);
+    if !summaries.is_empty() {
+        print_table(&target.name, &summaries);
+    }
     if !target.benchmarks.is_empty() {
         benchmark_runs(&compiled, target, data, &summaries, args)?;
     }
@@ -227,6 +314,11 @@ fn train_target(
     })?;
     let mut out = Vec::new();
     for run in &target.runs {
+        if !run.mode.is_train() {
+            // why: in order, so a sampling run after a training run sees its model.
+            super::sample::sample_or_chat(compiled, target, run, &args.runs_dir, args.device.as_deref())?;
+            continue;
+        }
         let mut run = run.clone();
         if let Some(device) = &args.device {
             run.train.device = device.clone();

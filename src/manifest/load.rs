@@ -35,6 +35,27 @@ impl SpanMap {
         }
     }
 
+    /// Locate `to` (and every path below it) where `from` (and the same path below it) was
+    /// written, for a value the legacy rewrite moved. Paths that already have a place keep it.
+    pub fn alias(&mut self, to: &str, from: &str) {
+        let below: Vec<(String, (usize, usize))> = self
+            .spans
+            .iter()
+            .filter_map(|(p, pos)| {
+                let rest = p.strip_prefix(from)?;
+                (rest.is_empty() || rest.starts_with(['.', '['])).then(|| (format!("{to}{rest}"), *pos))
+            })
+            .collect();
+        for (p, pos) in below {
+            self.spans.entry(p).or_insert(pos);
+        }
+    }
+
+    /// Whether `path` itself was written in the source (no ancestor fallback).
+    pub fn contains(&self, path: &str) -> bool {
+        self.spans.contains_key(path)
+    }
+
     /// Number of located paths.
     pub fn len(&self) -> usize {
         self.spans.len()
@@ -276,6 +297,43 @@ enum Frame {
 /// first syntax error (the parse above reports it).
 pub fn span_map(text: &str) -> SpanMap {
     let mut spans = HashMap::new();
+    walk_nodes(text, |node, _, pos| {
+        let (Node::Key(path) | Node::Value(path)) = node;
+        spans.entry(path.to_string()).or_insert(pos);
+    });
+    SpanMap { spans }
+}
+
+/// The paths of the nodes tagged `!include` (the original's include form), with their positions.
+pub fn include_sites(text: &str) -> Vec<(String, (usize, usize))> {
+    let mut out = Vec::new();
+    walk_nodes(text, |node, event, pos| {
+        let Node::Value(path) = node else { return };
+        let tag = match event {
+            Event::Scalar(_, _, _, tag)
+            | Event::MappingStart(_, _, tag)
+            | Event::SequenceStart(_, _, tag) => tag,
+            _ => return,
+        };
+        if tag
+            .as_ref()
+            .is_some_and(|t| t.handle() == "!" && t.suffix() == "include")
+        {
+            out.push((path.to_string(), pos));
+        }
+    });
+    out
+}
+
+/// A node met by [`walk_nodes`]: a mapping key (its entry's path) or a value.
+enum Node<'p> {
+    Key(&'p str),
+    Value(&'p str),
+}
+
+/// Call `f` for every mapping key and value of the first document, with its manifest path and
+/// 1-based (line, column). Stops quietly at the first syntax error.
+fn walk_nodes(text: &str, mut f: impl FnMut(Node<'_>, &Event<'_>, (usize, usize))) {
     let mut stack: Vec<Frame> = Vec::new();
     let pos = |s: &Span| (s.start.line(), s.start.col() + 1);
     for item in Parser::new_from_str(text) {
@@ -305,7 +363,7 @@ pub fn span_map(text: &str) -> SpanMap {
                     // A key: record the entry at the key's position.
                     if let Event::Scalar(k, ..) = &event {
                         let child = join_key(path, k);
-                        spans.entry(child).or_insert(pos(&span));
+                        f(Node::Key(&child), &event, pos(&span));
                         *key = Some(k.to_string());
                     } else {
                         *key = Some("?".into());
@@ -318,7 +376,7 @@ pub fn span_map(text: &str) -> SpanMap {
             },
         };
         if let Some(p) = &path {
-            spans.entry(p.clone()).or_insert(pos(&span));
+            f(Node::Value(p), &event, pos(&span));
         }
         if is_container {
             stack.push(match (&event, path) {
@@ -328,7 +386,6 @@ pub fn span_map(text: &str) -> SpanMap {
             });
         }
     }
-    SpanMap { spans }
 }
 
 #[cfg(test)]

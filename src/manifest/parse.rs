@@ -8,13 +8,34 @@ use serde_json::Value;
 
 use super::error::{ManifestError, Problem};
 use super::inherit::inherit_train_defaults;
+use super::legacy;
 use super::load::{Source, join_key};
 use super::types::{Defaults, Manifest};
 use super::vars;
 use crate::topology::PATH_SEP;
 
-/// Substitute, inherit and type `value` (the root mapping of `source`).
-pub fn parse(source: &mut Source, mut value: Value) -> Result<Manifest, ManifestError> {
+/// Substitute, inherit and type `value` (the root mapping of `source`); warnings about the
+/// original's forms that were accepted but ignored are logged.
+pub fn parse(source: &mut Source, value: Value) -> Result<Manifest, ManifestError> {
+    let (manifest, warnings) = parse_noted(source, value)?;
+    for w in &warnings {
+        tracing::warn!("{}", w.headline());
+    }
+    Ok(manifest)
+}
+
+/// [`parse`], returning the warnings instead of logging them: `!include`s, `${ENV:NAME}`,
+/// `${var}`s, the original's forms rewritten ([`legacy`]), then defaults and types.
+pub fn parse_noted(source: &mut Source, mut value: Value) -> Result<(Manifest, Vec<Problem>), ManifestError> {
+    legacy::resolve_includes(source, &mut value)?;
+    let env = legacy::substitute_env(&mut value, &|name| std::env::var(name).ok());
+    if !env.is_empty() {
+        let problems = env
+            .into_iter()
+            .map(|p| source.problem(&p.path, p.message).with_help(p.help))
+            .collect();
+        return Err(source.invalid(problems));
+    }
     match vars::substitute_tracked(&mut value) {
         Ok(origins) => source.origins = origins,
         Err(problems) => {
@@ -32,6 +53,7 @@ pub fn parse(source: &mut Source, mut value: Value) -> Result<Manifest, Manifest
             ));
         }
     }
+    let warnings = legacy::rewrite(source, &mut value)?;
     let source = &*source;
     let defaults = match value.get("defaults") {
         None | Some(Value::Null) => Defaults::default(),
@@ -41,7 +63,7 @@ pub fn parse(source: &mut Source, mut value: Value) -> Result<Manifest, Manifest
     let processes = take_processes(source, &mut value)?;
     let mut manifest = typed::<Manifest>(source, value, "")?;
     manifest.processes = processes;
-    Ok(manifest)
+    Ok((manifest, warnings))
 }
 
 /// Whether a `targets:` entry is a process target (`type: process`).
@@ -334,16 +356,11 @@ mod tests {
     }
 
     #[test]
-    fn flat_v1_defaults_get_a_hint() {
-        let err = parse_str(&format!("{HEAD}defaults: {{val_frac: 0.2}}\n")).expect_err("flat");
-        let p = &err.problems()[0];
-        assert_eq!(p.path, "defaults.val_frac");
-        assert!(
-            p.help
-                .as_deref()
-                .is_some_and(|h| h.starts_with("write it as `defaults.data.val_frac`")),
-            "{p:?}"
-        );
+    fn flat_v1_defaults_are_read_as_their_group() {
+        // why: the original's v1 wrote `defaults` flat; the legacy rewrite moves each key.
+        let m = parse_str(&format!("{HEAD}defaults: {{val_frac: 0.2, save_every: 7}}\n")).expect("flat");
+        assert_eq!(m.defaults.data.val_frac, Some(0.2));
+        assert_eq!(m.defaults.runtime.save_every, Some(7));
     }
 
     #[test]

@@ -225,26 +225,126 @@ pub struct Target {
     pub benchmarks: Vec<crate::bench::BenchmarkSpec>,
 }
 
-/// One training run of a target.
+/// One run of a target: training (the default), or sampling from / chatting with a trained model.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Run {
     /// Unique within the target; a seed list appends `__s<seed>`.
     pub id: String,
+    /// What the run does: `train` (default), `sample`/`generate` (continue a prompt), `chat`.
+    #[serde(default, skip_serializing_if = "RunMode::is_train")]
+    pub mode: RunMode,
+    /// The original's experiment label (`baseline`, `gqa`, `bottleneck`, `decoupled`): recorded
+    /// in the plan; `caramba --exp X` picks the runs labelled X. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<String>,
+    /// What the run's model must be, checked by validation: `attn_mode` (`standard`, `gqa`,
+    /// `decoupled`) is the mode of every attention layer. Default: nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expected: BTreeMap<String, Value>,
     /// One seed, or a list (one run per seed). Default: `defaults.runtime.seed`, else 1337.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<Seeds>,
-    /// Optimizer steps (> 0); in a blockwise phase, steps per attention layer.
+    /// Optimizer steps (> 0 for `mode: train`); in a blockwise phase, steps per attention layer.
+    /// Sampling and chat runs take none. Default: 0.
+    #[serde(default)]
     pub steps: usize,
+    /// Sampling and chat only: the model to load (any model source). Default: the run directory
+    /// of the nearest training run above it in the target, else its own run directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ckpt: Option<String>,
+    /// Sampling and chat only: prompt and sampling settings. Every field has a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<RunGenerate>,
     /// Upcycle only: `blockwise` or `global`. Default: global.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<crate::upcycle::Phase>,
     /// Optimizer, schedule, batch, device. Every field has a default.
     #[serde(default)]
     pub train: TrainSpec,
-    /// Checks after the run. Not supported yet: must be absent.
+    /// Upcycle only: checks after the run — `compare`, `fidelity`, `eval`, `kvcache` (one or a list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Value>,
+}
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Train the target's model (the original's `mode: train`).
+    #[default]
+    Train,
+    /// Load a trained model and continue `generate.prompt`, printing the text.
+    #[serde(alias = "generate")]
+    Sample,
+    /// Load a trained model and talk with it, one message per line of stdin.
+    Chat,
+}
+
+impl RunMode {
+    pub fn is_train(&self) -> bool {
+        *self == Self::Train
+    }
+}
+
+impl fmt::Display for RunMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Train => "train",
+            Self::Sample => "sample",
+            Self::Chat => "chat",
+        })
+    }
+}
+
+/// `generate:` of a sampling or chat run (the original's `GenerateConfig` fields).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunGenerate {
+    /// Text to continue (sampling). Default: a newline.
+    pub prompt: String,
+    /// Most tokens per answer. Default: 128.
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 is greedy. Default: 0.8.
+    pub temperature: f64,
+    /// Sample among the k most likely tokens. Default: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: the most likely tokens that reach probability p. Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Penalise tokens already in the sequence (1.0 = off). Default: 1.0.
+    pub repetition_penalty: f64,
+    /// A token id that ends generation, besides the tokenizer's own. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
+    /// Longest sequence (prompt + answer) kept. Default: the model's context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seq_len: Option<usize>,
+    /// KV cache storage: `fp32`, `fp16`, `bf16`, `q8_0` (`q8`), `q4_0` (`q4`), `nf4`, or `auto`
+    /// (measured, see docs/inference.md). Default: the plain f32 cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_kind: Option<String>,
+    /// With `cache_kind: auto`: most megabytes the KV cache may take at the model's context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_budget_mb: Option<f64>,
+}
+
+impl Default for RunGenerate {
+    fn default() -> Self {
+        Self {
+            prompt: "\n".into(),
+            max_new_tokens: 128,
+            temperature: 0.8,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            eos_token_id: None,
+            max_seq_len: None,
+            cache_kind: None,
+            cache_budget_mb: None,
+        }
+    }
 }
 
 /// `seed: 7` or `seed: [1, 2, 7]`.

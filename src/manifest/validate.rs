@@ -242,6 +242,12 @@ impl Validator<'_> {
         for (j, run) in t.runs.iter().enumerate() {
             let rpath = join_index(&join_key(path, "runs"), j);
             self.run(m, run, &rpath, t.trainer == TrainerKind::Upcycle);
+            self.run_mode(
+                run,
+                &rpath,
+                t.trainer == TrainerKind::Upcycle || t.system.is_classifier(),
+                model,
+            );
             for id in expanded_ids(run) {
                 if let Some(first) = ids.insert(id.clone(), rpath.clone()) {
                     self.err_help(
@@ -523,10 +529,147 @@ impl Validator<'_> {
         }
     }
 
+    /// `mode`, `ckpt`, `generate` and `expected` of a run; `not_lm`: an upcycle or a classifier,
+    /// whose runs only train.
+    fn run_mode(&mut self, run: &Run, path: &str, not_lm: bool, model: Option<&ModelSpec>) {
+        let f = |k: &str| join_key(path, k);
+        if let Some(want) = run.expected.get("attn_mode") {
+            let want = want.as_str().unwrap_or_default().to_ascii_lowercase();
+            if !matches!(want.as_str(), "standard" | "gqa" | "decoupled") {
+                self.err_help(
+                    &f("expected.attn_mode"),
+                    format!("unknown attention mode `{want}`"),
+                    "use standard, gqa or decoupled",
+                );
+            } else if let Some(model) = model {
+                let modes: Vec<&str> = model
+                    .topology
+                    .attention_specs()
+                    .iter()
+                    .map(|a| match a.mode {
+                        crate::layer::AttentionMode::Standard => "standard",
+                        crate::layer::AttentionMode::Gqa => "gqa",
+                        crate::layer::AttentionMode::Decoupled(_) => "decoupled",
+                    })
+                    .collect();
+                if let Some(other) = modes.iter().find(|m| **m != want) {
+                    self.err_help(
+                        &f("expected.attn_mode"),
+                        format!(
+                            "the run expects `attn_mode: {want}`, but the model has `mode: {other}` attention"
+                        ),
+                        "fix the model's AttentionLayer `mode:`, or the expectation",
+                    );
+                } else if modes.is_empty() {
+                    self.err(
+                        &f("expected.attn_mode"),
+                        format!("the run expects `attn_mode: {want}`, but the model has no attention layer"),
+                    );
+                }
+            }
+        }
+        if let Some(k) = run.expected.keys().find(|k| *k != "attn_mode") {
+            self.err_help(
+                &f(&format!("expected.{k}")),
+                format!("`expected.{k}` is not something caramba checks"),
+                "`expected:` takes `attn_mode` (standard, gqa, decoupled)",
+            );
+        }
+        if run.mode.is_train() {
+            for (key, set) in [("ckpt", run.ckpt.is_some()), ("generate", run.generate.is_some())] {
+                if set {
+                    self.err_help(
+                        &f(key),
+                        format!("`{key}` only applies to `mode: sample` or `mode: chat`"),
+                        format!("remove `{key}:`, or set the run's `mode:`"),
+                    );
+                }
+            }
+            return;
+        }
+        if not_lm {
+            self.err_help(
+                &f("mode"),
+                format!("`mode: {}` runs belong to a standard language-model target", run.mode),
+                "sample the student after the upcycle with `caramba generate --model runs/<name>/<target>/<run>`",
+            );
+        }
+        // why: `verify:` outside an upcycle is already reported by `run`.
+        for (key, set) in [
+            ("verify", not_lm && run.verify.is_some()),
+            ("phase", run.phase.is_some()),
+            ("seed", matches!(run.seed, Some(Seeds::Many(_)))),
+        ] {
+            if set {
+                self.err_help(
+                    &f(key),
+                    format!("`{key}` does not apply to `mode: {}`", run.mode),
+                    format!("remove `{key}:`"),
+                );
+            }
+        }
+        if let Some(g) = &run.generate {
+            let gf = |k: &str| join_key(&f("generate"), k);
+            if g.max_new_tokens == 0 {
+                self.err(&gf("max_new_tokens"), "must be at least 1");
+            }
+            if !(g.temperature.is_finite() && g.temperature >= 0.0) {
+                self.err_help(
+                    &gf("temperature"),
+                    format!("must be finite and ≥ 0 (got {})", g.temperature),
+                    "0 is greedy",
+                );
+            }
+            if g.top_k == Some(0) {
+                self.err(&gf("top_k"), "must be at least 1");
+            }
+            if let Some(p) = g.top_p
+                && !(p > 0.0 && p <= 1.0)
+            {
+                self.err(&gf("top_p"), format!("must be in (0, 1] (got {p})"));
+            }
+            if !(g.repetition_penalty.is_finite() && g.repetition_penalty > 0.0) {
+                self.err_help(
+                    &gf("repetition_penalty"),
+                    format!("must be > 0 (got {})", g.repetition_penalty),
+                    "1.0 is off",
+                );
+            }
+            if let Some(k) = &g.cache_kind
+                && k != "auto"
+                && k.parse::<crate::cache::CacheKind>().is_err()
+            {
+                self.err_help(
+                    &gf("cache_kind"),
+                    format!("unknown cache kind `{k}`"),
+                    "fp32, fp16, bf16, q8_0 (q8), q4_0 (q4), nf4 or auto",
+                );
+            }
+            if g.cache_budget_mb.is_some() && g.cache_kind.as_deref() != Some("auto") {
+                self.err_help(
+                    &gf("cache_budget_mb"),
+                    "a cache budget only applies to `cache_kind: auto`",
+                    "add `cache_kind: auto`, or remove the budget",
+                );
+            }
+        }
+    }
+
     fn run(&mut self, m: &Manifest, run: &Run, path: &str, upcycle: bool) {
         self.dir_name(&join_key(path, "id"), &run.id, "a run id");
-        if run.steps == 0 {
-            self.err(&join_key(path, "steps"), "must be at least 1");
+        let steps = join_key(path, "steps");
+        if run.steps == 0 && run.mode.is_train() {
+            // why: `steps` has a default (sampling runs take none), so serde no longer says it is
+            // missing; a training run without it gets the message it always had.
+            if self.src.spans.contains(&steps) || self.src.spans.is_empty() {
+                self.err(&steps, "must be at least 1");
+            } else {
+                self.err_help(
+                    path,
+                    "missing field `steps`",
+                    "a training run needs `steps: N` (optimizer steps)",
+                );
+            }
         }
         if let Some(Seeds::Many(seeds)) = &run.seed {
             if seeds.is_empty() {
@@ -558,7 +701,9 @@ impl Validator<'_> {
             }
             (None, _) => {}
         }
-        self.train(m, &run.train, run.steps, &join_key(path, "train"));
+        if run.mode.is_train() {
+            self.train(m, &run.train, run.steps, &join_key(path, "train"));
+        }
     }
 
     fn train(&mut self, m: &Manifest, t: &TrainSpec, steps: usize, path: &str) {
