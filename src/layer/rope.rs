@@ -56,7 +56,7 @@ impl LayerSpec for RopeSpec {
         let mut out = Vec::new();
         let dims_ok =
             check_dim(&mut out, "d_model", self.d_model) & check_dim(&mut out, "n_heads", self.n_heads);
-        if dims_ok && self.d_model % self.n_heads != 0 {
+        if dims_ok && !self.d_model.is_multiple_of(self.n_heads) {
             out.push(
                 SpecProblem::new(
                     "n_heads",
@@ -64,7 +64,7 @@ impl LayerSpec for RopeSpec {
                 )
                 .with_help("each head rotates d_model / n_heads features"),
             );
-        } else if dims_ok && self.head_dim() % 2 != 0 {
+        } else if dims_ok && !self.head_dim().is_multiple_of(2) {
             out.push(SpecProblem::new(
                 "n_heads",
                 format!(

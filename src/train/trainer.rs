@@ -534,7 +534,7 @@ impl<'a> Trainer<'a> {
         ledger.steps_run += 1;
         ledger.loss = report.loss;
         let log_every = self.spec.log_every;
-        if (log_every > 0 && done % log_every == 0) || done == ledger.end {
+        if (log_every > 0 && done.is_multiple_of(log_every)) || done == ledger.end {
             let tokens_per_sec = ledger.window.1 as f64 / ledger.window.0.max(1e-9);
             ledger.window = (0.0, 0);
             let memory_gib = crate::device::memory_in_use_bytes(&self.device).map(gib);
@@ -577,7 +577,7 @@ impl<'a> Trainer<'a> {
     fn maybe_eval(&self, ledger: &mut Ledger, done: usize, crossed: bool) -> Result<(), TrainError> {
         let every = self.spec.eval_every;
         let due = every > 0
-            && (done % every == 0 || done == ledger.end || (crossed && ledger.crossed(done, every)));
+            && (done.is_multiple_of(every) || done == ledger.end || (crossed && ledger.crossed(done, every)));
         if !(due && self.data.has_val()) {
             return Ok(());
         }
@@ -605,7 +605,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<bool, TrainError> {
         let every = ledger.save_every;
         let interrupted = self.interrupted();
-        let due = (every > 0 && (done % every == 0 || (crossed && ledger.crossed(done, every))))
+        let due = (every > 0 && (done.is_multiple_of(every) || (crossed && ledger.crossed(done, every))))
             || done == ledger.end
             || interrupted;
         if !due {

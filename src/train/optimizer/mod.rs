@@ -168,13 +168,17 @@ impl Optimizer {
     /// Continue from a [`Optimizer::snapshot`] (of an optimizer of the same kind); the snapshot
     /// stays as it was.
     pub fn restore(&mut self, saved: &StateTensors) -> Result<()> {
-        let state = saved.deep_copy()?;
+        self.load_state(&saved.deep_copy()?)
+    }
+
+    /// Take `state` (already checked to be of this kind) into the optimizer.
+    fn load_state(&mut self, state: &StateTensors) -> Result<()> {
         match self {
-            Self::AdamW(o) => o.load(&state),
-            Self::Sgd(o) => o.load(&state),
-            Self::Lion(o) => o.load(&state),
-            Self::Swats(o) => o.load(&state),
-            Self::Pidao(o) => o.load(&state),
+            Self::AdamW(o) => o.load(state),
+            Self::Sgd(o) => o.load(state),
+            Self::Lion(o) => o.load(state),
+            Self::Swats(o) => o.load(state),
+            Self::Pidao(o) => o.load(state),
         }
     }
 
@@ -192,13 +196,7 @@ impl Optimizer {
                 self.kind()
             );
         }
-        match self {
-            Self::AdamW(o) => o.load(&state),
-            Self::Sgd(o) => o.load(&state),
-            Self::Lion(o) => o.load(&state),
-            Self::Swats(o) => o.load(&state),
-            Self::Pidao(o) => o.load(&state),
-        }
+        self.load_state(&state)
     }
 }
 
