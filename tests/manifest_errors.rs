@@ -846,3 +846,32 @@ fn the_new_optimizers_and_adagc_parse_and_their_blocks_are_checked() {
         None,
     );
 }
+
+#[test]
+fn orchestrator_and_adagc_are_refused_where_their_loop_is_not() {
+    let upcycle = edit(
+        "    runs:\n      - id: train\n        steps: 10\n",
+        "    trainer: upcycle\n    teacher: smollm2-135m\n    runs:\n      - id: train\n        steps: 10\n        phase: blockwise\n        train: {clip: adagc, orchestrator: {eval_horizon: 5}}\n",
+    );
+    expect(
+        &upcycle,
+        "targets[0].runs[0].train.clip",
+        "the blockwise phase clips by global norm only",
+        None,
+    );
+    expect(
+        &upcycle,
+        "targets[0].runs[0].train.orchestrator",
+        "without the orchestrator",
+        None,
+    );
+    expect(
+        &edit(
+            "steps: 10",
+            "steps: 10\n        train: {orchestrator: {max_candidates: 1}}",
+        ),
+        "targets[0].runs[0].train.orchestrator.max_candidates",
+        "must be at least 2",
+        Some((27, 32)),
+    );
+}

@@ -701,6 +701,25 @@ impl Validator<'_> {
             }
             (None, _) => {}
         }
+        // why: the blockwise phase runs its own loop (one attention layer at a time) that clips by
+        // global norm and has no orchestrator; the global phase trains through the trainer.
+        if upcycle && run.phase == Some(crate::upcycle::Phase::Blockwise) {
+            let at = join_key(path, "train");
+            if run.train.clip == crate::train::spec::ClipKind::Adagc {
+                self.err_help(
+                    &join_key(&at, "clip"),
+                    "the blockwise phase clips by global norm only",
+                    "remove `clip: adagc` here; the global phase takes it",
+                );
+            }
+            if run.train.orchestrator.is_some() {
+                self.err_help(
+                    &join_key(&at, "orchestrator"),
+                    "the blockwise phase trains without the orchestrator",
+                    "remove `orchestrator:` here; the global phase takes it",
+                );
+            }
+        }
         if run.mode.is_train() {
             self.train(m, &run.train, run.steps, &join_key(path, "train"));
         }
