@@ -12,6 +12,8 @@ mod master;
 mod pidao;
 mod sgd;
 mod state;
+#[cfg(test)]
+mod test_values;
 mod swats;
 
 use std::path::Path;

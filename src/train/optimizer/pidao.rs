@@ -136,15 +136,8 @@ impl Pidao {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
-    fn var(values: &[f32], shape: &[usize]) -> Result<Var> {
-        Var::from_tensor(&Tensor::from_slice(values, shape, &Device::Cpu)?)
-    }
-
-    fn grad(values: &[f32], shape: &[usize]) -> Result<Option<Tensor>> {
-        Ok(Some(Tensor::from_slice(values, shape, &Device::Cpu)?))
-    }
+    use super::super::test_values::{grad, var};
 
     fn close(t: &Tensor, want: &[f32]) -> Result<()> {
         let got: Vec<f32> = t.flatten_all()?.to_vec1()?;
